@@ -1,0 +1,5 @@
+import sys
+
+from zeekndm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""Turns a Detection into an ECS alert document: a pure function, no I/O.
+
+The document carries the model's ATT&CK mapping (copied to `threat.*` without
+reshaping), its explanation (`rule.description`) and what to look for, the evidence
+under `zeekndm.*`, and a deterministic id, so re-sending the same evidence never makes
+a second alert in Elasticsearch. Field choices follow ECS and what Kibana Security's
+external-alerts view reads (`event.kind: alert`, `event.severity`, `event.risk_score`,
+`source.ip`, `destination.ip`, `rule.name`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+
+from zeekndm import __version__
+from zeekndm.detection import END, Detection
+from zeekndm.models import SEVERITY_SCORE
+
+DATASET = "zeekndm.alert"
+
+_VENDORS = {
+    "zeek": ("Zeek", "zeek"),
+    "suricata": ("OISF", "suricata"),
+}
+
+
+class Alert(NamedTuple):
+    """An enriched alert: its deterministic id and its ECS document."""
+
+    id: str
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Observer:
+    """Who saw the traffic: the sensor name from config, its type when known."""
+
+    hostname: str | None = None
+    sensor_type: str | None = None  # "zeek" | "suricata"
+
+
+def isotime(ts: float) -> str:
+    """Epoch seconds to the ISO-8601 UTC form Elasticsearch's date type parses."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def describe(detection: Detection) -> str:
+    """One readable sentence for `message`."""
+    d = detection
+    ports = ", ".join(str(p) for p in d.ports) or "the model's ports"
+    transports = "/".join(d.transports) or "tcp"
+    at_least = "at least " if d.distinct_is_lower_bound else ""
+    window = d.model.threshold.window
+    if d.state == END:
+        duration = max(0.0, d.last_seen - d.first_seen)
+        return (
+            f"{d.source} stopped scanning ({d.model.name}): {at_least}{d.distinct_destinations} "
+            f"distinct external hosts on {ports}/{transports} over {duration:.0f} s, "
+            f"{d.attempts} attempts, {d.failures} failed"
+        )
+    return (
+        f"{d.source} attempted connections to {at_least}{d.distinct_destinations} distinct "
+        f"external hosts on {ports}/{transports} within {window:.0f} s "
+        f"({d.failures} of {d.attempts} attempts failed): {d.model.name}, {d.severity}"
+    )
+
+
+def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
+    d = detection
+    m = d.model
+    observer = observer or Observer()
+    score = SEVERITY_SCORE[d.severity]
+    event: dict[str, Any] = {
+        "kind": "alert",
+        "category": ["network", "intrusion_detection"],
+        "type": ["info"],
+        "action": f"scan-{d.state}",
+        "severity": score,
+        "risk_score": float(score),
+        "start": isotime(d.first_seen),
+        "dataset": DATASET,
+        "module": "zeekndm",
+        "provider": d.detector,
+        "id": d.alert_id,
+    }
+    if d.state == END:
+        event["end"] = isotime(d.last_seen)
+        event["duration"] = int(max(0.0, d.last_seen - d.first_seen) * 1e9)
+    techniques = [
+        {"id": t.id, "name": t.name, "reference": t.reference}
+        for entry in m.threat
+        for t in entry.techniques
+    ]
+    tactics = [
+        {"id": e.tactic.id, "name": e.tactic.name, "reference": e.tactic.reference}
+        for e in m.threat
+    ]
+    sensor_type = d.sensor_type or observer.sensor_type
+    observer_doc: dict[str, Any] = {"type": "ids"}
+    if sensor_type in _VENDORS:
+        observer_doc["vendor"], observer_doc["product"] = _VENDORS[sensor_type]
+    hostname = d.sensor or observer.hostname
+    if hostname:
+        observer_doc["hostname"] = hostname
+    ports = list(d.ports)
+    destination: dict[str, Any] = {}
+    if ports:
+        destination["port"] = ports[0] if len(ports) == 1 else ports
+    if d.sample_destinations:
+        destination["ip"] = list(d.sample_destinations)
+    doc: dict[str, Any] = {
+        "@timestamp": isotime(d.last_seen),
+        "event": event,
+        "rule": {
+            "id": m.id,
+            "uuid": m.id,
+            "name": m.name,
+            "description": m.description,
+            "category": techniques[0]["name"] if techniques else "Network Scan",
+            "ruleset": "zeekndm",
+            "version": str(m.version),
+            "author": ["zeekndm"],
+        },
+        "threat": {"framework": "MITRE ATT&CK", "technique": techniques, "tactic": tactics},
+        "source": {"ip": d.source},
+        "destination": destination,
+        "network": {
+            "transport": d.transports[0] if len(d.transports) == 1 else list(d.transports),
+            "direction": "outbound",
+        },
+        "observer": observer_doc,
+        "related": {"ip": [d.source, *d.sample_destinations]},
+        "message": describe(d),
+        "ecs": {"version": "8.11.0"},
+        "agent": {"type": "zeekndm", "version": __version__},
+        "zeekndm": {
+            "alert_state": d.state,
+            "severity_name": d.severity,
+            "title": m.title,
+            "episode_id": d.episode_id,
+            "sequence": d.sequence,
+            "distinct_destinations": d.distinct_destinations,
+            "distinct_is_lower_bound": d.distinct_is_lower_bound,
+            "total_distinct_destinations": d.total_distinct_destinations,
+            "attempts": d.attempts,
+            "failures": d.failures,
+            "successes": d.successes,
+            "failure_ratio": round(d.failures / d.attempts, 4) if d.attempts else 0.0,
+            "sample_destinations": list(d.sample_destinations),
+            "ports": ports,
+            "window_seconds": float(m.threshold.window),
+            "threshold": d.threshold,
+            "what_to_look_for": m.what_to_look_for,
+            "false_positives": list(m.false_positives),
+            "model_version": m.version,
+            "detector": d.detector,
+        },
+    }
+    if d.end_reason:
+        doc["zeekndm"]["end_reason"] = d.end_reason
+    if not destination:
+        del doc["destination"]
+    return Alert(d.alert_id, doc)

@@ -1,0 +1,528 @@
+"""Detection models as typed data.
+
+A model is a declarative description of one scan detection (which ports, which
+direction, how many distinct external destinations in what window make which severity,
+who is allowlisted, and the ATT&CK mapping and analyst texts that travel into every
+alert). The detector is generic: a new service scan is a YAML entry, not code. The
+shipped models live in `zeekndm/builtin_models/`, one file per model named after it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from zeekndm import attack
+from zeekndm.errors import ModelError
+from zeekndm.yamlfile import FieldReader, LocatedDict, load_yaml_text
+
+# Constrained types, named once (config and models both use them).
+SEVERITIES = ("low", "medium", "high", "critical")
+SEVERITY_SCORE = {"low": 21, "medium": 47, "high": 73, "critical": 99}  # Kibana Security's mapping
+TRANSPORTS = ("tcp", "udp")
+DIRECTIONS = ("outbound",)
+TRACK_BY = ("source",)
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
+TECHNIQUE_ID = re.compile(r"^T\d{4}(\.\d{3})?$")
+TACTIC_ID = re.compile(r"^TA\d{4}$")
+PORT_SPEC = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?/(tcp|udp)$")
+MAX_PORT_SPAN = 1024  # a model is about a service, not "every port"
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    low: int
+    high: int
+    transport: str
+
+    def __str__(self) -> str:
+        ports = str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
+        return f"{ports}/{self.transport}"
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """Distinct external destinations per severity (ascending), within `window` seconds."""
+
+    levels: tuple[tuple[str, int], ...]
+    window: float
+    min_failure_ratio: float = 0.0
+
+    @property
+    def lowest(self) -> int:
+        return self.levels[0][1]
+
+    @property
+    def highest(self) -> int:
+        return self.levels[-1][1]
+
+    def severity_for(self, distinct: int) -> tuple[str, int] | None:
+        """The highest (severity, threshold) reached by `distinct`, or None."""
+        reached = None
+        for severity, count in self.levels:
+            if distinct >= count:
+                reached = (severity, count)
+        return reached
+
+
+@dataclass(frozen=True, slots=True)
+class Technique:
+    id: str
+    name: str
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tactic:
+    id: str
+    name: str
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThreatEntry:
+    """One ATT&CK tactic with the techniques filed under it."""
+
+    tactic: Tactic
+    techniques: tuple[Technique, ...]
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    id: str
+    name: str
+    title: str
+    version: int
+    enabled: bool
+    ports: tuple[PortRange, ...]
+    direction: str
+    track_by: str
+    threshold: Threshold
+    update_interval: float
+    discard_sources: tuple[Network, ...]
+    discard_destinations: tuple[Network, ...]
+    description: str
+    what_to_look_for: str
+    false_positives: tuple[str, ...]
+    threat: tuple[ThreatEntry, ...]
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def technique_ids(self) -> tuple[str, ...]:
+        return tuple(t.id for entry in self.threat for t in entry.techniques)
+
+    def port_keys(self) -> list[tuple[str, int]]:
+        """Every (transport, port) this model watches; the detector indexes models by it."""
+        return [(r.transport, p) for r in self.ports for p in range(r.low, r.high + 1)]
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str | None = None, path: str = "") -> "Model":
+        errors: list[ModelError] = []
+        model = cls.collect(data, errors, source=source, path=path)
+        if errors:
+            raise errors[0] if len(errors) == 1 else ModelErrors(errors)
+        assert model is not None
+        return model
+
+    @classmethod
+    def collect(
+        cls, data: Any, errors: list, *, source: str | None = None, path: str = ""
+    ) -> "Model | None":
+        """Validate `data`, appending every problem to `errors`; None if any was found."""
+        before = len(errors)
+        r = FieldReader(data, path, errors, file=source, error_cls=ModelError)
+        if not r.ok:
+            return None
+        model_id = r.take("id", str, check=_check_uuid)
+        name = r.take(
+            "name",
+            str,
+            check=lambda v: (
+                None
+                if MODEL_NAME.match(v)
+                else "must be lowercase letters, digits and underscores (3-64 chars)"
+            ),
+        )
+        title = r.take("title", str, default=name or "")
+        version = r.take(
+            "version", int, default=1, check=lambda v: None if v >= 1 else "must be >= 1"
+        )
+        enabled = r.take("enabled", bool, default=True)
+        ports = _ports(r)
+        direction = r.take("direction", str, default="outbound", check=_one_of(DIRECTIONS))
+        track_by = r.take("track_by", str, default="source", check=_one_of(TRACK_BY))
+        threshold = _threshold(r, errors)
+        update_interval = r.take("update_interval", float, default=300.0, check=_positive)
+        discard_sources, discard_destinations = _discards(r, errors)
+        description = r.take("description", str, check=_nonblank)
+        what_to_look_for = r.take("what_to_look_for", str, check=_nonblank)
+        false_positives = r.take("false_positives", list, default=[])
+        threat = _threat(r, errors)
+        r.finish()
+        if len(errors) > before:
+            return None
+        return cls(
+            id=model_id,
+            name=name,
+            title=title,
+            version=version,
+            enabled=enabled,
+            ports=ports,
+            direction=direction,
+            track_by=track_by,
+            threshold=threshold,
+            update_interval=float(update_interval),
+            discard_sources=discard_sources,
+            discard_destinations=discard_destinations,
+            description=" ".join(description.split()),
+            what_to_look_for=" ".join(what_to_look_for.split()),
+            false_positives=tuple(str(x) for x in false_positives),
+            threat=threat,
+            source=source,
+        )
+
+
+class ModelErrors(ModelError):
+    """Several problems found in one pass over a model or model set."""
+
+    def __init__(self, errors: list) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(str(e) for e in errors))
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+def _check_uuid(value: str) -> str | None:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return "must be a UUID (generate one with: python -c 'import uuid; print(uuid.uuid4())')"
+    return None
+
+
+def _one_of(options: tuple[str, ...]):
+    return lambda v: None if v in options else f"must be one of {', '.join(options)}"
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _nonblank(v: str) -> str | None:
+    return None if v.strip() else "must not be empty"
+
+
+def _ports(r: FieldReader) -> tuple[PortRange, ...]:
+    specs = r.take("ports", list, default=None)
+    if specs is None:
+        if not r.has("ports"):
+            r.fail("required key is missing")
+            r.errors[-1].key = r.key("ports")
+        return ()
+    if not specs:
+        r.fail("must list at least one port like 27017/tcp", name="ports")
+        return ()
+    out = []
+    for i, spec in enumerate(specs):
+        m = PORT_SPEC.match(str(spec).strip().lower()) if isinstance(spec, (str, int)) else None
+        if m is None:
+            r.fail(
+                f"ports[{i}] {spec!r}: expected PORT/tcp, PORT/udp or LOW-HIGH/tcp", name="ports"
+            )
+            continue
+        low = int(m.group(1))
+        high = int(m.group(2) or low)
+        if not (1 <= low <= high <= 65535):
+            r.fail(f"ports[{i}] {spec!r}: ports must be 1-65535 and LOW <= HIGH", name="ports")
+            continue
+        if high - low + 1 > MAX_PORT_SPAN:
+            r.fail(
+                f"ports[{i}] {spec!r}: a range may span at most {MAX_PORT_SPAN} ports", name="ports"
+            )
+            continue
+        out.append(PortRange(low, high, m.group(3)))
+    return tuple(out)
+
+
+def _threshold(r: FieldReader, errors: list) -> Threshold | None:
+    data = r.take("threshold", dict, default=None)
+    if data is None:
+        if not r.has("threshold"):
+            r.fail("required key is missing")
+            errors[-1].key = r.key("threshold")
+        return None
+    t = FieldReader(data, r.key("threshold"), errors, file=r.file, error_cls=ModelError)
+    levels_raw = t.take("distinct_destinations", dict)
+    window = t.take("window", float, check=_positive)
+    ratio = t.take(
+        "min_failure_ratio",
+        float,
+        default=0.0,
+        check=lambda v: None if 0.0 <= v <= 1.0 else "must be between 0 and 1",
+    )
+    t.finish()
+    levels: list[tuple[str, int]] = []
+    if levels_raw is not None:
+        lv = FieldReader(
+            levels_raw, t.key("distinct_destinations"), errors, file=r.file, error_cls=ModelError
+        )
+        for severity in SEVERITIES:
+            count = lv.take(
+                severity,
+                int,
+                default=None,
+                check=lambda v: None if v >= 2 else "must be an integer >= 2",
+            )
+            if count is not None:
+                levels.append((severity, count))
+        lv.finish()
+        if not levels and not lv.data == {} and len(errors) == 0:
+            pass
+        if not levels:
+            lv.fail("set at least one of low, medium, high, critical")
+        counts = [c for _, c in levels]
+        if counts != sorted(set(counts)):
+            lv.fail(
+                "thresholds must increase strictly with severity (low < medium < high < critical)"
+            )
+    if window is None or not levels:
+        return None
+    return Threshold(tuple(levels), float(window), float(ratio or 0.0))
+
+
+def _networks(values: Any, reader: FieldReader, name: str) -> tuple[Network, ...]:
+    out = []
+    for i, value in enumerate(values or []):
+        try:
+            out.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            reader.fail(f"{name}[{i}] {value!r} is not an IP address or CIDR network", name=name)
+    return tuple(out)
+
+
+def _discards(r: FieldReader, errors: list) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
+    data = r.take("discards", dict, default={})
+    d = FieldReader(data, r.key("discards"), errors, file=r.file, error_cls=ModelError)
+    sources = d.take("sources", list, default=[])
+    destinations = d.take("destinations", list, default=[])
+    d.finish()
+    return _networks(sources, d, "sources"), _networks(destinations, d, "destinations")
+
+
+def _threat(r: FieldReader, errors: list) -> tuple[ThreatEntry, ...]:
+    entries = r.take("threat", list, default=None)
+    if entries is None:
+        if not r.has("threat"):
+            r.fail("required key is missing (at least one ATT&CK tactic with its techniques)")
+            errors[-1].key = r.key("threat")
+        return ()
+    out = []
+    for i, entry in enumerate(entries):
+        e = FieldReader(entry, r.key(f"threat[{i}]"), errors, file=r.file, error_cls=ModelError)
+        if not e.ok:
+            continue
+        tactic_data = e.take("tactic", dict)
+        techniques_data = e.take("techniques", list, default=[])
+        e.finish()
+        if tactic_data is None:
+            continue
+        ta = FieldReader(tactic_data, e.key("tactic"), errors, file=r.file, error_cls=ModelError)
+        tactic_id = ta.take(
+            "id", str, check=lambda v: None if TACTIC_ID.match(v) else "must look like TA0007"
+        )
+        tactic_name = ta.take("name", str, default=None)
+        ta.finish()
+        if tactic_id is None:
+            continue
+        if tactic_id not in attack.TACTICS:
+            ta.fail(f"unknown ATT&CK tactic {tactic_id}", name="id")
+            continue
+        if tactic_name is not None and tactic_name != attack.TACTICS[tactic_id]:
+            ta.fail(
+                f"{tactic_id} is named {attack.TACTICS[tactic_id]!r}, not {tactic_name!r}",
+                name="name",
+            )
+        techniques = []
+        for j, tech in enumerate(techniques_data):
+            te = FieldReader(
+                tech, e.key(f"techniques[{j}]"), errors, file=r.file, error_cls=ModelError
+            )
+            tech_id = te.take(
+                "id",
+                str,
+                check=lambda v: (
+                    None if TECHNIQUE_ID.match(v) else "must look like T1046 or T1595.001"
+                ),
+            )
+            tech_name = te.take("name", str, default=None)
+            te.finish()
+            if tech_id is None:
+                continue
+            known = attack.TECHNIQUES.get(tech_id)
+            if known is None:
+                te.fail(
+                    f"unknown ATT&CK technique {tech_id} (not in zeekndm's vendored table)",
+                    name="id",
+                )
+                continue
+            if tech_name is not None and tech_name != known[0]:
+                te.fail(f"{tech_id} is named {known[0]!r}, not {tech_name!r}", name="name")
+            if tactic_id not in known[1]:
+                te.fail(
+                    f"{tech_id} does not belong to tactic {tactic_id} ({', '.join(known[1])})",
+                    name="id",
+                )
+            techniques.append(Technique(tech_id, known[0], attack.technique_reference(tech_id)))
+        if not techniques:
+            e.fail("list at least one technique under the tactic")
+        out.append(
+            ThreatEntry(
+                Tactic(tactic_id, attack.TACTICS[tactic_id], attack.tactic_reference(tactic_id)),
+                tuple(techniques),
+            )
+        )
+    if not out and entries == []:
+        r.fail("must list at least one ATT&CK tactic", name="threat")
+    return tuple(out)
+
+
+def builtin_model_dicts() -> dict[str, LocatedDict]:
+    """Raw definitions of the shipped models, by name (read from the package)."""
+    out: dict[str, LocatedDict] = {}
+    folder = resources.files("zeekndm") / "builtin_models"
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            label = f"zeekndm/builtin_models/{entry.name}"
+            data = load_yaml_text(entry.read_text(encoding="utf-8"), filename=label)
+            out[entry.name[: -len(".yaml")]] = data
+    return out
+
+
+def load_builtin_models() -> dict[str, Model]:
+    """The shipped models, validated. A broken shipped model is a bug: it raises."""
+    models = {}
+    for stem, data in builtin_model_dicts().items():
+        model = Model.from_dict(data, source=getattr(data, "file", stem))
+        if model.name != stem:
+            raise ModelError(
+                f"file must be named after the model ({model.name}.yaml)", file=data.file
+            )
+        models[model.name] = model
+    return models
+
+
+def merge_model(base: Mapping[str, Any], override: Mapping[str, Any]) -> LocatedDict:
+    """`base` with `override` applied: nested mappings merge key by key, other values replace.
+
+    The override keeps its own line numbers, so errors in user-set fields point at the
+    user's file, not at the shipped definition.
+    """
+    merged = LocatedDict()
+    merged.file = getattr(override, "file", None) or getattr(base, "file", None)
+    merged.line = getattr(override, "line", None)
+    for key, value in base.items():
+        merged[key] = value
+        merged.key_lines[key] = getattr(base, "key_lines", {}).get(key)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            value = merge_model(merged[key], value)
+        merged[key] = value
+        merged.key_lines[key] = getattr(override, "key_lines", {}).get(key)
+    return merged
+
+
+def model_json_schema() -> dict[str, Any]:
+    """JSON Schema of a model definition (committed as config/model.schema.json)."""
+    port = {"type": "string", "pattern": PORT_SPEC.pattern}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "zeekndm detection model",
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "id",
+            "name",
+            "ports",
+            "threshold",
+            "description",
+            "what_to_look_for",
+            "threat",
+        ],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "name": {"type": "string", "pattern": MODEL_NAME.pattern},
+            "title": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1},
+            "enabled": {"type": "boolean"},
+            "ports": {"type": "array", "minItems": 1, "items": port},
+            "direction": {"enum": list(DIRECTIONS)},
+            "track_by": {"enum": list(TRACK_BY)},
+            "threshold": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["distinct_destinations", "window"],
+                "properties": {
+                    "distinct_destinations": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "properties": {s: {"type": "integer", "minimum": 2} for s in SEVERITIES},
+                    },
+                    "window": {"type": "number", "exclusiveMinimum": 0},
+                    "min_failure_ratio": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+            },
+            "update_interval": {"type": "number", "exclusiveMinimum": 0},
+            "discards": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "sources": {"type": "array", "items": {"type": "string"}},
+                    "destinations": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "description": {"type": "string", "minLength": 1},
+            "what_to_look_for": {"type": "string", "minLength": 1},
+            "false_positives": {"type": "array", "items": {"type": "string"}},
+            "threat": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["tactic", "techniques"],
+                    "properties": {
+                        "tactic": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string", "pattern": TACTIC_ID.pattern},
+                                "name": {"type": "string"},
+                            },
+                            "required": ["id"],
+                        },
+                        "techniques": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string", "pattern": TECHNIQUE_ID.pattern},
+                                    "name": {"type": "string"},
+                                },
+                                "required": ["id"],
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,43 @@
+"""The interface every alert output implements.
+
+An output gets a batch and must end it explicitly, as Filebeat outputs do: each alert is
+acknowledged (delivered, or durably spooled to disk), rejected with a reason (a permanent
+error; the sink has already written it to its dead-letter file), or left for retry. The
+pipeline commits input offsets only when nothing in the batch is left for retry, so a
+crash can duplicate alerts (harmless: ids are deterministic) but never lose one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from zeekndm.enrich import Alert
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """How a sink ended one batch."""
+
+    acked: int = 0
+    rejected: tuple[tuple[str, str], ...] = ()  # (alert id, reason), already dead-lettered
+    retry: tuple[Alert, ...] = field(default=())  # not delivered; send again later
+
+    @property
+    def complete(self) -> bool:
+        """True when every alert of the batch is settled (acked or dead-lettered)."""
+        return not self.retry
+
+
+@runtime_checkable
+class AlertSink(Protocol):
+    """An alert output. `name` appears in logs and stats."""
+
+    name: str
+
+    def send(self, batch: Sequence[Alert]) -> SendResult: ...
+
+    def flush(self) -> SendResult: ...
+
+    def close(self) -> None: ...
