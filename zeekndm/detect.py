@@ -89,7 +89,8 @@ class _Track:
     )
 
     def __init__(self) -> None:
-        # dst -> [last_seen, attempts, failures, successes]; insertion order ~ recency
+        # dst -> [last_seen, attempts, failures, successes, port, transport];
+        # insertion order ~ recency
         self.dsts: dict[str, list] = {}
         self.last_ts = float("-inf")
         self.capped = False
@@ -107,10 +108,17 @@ class _Track:
         self.distinct_at_emit = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            s: (sorted(getattr(self, s)) if isinstance(getattr(self, s), set) else getattr(self, s))
-            for s in self.__slots__
-        }
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, set):
+                value = sorted(value)
+            elif name == "dsts":
+                value = {d: [*e[:5], e[5].value] for d, e in value.items()}
+            elif name == "last_ts" and value == float("-inf"):
+                value = None
+            out[name] = value
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "_Track":
@@ -127,10 +135,12 @@ class _Track:
 
 
 class _ModelRuntime:
-    __slots__ = ("model", "levels", "window", "ratio", "update", "dsrc", "ddst", "_dcache")
+    __slots__ = ("model", "levels", "window", "ratio", "update", "dsrc", "ddst", "_dcache", "cap")
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, cap: int) -> None:
         self.model = model
+        # a cap below the highest threshold would make that severity unreachable
+        self.cap = max(cap, model.threshold.highest + 1)
         self.levels = model.threshold.levels
         self.window = model.threshold.window
         self.ratio = model.threshold.min_failure_ratio
@@ -179,7 +189,8 @@ class Detector:
         """Install (or reload) models, keeping the window state of models that remain."""
         if classifier is not None:
             self.classifier = classifier
-        runtimes = {m.name: _ModelRuntime(m) for m in models if m.enabled}
+        cap = self.settings.max_destinations_per_source
+        runtimes = {m.name: _ModelRuntime(m, cap) for m in models if m.enabled}
         index: dict[tuple[Transport, int], list[_ModelRuntime]] = {}
         by_transport = {"tcp": Transport.TCP, "udp": Transport.UDP}
         for rt in runtimes.values():
@@ -271,12 +282,14 @@ class Detector:
         if new_dst:
             if ts < window_start:
                 return None  # an old record of a destination already out of the window
-            if len(dsts) >= self.settings.max_destinations_per_source:
+            if len(dsts) >= rt.cap:
                 del dsts[next(iter(dsts))]
                 track.capped = True
-            entry = [ts, 0, 0, 0]
+            entry = [ts, 0, 0, 0, flow.dport, flow.transport]
         elif ts > entry[0]:
             entry[0] = ts
+            entry[4] = flow.dport
+            entry[5] = flow.transport
         entry[1] += 1
         entry[2] += failed
         entry[3] += ok
@@ -324,8 +337,8 @@ class Detector:
             track.ep_distinct = distinct
             live.sort(key=lambda de: de[1][0])
             track.sample = [d for d, _ in live[: self.settings.sample_size]]
-            track.ports = {flow.dport}
-            track.transports = {_TRANSPORT[flow.transport]}
+            track.ports = {e[4] for _, e in live}
+            track.transports = {_TRANSPORT[e[5]] for _, e in live}
             track.seq = 0
         track.level = level
         track.threshold = rt.levels[level][1]
@@ -430,7 +443,7 @@ class Detector:
             if model_name in self._runtimes:
                 track = _Track.from_dict(tdata)
                 # JSON turned lists of entries into lists: keep the mutable list form
-                track.dsts = {d: list(e) for d, e in track.dsts.items()}
+                track.dsts = {d: [*e[:5], Transport(e[5])] for d, e in track.dsts.items()}
                 self._tracks[(model_name, src)] = track
 
 

@@ -1,0 +1,465 @@
+"""Command line: `main()` turns errors into one line and an exit status; the sub-command
+functions do the work. Only this module wires stages together and talks to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from zeekndm import __version__
+from zeekndm.config import Config, load_config
+from zeekndm.detect import Detector
+from zeekndm.enrich import Observer
+from zeekndm.errors import ConfigError, ZeekNDMError
+from zeekndm.pipeline import Pipeline
+
+log = logging.getLogger("zeekndm")
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1  # runtime failure: unreadable input, undeliverable alerts, unreachable output
+    USAGE = 2  # bad command line or invalid configuration
+    INTERRUPTED = 130
+
+
+@dataclass
+class Environment:
+    """Streams and clock, replaceable by tests (CLI tests run `main()` in-process)."""
+
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def stdout_bytes(self) -> IO[bytes]:
+        buffer = getattr(self.stdout, "buffer", None)
+        if buffer is not None:
+            self.stdout.flush()
+            return buffer
+        return _TextAsBytes(self.stdout)
+
+
+class _TextAsBytes:
+    """Adapter so the NDJSON sink can write bytes to a text stream (StringIO in tests)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> int:
+        return self.stream.write(data.decode("utf-8"))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+# -- argument definitions (one place) ------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zeekndm",
+        description="Network Detection Models over Zeek conn.log and Suricata eve.json.",
+    )
+    parser.add_argument("--version", action="version", version=f"zeekndm {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", metavar="PATH", help="YAML config (default: built-in defaults)"
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override logging.level"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="read log files once, detect, write alerts",
+        description="Read Zeek conn.log (TSV/JSON, plain or .gz), Zeek notice.log or Suricata "
+        "eve.json files in the order given, detect, and write one ECS alert per line.",
+        epilog="example: zeekndm replay demo/conn.log --output alerts.ndjson",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--output", "-o", metavar="PATH|-", help="NDJSON alerts (default: stdout)")
+    p.add_argument("--elasticsearch", metavar="URL", help="also index alerts into this cluster")
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="input format (default: detected from the content): "
+        "zeek_tsv, zeek_json, suricata_eve, zeek_notice",
+    )
+    p.add_argument("--state-dir", metavar="DIR", help="spool/dead-letter directory for outputs")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="follow live logs beside a sensor (service mode)",
+        epilog="example: zeekndm run -c /etc/zeekndm/zeekndm.yaml --input /opt/zeek/logs/current",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a log file, a Zeek log directory or a unix socket (repeatable)",
+    )
+    p.add_argument("--output", "-o", metavar="PATH|-", help="NDJSON alerts (default: config)")
+    p.add_argument("--elasticsearch", metavar="URL", help="also index alerts into this cluster")
+    p.add_argument("--state-dir", metavar="DIR", help="registry, snapshot and spool directory")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "check-config", parents=[common], help="validate the config and print the effective models"
+    )
+    p.add_argument(
+        "--test-output",
+        action="store_true",
+        help="also check that the configured outputs are reachable",
+    )
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("models", parents=[common], help="list models with their MITRE mapping")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of a model file")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser(
+        "setup",
+        parents=[common],
+        help="install the index template, ILM policy, data stream and Kibana dashboard",
+        epilog="example: zeekndm setup --elasticsearch https://es:9200 --kibana https://kb:5601",
+    )
+    p.add_argument("--elasticsearch", metavar="URL")
+    p.add_argument("--kibana", metavar="URL")
+    p.add_argument("--template", action="store_true", help="only the template and ILM policy")
+    p.add_argument("--dashboards", action="store_true", help="only the Kibana objects")
+    p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("export", parents=[common], help="print an asset for manual installation")
+    p.add_argument("asset", choices=["template", "ilm-policy", "dashboards"])
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+# -- main ------------------------------------------------------------------------------
+def main(argv: list[str] | None = None, env: Environment | None = None) -> int:
+    env = env or Environment()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage
+        return int(exc.code) if isinstance(exc.code, int) else ExitStatus.USAGE
+    try:
+        return int(args.func(args, env))
+    except KeyboardInterrupt:
+        env.stderr.write("zeekndm: interrupted\n")
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        return ExitStatus.OK
+    except ConfigError as exc:
+        if args.debug:
+            raise
+        _error(env, exc)
+        return ExitStatus.USAGE
+    except ZeekNDMError as exc:
+        if args.debug:
+            raise
+        _error(env, exc)
+        return ExitStatus.ERROR
+    except OSError as exc:
+        if args.debug:
+            raise
+        env.stderr.write(f"zeekndm: error: {exc}\n")
+        return ExitStatus.ERROR
+
+
+def _error(env: Environment, exc: ZeekNDMError) -> None:
+    lines = str(exc).splitlines() or [exc.__class__.__name__]
+    if len(lines) == 1:
+        env.stderr.write(f"zeekndm: error: {lines[0]}\n")
+    else:
+        env.stderr.write(f"zeekndm: {len(lines)} errors:\n")
+        for line in lines:
+            env.stderr.write(f"  {line}\n")
+
+
+def _setup_logging(env: Environment, level: str) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_zeekndm", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(env.stderr)
+    handler._zeekndm = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    return config
+
+
+def _state_dir(args: argparse.Namespace, config: Config) -> Path:
+    path = getattr(args, "state_dir", None) or config.state_dir or ".zeekndm-state"
+    return Path(path)
+
+
+def build_sinks(
+    args: argparse.Namespace,
+    config: Config,
+    env: Environment,
+    state_dir: Path,
+    default_stdout: bool = True,
+) -> list[Any]:
+    from zeekndm.sinks.ndjson import NDJSONSink
+
+    sinks: list[Any] = []
+    output = getattr(args, "output", None)
+    path = output if output is not None else config.ndjson_path
+    if path == "-" and default_stdout:
+        sinks.append(NDJSONSink(stream=env.stdout_bytes))
+    elif path and path != "-":
+        sinks.append(NDJSONSink(path))
+    es = config.elasticsearch
+    url = getattr(args, "elasticsearch", None)
+    if url:
+        from zeekndm.sinks.elasticsearch import ElasticsearchSettings
+
+        es = (
+            replace(es, hosts=[url])
+            if es is not None
+            else ElasticsearchSettings.from_dict({"hosts": [url]})
+        )
+    if es is not None:
+        from zeekndm.sinks.elasticsearch import ElasticsearchSink
+
+        sink = ElasticsearchSink(es, state_dir)
+        log.info("%s", sink.check())
+        sinks.append(sink)
+    return sinks
+
+
+# -- replay ----------------------------------------------------------------------------
+def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
+    from zeekndm.readers import ReadStats, read_flows
+
+    config = _load(args)
+    _setup_logging(env, args.log_level or "warning")
+    files = [Path(f) for f in args.files]
+    for f in files:  # fail before doing any work, naming the file
+        if not f.exists():
+            raise ZeekNDMError("no such file", file=str(f))
+        if f.is_dir():
+            raise ZeekNDMError("is a directory, not a log file", file=str(f))
+    state_dir = _state_dir(args, config)
+    sinks = build_sinks(args, config, env, state_dir)
+    detector = Detector(config.enabled_models, config.classifier(), config.detector)
+    pipeline = Pipeline(detector, sinks, Observer(hostname=config.sensor_name))
+    fmt = None if args.format == "auto" else args.format
+    started = env.clock()
+    all_stats = []
+    try:
+        for f in files:
+            stats = ReadStats(str(f))
+            all_stats.append(stats)
+            pipeline.observer = Observer(config.sensor_name, _sensor_type(fmt))
+            flows = read_flows(f, stats, fmt=fmt)
+            first = next(flows, None)
+            pipeline.observer = Observer(config.sensor_name, _sensor_type(stats.format))
+            if first is not None:
+                pipeline.push(first)
+                pipeline.push_many(flows)
+        pipeline.finish_input()
+        delivered = pipeline.deliver(flush=True)
+    finally:
+        pipeline.close()
+    elapsed = max(env.clock() - started, 1e-9)
+    _summary(env, all_stats, pipeline, elapsed)
+    if not delivered:
+        env.stderr.write(
+            f"zeekndm: error: {pipeline.pending} alerts could not be delivered to every output\n"
+        )
+        return ExitStatus.ERROR
+    return ExitStatus.OK
+
+
+def _sensor_type(fmt: str | None) -> str | None:
+    if fmt is None:
+        return None
+    return "suricata" if fmt.startswith("suricata") else "zeek"
+
+
+def _summary(env: Environment, all_stats: list, pipeline: Pipeline, elapsed: float) -> None:
+    records = sum(s.records for s in all_stats)
+    w = env.stderr.write
+    w(
+        f"zeekndm replay: {len(all_stats)} file(s), {records:,} records in {elapsed:.2f} s "
+        f"({records / elapsed:,.0f} records/s)\n"
+    )
+    for s in all_stats:
+        bad = ", ".join(f"{reason}: {n}" for reason, n in s.bad_by_reason.most_common())
+        skipped = sum(s.skipped_by_reason.values())
+        w(
+            f"  {s.path}: {s.format or 'unknown'}, {s.records:,} records, {s.bad_lines:,} bad lines"
+            + (f" ({bad})" if bad else "")
+            + (f", {skipped:,} skipped" if skipped else "")
+            + "\n"
+        )
+    d = pipeline.detector.stats
+    if d.late_records:
+        w(f"  {d.late_records:,} records later than the allowed lateness were not counted\n")
+    if pipeline.alerts_by_model:
+        per_model = ", ".join(f"{m} {n}" for m, n in sorted(pipeline.alerts_by_model.items()))
+        per_state = ", ".join(f"{s} {n}" for s, n in sorted(pipeline.alerts_by_state.items()))
+        w(f"  alerts: {sum(pipeline.alerts_by_model.values())} ({per_model}; {per_state})\n")
+    else:
+        w("  alerts: 0\n")
+    for sink, n in pipeline.rejected.items():
+        w(f"  {n} alerts rejected by {sink} (see its dead-letter file)\n")
+
+
+# -- run (live mode) -------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, env: Environment) -> int:
+    try:
+        from zeekndm.live import run_live
+    except ImportError as exc:  # pragma: no cover
+        raise ZeekNDMError(f"live mode is not available: {exc}") from None
+    config = _load(args)
+    _setup_logging(env, args.log_level or config.log_level)
+    return run_live(args, config, env)
+
+
+# -- config and models -----------------------------------------------------------------
+def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
+    config = _load(args)
+    w = env.stdout.write
+    w(f"config: {config.path or '(built-in defaults)'}\n")
+    w(f"internal_networks: {', '.join(config.internal_networks)}\n")
+    w(f"trust_local_fields: {str(config.trust_local_fields).lower()}\n")
+    for m in config.models.values():
+        levels = ", ".join(f"{s} {n}" for s, n in m.threshold.levels)
+        state = "enabled" if m.enabled else "disabled"
+        w(
+            f"model {m.name} ({state}): ports {', '.join(str(p) for p in m.ports)}; "
+            f"distinct external destinations {levels} within {m.threshold.window:g} s; "
+            f"update every {m.update_interval:g} s"
+        )
+        if m.discard_sources or m.discard_destinations:
+            w(
+                f"; discards {len(m.discard_sources)} source / {len(m.discard_destinations)} "
+                "destination networks"
+            )
+        w("\n")
+    if args.test_output:
+        _setup_logging(env, args.log_level or "warning")
+        sinks = build_sinks(
+            argparse.Namespace(output=None, elasticsearch=None),
+            config,
+            env,
+            _state_dir(args, config),
+        )
+        for sink in sinks:
+            check = getattr(sink, "check", None)
+            w(f"output {sink.name}: {check() if check else 'OK'}\n")
+            sink.close()
+    w(f"OK: {len(config.enabled_models)} of {len(config.models)} models enabled\n")
+    return ExitStatus.OK
+
+
+def cmd_models(args: argparse.Namespace, env: Environment) -> int:
+    config = _load(args)
+    if args.json:
+        out = [
+            {
+                "name": m.name,
+                "id": m.id,
+                "title": m.title,
+                "enabled": m.enabled,
+                "ports": [str(p) for p in m.ports],
+                "thresholds": dict(m.threshold.levels),
+                "window": m.threshold.window,
+                "threat": [
+                    {"tactic": e.tactic.id, "techniques": [t.id for t in e.techniques]}
+                    for e in m.threat
+                ],
+            }
+            for m in config.models.values()
+        ]
+        env.stdout.write(json.dumps(out, indent=2) + "\n")
+        return ExitStatus.OK
+    for m in config.models.values():
+        mitre = "; ".join(
+            f"{t.id} {t.name} ({e.tactic.name}, {e.tactic.id})"
+            for e in m.threat
+            for t in e.techniques
+        )
+        flag = "" if m.enabled else " [disabled]"
+        env.stdout.write(
+            f"{m.name}{flag}\n  {m.title}\n  ports: "
+            f"{', '.join(str(p) for p in m.ports)}\n  MITRE ATT&CK: {mitre}\n"
+        )
+    return ExitStatus.OK
+
+
+def cmd_schema(args: argparse.Namespace, env: Environment) -> int:
+    from zeekndm.models import model_json_schema
+
+    env.stdout.write(json.dumps(model_json_schema(), indent=2, sort_keys=True) + "\n")
+    return ExitStatus.OK
+
+
+# -- setup / export --------------------------------------------------------------------
+def cmd_setup(args: argparse.Namespace, env: Environment) -> int:
+    from zeekndm.setup import run_setup
+    from zeekndm.sinks.elasticsearch import ElasticsearchSettings
+
+    config = _load(args)
+    _setup_logging(env, args.log_level or "warning")
+    es = config.elasticsearch
+    if args.elasticsearch:
+        es = (
+            replace(es, hosts=[args.elasticsearch])
+            if es is not None
+            else ElasticsearchSettings.from_dict({"hosts": [args.elasticsearch]})
+        )
+    parts = set()
+    if args.template:
+        parts.add("template")
+    if args.dashboards:
+        parts.add("dashboards")
+    if not parts:
+        parts = {"template", "dashboards"}
+    if "template" in parts and es is None:
+        raise ConfigError(
+            "no Elasticsearch configured: pass --elasticsearch URL or set "
+            "output.elasticsearch in the config"
+        )
+    if "dashboards" in parts and not args.kibana:
+        if args.dashboards:
+            raise ConfigError("--dashboards needs --kibana URL")
+        parts.discard("dashboards")
+        env.stderr.write("zeekndm: no --kibana URL given: skipping the dashboards\n")
+    for line in run_setup(es, args.kibana, parts):
+        env.stdout.write(line + "\n")
+    env.stdout.write("setup: OK\n")
+    return ExitStatus.OK
+
+
+def cmd_export(args: argparse.Namespace, env: Environment) -> int:
+    from zeekndm.setup import export_asset
+
+    env.stdout.write(export_asset(args.asset).rstrip("\n") + "\n")
+    return ExitStatus.OK

@@ -1,0 +1,253 @@
+"""The one YAML configuration: networks, detector limits, model overrides, inputs, outputs.
+
+Strict: an unknown key or a wrong type is an error naming `file:line` and the key path
+(`models.ldap_scanning_inside_to_outside.threshold.window`), and every problem is
+collected in one pass so `zeekndm check-config` can list them all. `run` refuses to
+start while any remain.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zeekndm.detect import DetectorSettings
+from zeekndm.errors import ConfigError, ConfigErrors, ZeekNDMError
+from zeekndm.models import Model, ModelErrors, builtin_model_dicts, merge_model
+from zeekndm.networks import DEFAULT_INTERNAL, NetworkClassifier
+from zeekndm.yamlfile import FieldReader, LocatedDict, load_yaml_file
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str | None = None
+    internal_networks: tuple[str, ...] = DEFAULT_INTERNAL
+    trust_local_fields: bool = True
+    sensor_name: str | None = None
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    models: dict[str, Model] = field(default_factory=dict)
+    state_dir: str | None = None
+    ndjson_path: str | None = "-"
+    elasticsearch: Any = None  # zeekndm.sinks.elasticsearch.ElasticsearchSettings
+    inputs: tuple[Any, ...] = ()  # parsed by zeekndm.inputs when live mode is configured
+    log_level: str = "info"
+    stats_interval: float = 60.0
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def enabled_models(self) -> list[Model]:
+        return [m for m in self.models.values() if m.enabled]
+
+    def classifier(self) -> NetworkClassifier:
+        return NetworkClassifier(self.internal_networks)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a config file (None: built-in defaults). Raises ConfigErrors."""
+    if path is None:
+        data: Any = LocatedDict()
+        label = None
+    else:
+        data = load_yaml_file(path)
+        label = str(path)
+        if data is None:
+            data = LocatedDict()
+    errors: list[ZeekNDMError] = []
+    config = parse_config(data, errors, file=label)
+    if errors:
+        raise ConfigErrors(errors)
+    assert config is not None
+    return config
+
+
+def parse_config(data: Any, errors: list, file: str | None = None) -> Config | None:
+    r = FieldReader(data, "", errors, file=file)
+    if not r.ok:
+        return None
+    networks = r.take("internal_networks", list, default=list(DEFAULT_INTERNAL))
+    checked_networks = []
+    for i, value in enumerate(networks or []):
+        try:
+            checked_networks.append(str(ipaddress.ip_network(str(value), strict=False)))
+        except ValueError:
+            r.fail(
+                f"internal_networks[{i}] {value!r} is not a CIDR network", name="internal_networks"
+            )
+    trust = r.take("trust_local_fields", bool, default=True)
+    sensor_name = r.take("sensor_name", str, default=None)
+    detector = _detector(r)
+    models = _models(r)
+    state_dir = r.take("state_dir", str, default=None)
+    ndjson_path, es = _output(r)
+    inputs = _inputs(r)
+    log_level, stats_interval = _logging(r)
+    r.finish()
+    if errors:
+        return None
+    return Config(
+        path=file,
+        internal_networks=tuple(checked_networks),
+        trust_local_fields=trust,
+        sensor_name=sensor_name,
+        detector=DetectorSettings(trust_local_fields=trust, **detector),
+        models=models,
+        state_dir=state_dir,
+        ndjson_path=ndjson_path,
+        elasticsearch=es,
+        inputs=inputs,
+        log_level=log_level,
+        stats_interval=stats_interval,
+        raw=dict(data),
+    )
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _detector(r: FieldReader) -> dict[str, Any]:
+    d = FieldReader(r.take("detector", dict, default={}), "detector", r.errors, file=r.file)
+    defaults = DetectorSettings()
+    out = {
+        "allowed_lateness": float(
+            d.take(
+                "allowed_lateness",
+                float,
+                default=defaults.allowed_lateness,
+                check=lambda v: None if v >= 0 else "must be >= 0",
+            )
+        ),
+        "max_tracked_sources": d.take(
+            "max_tracked_sources", int, default=defaults.max_tracked_sources, check=_positive
+        ),
+        "max_destinations_per_source": d.take(
+            "max_destinations_per_source",
+            int,
+            default=defaults.max_destinations_per_source,
+            check=_positive,
+        ),
+        "sample_size": d.take(
+            "sample_size",
+            int,
+            default=defaults.sample_size,
+            check=lambda v: None if 0 <= v <= 100 else "must be 0-100",
+        ),
+    }
+    d.finish()
+    return out
+
+
+def _models(r: FieldReader) -> dict[str, Model]:
+    """Shipped models with the user's overrides applied, plus the user's own models."""
+    overrides = r.take("models", dict, default={})
+    builtin = builtin_model_dicts()
+    models: dict[str, Model] = {}
+    for name in overrides or {}:
+        if not isinstance(overrides[name], dict):
+            r.fail(f"models.{name} must be a mapping of model fields", name="models")
+    for name, base in builtin.items():
+        override = (overrides or {}).get(name)
+        data = merge_model(base, override) if isinstance(override, dict) else base
+        source = getattr(override, "file", None) if isinstance(override, dict) else base.file
+        model = Model.collect(data, r.errors, source=source, path=f"models.{name}")
+        if model is not None:
+            models[name] = model
+    ids = {m.id: m.name for m in models.values()}
+    for name, data in (overrides or {}).items():
+        if name in builtin or not isinstance(data, dict):
+            continue
+        model = Model.collect(
+            data, r.errors, source=getattr(data, "file", r.file), path=f"models.{name}"
+        )
+        if model is None:
+            continue
+        if model.name != name:
+            r.errors.append(
+                ConfigError(
+                    f"the model's name is {model.name!r}; it must equal its key",
+                    file=r.file,
+                    line=getattr(data, "line", None),
+                    key=f"models.{name}.name",
+                )
+            )
+            continue
+        if model.id in ids:
+            r.errors.append(
+                ConfigError(
+                    f"id {model.id} is already used by model {ids[model.id]!r}",
+                    file=r.file,
+                    line=getattr(data, "line", None),
+                    key=f"models.{name}.id",
+                )
+            )
+            continue
+        ids[model.id] = name
+        models[name] = model
+    return models
+
+
+def _output(r: FieldReader) -> tuple[str | None, Any]:
+    o = FieldReader(r.take("output", dict, default={}), "output", r.errors, file=r.file)
+    nd = FieldReader(o.take("ndjson", dict, default={}), "output.ndjson", r.errors, file=r.file)
+    enabled = nd.take("enabled", bool, default=True)
+    path = nd.take("path", str, default="-")
+    nd.finish()
+    es_raw = o.take("elasticsearch", dict, default=None)
+    o.finish()
+    es = None
+    if es_raw is not None and es_raw.get("enabled", True) is not False:
+        es = parse_elasticsearch(es_raw, r.errors)
+    return (path if enabled else None), es
+
+
+def parse_elasticsearch(raw: Any, errors: list) -> Any:
+    """Delegate to the sink's own settings class, collecting its errors."""
+    from zeekndm.sinks.elasticsearch import ElasticsearchSettings
+
+    data = {k: v for k, v in raw.items() if k != "enabled"}
+    try:
+        return ElasticsearchSettings.from_dict(data, key="output.elasticsearch")
+    except ConfigErrors as exc:
+        errors.extend(exc.errors)
+    except ModelErrors as exc:  # pragma: no cover - defensive
+        errors.extend(exc.errors)
+    except ConfigError as exc:
+        if exc.file is None:
+            exc.file = getattr(raw, "file", None)
+            exc.line = getattr(raw, "line", None)
+        errors.append(exc)
+    return None
+
+
+def _inputs(r: FieldReader) -> tuple[Any, ...]:
+    raw = r.take("inputs", list, default=[])
+    if not raw:
+        return ()
+    try:
+        from zeekndm.inputs import parse_inputs
+    except ImportError:  # pragma: no cover - live mode not installed
+        r.fail("inputs are not supported by this build", name="inputs")
+        return ()
+    return tuple(parse_inputs(raw, r.errors, file=r.file))
+
+
+def _logging(r: FieldReader) -> tuple[str, float]:
+    lg = FieldReader(r.take("logging", dict, default={}), "logging", r.errors, file=r.file)
+    level = lg.take(
+        "level",
+        str,
+        default="info",
+        check=lambda v: (
+            None if v.lower() in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
+        ),
+    )
+    interval = lg.take("stats_interval", float, default=60.0, check=_positive)
+    lg.finish()
+    return (level or "info").lower(), float(interval)
