@@ -182,6 +182,8 @@ class FieldReader:
                 return None
             return default
         value = self.data[name]
+        if value is None and default is not FieldReader.REQUIRED:
+            return default  # `key: null` / `key:` means "use the default"
         if not _is_instance(value, types):
             self.fail(
                 f"expected {_type_names(types)}, got {type(value).__name__} {value!r}", name=name

@@ -1,0 +1,77 @@
+"""Sweeps every shipped model, offline: schema, identity, ATT&CK mapping, file naming."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+
+import pytest
+from conftest import REPO
+
+from zeekndm import attack
+from zeekndm.models import (
+    SEVERITIES,
+    builtin_model_dicts,
+    load_builtin_models,
+    model_json_schema,
+)
+
+MODELS = load_builtin_models()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shipped_model_file_is_named_after_model(name):
+    assert re.fullmatch(r"[a-z][a-z0-9_]+", name)
+    assert (resources.files("zeekndm") / "builtin_models" / f"{name}.yaml").is_file()
+
+
+def test_shipped_models_have_unique_ids_and_names():
+    ids = [m.id for m in MODELS.values()]
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shipped_model_maps_t1046_under_discovery_and_t1595_under_reconnaissance(name):
+    mapping = {
+        (e.tactic.id, e.tactic.name): [t.id for t in e.techniques] for e in MODELS[name].threat
+    }
+    assert mapping == {("TA0007", "Discovery"): ["T1046"], ("TA0043", "Reconnaissance"): ["T1595"]}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shipped_model_techniques_match_vendored_attack_table(name):
+    for entry in MODELS[name].threat:
+        assert attack.TACTICS[entry.tactic.id] == entry.tactic.name
+        for t in entry.techniques:
+            tech_name, tactics = attack.TECHNIQUES[t.id]
+            assert t.name == tech_name and entry.tactic.id in tactics
+            assert t.reference == f"https://attack.mitre.org/techniques/{t.id}/"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shipped_model_thresholds_increase_with_severity(name):
+    levels = MODELS[name].threshold.levels
+    assert [s for s, _ in levels] == [s for s in SEVERITIES if s in dict(levels)]
+    counts = [c for _, c in levels]
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)
+
+
+def test_seed_model_ports_match_design():
+    mongo = {str(p) for p in MODELS["mongodb_scan_internal_external"].ports}
+    ldap = {str(p) for p in MODELS["ldap_scanning_inside_to_outside"].ports}
+    assert mongo == {"27017/tcp"}
+    assert ldap == {"389/tcp", "389/udp", "636/tcp", "3268-3269/tcp"}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shipped_model_has_no_keys_outside_the_schema(name):
+    schema = model_json_schema()
+    assert set(builtin_model_dicts()[name]) <= set(schema["properties"])
+
+
+def test_committed_model_schema_is_current():
+    committed = json.loads((REPO / "config" / "model.schema.json").read_text())
+    assert committed == model_json_schema(), (
+        "config/model.schema.json is stale: run `zeekndm schema > config/model.schema.json`"
+    )
