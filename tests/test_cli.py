@@ -1,0 +1,191 @@
+"""The command line, run in-process with captured streams (end-to-end ones spawn a process)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from zeekndm.cli import Environment, ExitStatus, main
+from zeekndm.synth import Traffic, demo_traffic, write_eve, write_zeek_json, write_zeek_tsv
+
+MONGO = "mongodb_scan_internal_external"
+LDAP = "ldap_scanning_inside_to_outside"
+
+
+class Run:
+    def __init__(self, argv):
+        self.env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+        self.status = main([str(a) for a in argv], self.env)
+        self.out = self.env.stdout.getvalue()
+        self.err = self.env.stderr.getvalue()
+
+    @property
+    def alerts(self):
+        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
+
+
+def started(alerts):
+    return sorted(
+        (a["rule"]["name"], a["source"]["ip"], a["zeekndm"]["severity_name"])
+        for a in alerts
+        if a["zeekndm"]["alert_state"] in ("start", "escalated")
+    )
+
+
+def write(path, writer, traffic):
+    with open(path, "w") as fh:
+        writer(traffic.in_write_order(), fh)
+    return path
+
+
+def test_replay_demo_finds_both_seed_scans():
+    run = Run(["replay", REPO / "demo" / "conn.log"])
+    assert run.status == ExitStatus.OK, run.err
+    assert started(run.alerts) == [
+        (LDAP, "10.3.4.5", "low"),
+        (MONGO, "10.1.7.23", "low"),
+        (MONGO, "10.1.7.23", "medium"),
+    ]
+    assert "records/s" in run.err and "alerts: " in run.err
+
+
+def test_replay_summary_names_files_records_and_bad_lines(tmp_path):
+    log = tmp_path / "conn.log"
+    write(log, write_zeek_tsv, demo_traffic())
+    with open(log, "a") as fh:
+        fh.write("1700000000.0\tCbad\t10.0.0.1\tnot-a-port\n")
+    run = Run(["replay", log])
+    assert run.status == ExitStatus.OK
+    assert f"{log}: zeek_tsv, 4,200 records, 1 bad lines" in run.err
+
+
+def test_same_traffic_in_every_format_gives_the_same_alerts(tmp_path):
+    traffic = demo_traffic()
+    tsv = write(tmp_path / "conn.log", write_zeek_tsv, traffic)
+    js = write(tmp_path / "conn.json", write_zeek_json, traffic)
+    eve = write(tmp_path / "eve.json", write_eve, traffic)
+    gz = tmp_path / "conn.log.gz"
+    gz.write_bytes(gzip.compress(tsv.read_bytes()))
+    ids = {}
+    for path in (tsv, js, eve, gz):
+        run = Run(["replay", path])
+        assert run.status == ExitStatus.OK, run.err
+        ids[path.name] = sorted(a["event"]["id"] for a in run.alerts)
+    assert ids["conn.log"] == ids["conn.json"] == ids["eve.json"] == ids["conn.log.gz"]
+    assert len(ids["conn.log"]) == 5  # 3 start/escalated + 2 end
+
+
+def test_eve_alerts_name_suricata_as_observer(tmp_path):
+    eve = write(tmp_path / "eve.json", write_eve, demo_traffic())
+    alerts = Run(["replay", eve]).alerts
+    assert {a["observer"].get("product") for a in alerts} == {"suricata"}
+
+
+def test_replay_writes_to_output_file(tmp_path):
+    out = tmp_path / "alerts.ndjson"
+    run = Run(["replay", REPO / "demo" / "conn.log", "--output", out])
+    assert run.status == ExitStatus.OK and run.alerts == []
+    assert len(out.read_text().splitlines()) == 5
+
+
+def test_replay_twice_gives_identical_documents(tmp_path):
+    first = Run(["replay", REPO / "demo" / "conn.log"]).out
+    assert first == Run(["replay", REPO / "demo" / "conn.log"]).out
+
+
+def test_missing_file_is_one_clear_line(tmp_path):
+    run = Run(["replay", tmp_path / "nope.log"])
+    assert run.status == ExitStatus.ERROR
+    assert run.err == f"zeekndm: error: {tmp_path / 'nope.log'}: no such file\n"
+
+
+def test_unrecognised_file_names_file_and_what_was_seen(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello world\n")
+    run = Run(["replay", path])
+    assert run.status == ExitStatus.ERROR
+    assert str(path) in run.err and len(run.err.strip().splitlines()) == 1
+
+
+def test_invalid_config_exits_2_naming_key(tmp_path):
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text("models:\n  mongodb_scan_internal_external:\n    treshold: {}\n")
+    run = Run(["replay", REPO / "demo" / "conn.log", "--config", cfg])
+    assert run.status == ExitStatus.USAGE
+    assert f"{cfg}:3" in run.err and "treshold" in run.err
+    assert run.out == ""
+
+
+def test_config_threshold_override_changes_alerts(tmp_path):
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text(
+        "models:\n  ldap_scanning_inside_to_outside:\n    enabled: false\n"
+        "  mongodb_scan_internal_external:\n    threshold:\n"
+        "      distinct_destinations: {low: 150}\n"
+    )
+    run = Run(["replay", REPO / "demo" / "conn.log", "--config", cfg])
+    assert run.status == ExitStatus.OK and run.alerts == []
+
+
+def test_check_config_prints_effective_models():
+    run = Run(["check-config", "--config", REPO / "config" / "zeekndm.yaml"])
+    assert run.status == ExitStatus.OK
+    assert f"model {MONGO} (enabled): ports 27017/tcp" in run.out
+    assert run.out.strip().endswith("OK: 2 of 2 models enabled")
+
+
+def test_check_config_lists_every_error(tmp_path):
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text("trust_local_fields: maybe\nbogus: 1\n")
+    run = Run(["check-config", "--config", cfg])
+    assert run.status == ExitStatus.USAGE
+    assert run.err.startswith("zeekndm: 2 errors:")
+
+
+def test_models_lists_mitre_mapping():
+    run = Run(["models"])
+    assert "T1046 Network Service Discovery (Discovery, TA0007)" in run.out
+    assert "T1595 Active Scanning (Reconnaissance, TA0043)" in run.out
+    data = json.loads(Run(["models", "--json"]).out)
+    assert {m["name"] for m in data} == {MONGO, LDAP}
+
+
+def test_schema_prints_committed_schema():
+    run = Run(["schema"])
+    assert json.loads(run.out) == json.loads((REPO / "config" / "model.schema.json").read_text())
+
+
+def test_files_processed_in_order_given(tmp_path):
+    t = Traffic(seed=3)
+    t.scan("10.0.0.5", 27017, targets=30, start_offset=0, duration=30)
+    conns = t.in_write_order()
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    with open(a, "w") as fh:
+        write_zeek_tsv(conns[:15], fh)
+    with open(b, "w") as fh:
+        write_zeek_tsv(conns[15:], fh)
+    assert started(Run(["replay", a, b]).alerts) == [(MONGO, "10.0.0.5", "low")]
+
+
+def test_module_entry_point_end_to_end():
+    proc = subprocess.run(
+        [sys.executable, "-m", "zeekndm", "replay", str(REPO / "demo" / "conn.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 5
+
+
+@pytest.mark.parametrize("argv", [["replay"], ["nonsense"], []])
+def test_usage_errors_exit_2(argv):
+    run = Run(argv)
+    assert run.status == ExitStatus.USAGE
