@@ -580,7 +580,8 @@ def import_saved_objects(
         body = None
     if status in (401, 403):
         raise SinkError(f"Kibana {kibana_url} refused the credentials ({status})")
-    if not isinstance(body, dict) or (status == 200 and "success" not in body):
+    kibana_shaped = isinstance(body, dict) and ("success" in body or "statusCode" in body)
+    if not kibana_shaped:
         raise SinkError(
             f"{kibana_url} did not answer as Kibana's saved-objects API does (HTTP {status})"
         )

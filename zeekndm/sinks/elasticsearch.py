@@ -264,8 +264,9 @@ def client_kwargs(settings: ElasticsearchSettings) -> dict[str, Any]:
 def make_client(settings: ElasticsearchSettings) -> Any:
     from elasticsearch import Elasticsearch
 
+    kwargs = client_kwargs(settings)  # SinkError (a ValueError) for a missing secret
     try:
-        return Elasticsearch(**client_kwargs(settings))
+        return Elasticsearch(**kwargs)
     except (ValueError, TypeError) as exc:
         raise SinkError(f"invalid Elasticsearch client settings: {exc}") from None
 
