@@ -186,6 +186,17 @@ def test_exported_assets_match_the_files_shipped_in_config():
     ]  # fmt: skip
 
 
+def test_detection_rule_promotes_only_new_and_escalated_zeekndm_alerts():
+    rule = json.loads(export_asset("detection-rule"))
+    assert rule == json.loads((REPO / "config/kibana/zeekndm-detection-rule.ndjson").read_text())
+    assert rule["index"] == ["logs-zeekndm.alert-*"] and rule["enabled"] is False
+    assert "zeekndm.alert_state:(start or escalated)" in rule["query"]
+    mapped = _flat_mapping(template_body())
+    for field in ("zeekndm.severity_name", "event.risk_score", "rule.name"):
+        assert field in mapped
+    assert [t["technique"][0]["id"] for t in rule["threat"]] == ["T1046", "T1595"]
+
+
 def test_exporting_an_unknown_asset_is_a_config_error():
-    with pytest.raises(ConfigError, match="template, ilm-policy, dashboards"):
+    with pytest.raises(ConfigError, match="template, ilm-policy, dashboards, detection-rule"):
         export_asset("pipelines")

@@ -39,7 +39,7 @@ DATA_VIEW_ID = "zeekndm-alerts"
 DASHBOARD_ID = "zeekndm-alerts-overview"
 SEARCH_ID = "zeekndm-alerts-table"
 TEMPLATE_VERSION = 1
-ASSETS = ("template", "ilm-policy", "dashboards")
+ASSETS = ("template", "ilm-policy", "dashboards", "detection-rule")
 
 
 # -- Elasticsearch assets -----------------------------------------------------------------
@@ -435,6 +435,72 @@ def dashboards_ndjson() -> str:
     return "".join(json.dumps(o, sort_keys=True) + "\n" for o in dashboard_objects())
 
 
+def detection_rule() -> dict:
+    """A Kibana Security custom-query rule that promotes zeekndm alerts to detection alerts.
+
+    Why: Security lists zeekndm documents as *external alerts* (event.kind: alert in
+    logs-*); a rule is what turns them into detection alerts an analyst can triage, assign
+    and close. New and escalated episodes only, so an episode is not promoted on every
+    periodic update; severity, risk score and rule name come from each alert.
+    Install with Security > Rules > Import rules, or POST it to
+    /api/detection_engine/rules/_import (multipart `file`, kbn-xsrf header). It is
+    imported disabled: enable it when the alerts look right.
+    """
+    techniques = [
+        ("T1046", "Network Service Discovery", "TA0007", "Discovery"),
+        ("T1595", "Active Scanning", "TA0043", "Reconnaissance"),
+    ]
+    return {
+        "rule_id": "zeekndm-promote-scan-alerts",
+        "name": "zeekndm outbound scan alert",
+        "description": "Promotes zeekndm network detection alerts (an internal host scanning "
+        "external hosts for a service such as MongoDB or LDAP) to Security detection alerts.",
+        "type": "query",
+        "language": "kuery",
+        "index": ["logs-zeekndm.alert-*"],
+        "query": 'event.kind:alert and event.dataset:"zeekndm.alert" and '
+        "zeekndm.alert_state:(start or escalated)",
+        "from": "now-6m",
+        "interval": "5m",
+        "enabled": False,
+        "severity": "medium",
+        "risk_score": 47,
+        "severity_mapping": [
+            {"field": "zeekndm.severity_name", "operator": "equals", "value": v, "severity": v}
+            for v in ("low", "medium", "high", "critical")
+        ],
+        "risk_score_mapping": [{"field": "event.risk_score", "operator": "equals", "value": ""}],
+        "rule_name_override": "rule.name",
+        "max_signals": 100,
+        "tags": ["zeekndm", "Domain: Network", "Tactic: Discovery", "Tactic: Reconnaissance"],
+        "author": ["zeekndm"],
+        "license": "Apache-2.0",
+        "version": 1,
+        "note": "The alert's `rule.description` explains the model and "
+        "`zeekndm.what_to_look_for` says what to check on the source host; "
+        "`zeekndm.sample_destinations` lists some of the scanned hosts.",
+        "threat": [
+            {
+                "framework": "MITRE ATT&CK",
+                "tactic": {
+                    "id": ta,
+                    "name": tname,
+                    "reference": f"https://attack.mitre.org/tactics/{ta}/",
+                },
+                "technique": [
+                    {
+                        "id": t,
+                        "name": name,
+                        "reference": f"https://attack.mitre.org/techniques/{t}/",
+                        "subtechnique": [],
+                    }
+                ],
+            }
+            for t, name, ta, tname in techniques
+        ],
+    }
+
+
 def export_asset(name: str) -> str:
     """What `zeekndm export <name>` prints: exactly what `setup` would install."""
     if name == "template":
@@ -443,6 +509,8 @@ def export_asset(name: str) -> str:
         return json.dumps(ilm_policy_body(), indent=2) + "\n"
     if name == "dashboards":
         return dashboards_ndjson()
+    if name == "detection-rule":
+        return json.dumps(detection_rule(), sort_keys=True) + "\n"
     raise ConfigError(f"unknown asset {name!r}; choose one of {', '.join(ASSETS)}")
 
 
