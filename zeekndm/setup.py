@@ -25,10 +25,10 @@ from typing import Any
 from zeekndm.errors import ConfigError, SinkError
 from zeekndm.sinks.elasticsearch import (
     ElasticsearchSettings,
-    _secret,
     connection_problem,
     data_stream_name,
     make_client,
+    resolve_secret,
     verify_info,
 )
 
@@ -596,12 +596,12 @@ def _kibana_headers(
         user, password = kibana_auth
         headers["Authorization"] = "Basic " + b64encode(f"{user}:{password}".encode()).decode()
     elif es_settings is not None:
-        api_key = _secret(es_settings, "api_key")
-        token = _secret(es_settings, "bearer_token")
+        api_key = resolve_secret(es_settings, "api_key")
+        token = resolve_secret(es_settings, "bearer_token")
         if api_key:
             headers["Authorization"] = f"ApiKey {api_key}"
         elif es_settings.username:
-            password = _secret(es_settings, "password") or ""
+            password = resolve_secret(es_settings, "password") or ""
             pair = f"{es_settings.username}:{password}".encode()
             headers["Authorization"] = "Basic " + b64encode(pair).decode()
         elif token:

@@ -211,7 +211,7 @@ def _check_combinations(values: dict[str, Any], key: str) -> list[ConfigError]:
     return errors
 
 
-def _secret(settings: ElasticsearchSettings, base: str) -> str | None:
+def resolve_secret(settings: ElasticsearchSettings, base: str) -> str | None:
     env_name = getattr(settings, f"{base}_env")
     file_name = getattr(settings, f"{base}_file")
     if env_name:
@@ -242,9 +242,9 @@ def client_kwargs(settings: ElasticsearchSettings) -> dict[str, Any]:
         "max_retries": 0,  # retries are ours: backoff, spool, dead letter
         "retry_on_timeout": False,
     }
-    api_key = _secret(settings, "api_key")
-    password = _secret(settings, "password")
-    token = _secret(settings, "bearer_token")
+    api_key = resolve_secret(settings, "api_key")
+    password = resolve_secret(settings, "password")
+    token = resolve_secret(settings, "bearer_token")
     if api_key:
         kw["api_key"] = api_key
     elif settings.username:
@@ -443,7 +443,13 @@ class ElasticsearchSink:
                     self.stats["duplicates"] += 1
                 elif _permanent(status):
                     reason = f"{status} {describe_error(error)}"
-                    self._dead_letter(alert, status, reason)
+                    try:
+                        self._dead_letter(alert, status, reason)
+                    except OSError as exc:
+                        # not recorded anywhere yet: keep it rather than lose it
+                        log.warning("cannot write %s: %s", self.dead_letter_path, exc)
+                        retry.append(alert)
+                        continue
                     rejected.append((alert.id, reason))
                 else:
                     retry.append(alert)
