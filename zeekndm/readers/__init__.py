@@ -1,0 +1,401 @@
+"""Input readers: turn Zeek and Suricata log files into `Flow` records.
+
+One registry (`PARSERS`) maps a format name to its line-parser class; `read_flows` opens
+a file (plain or gzip, decided by content), sniffs its format from the first lines, and
+parses every line. A malformed line is counted in `ReadStats` per reason and reading
+goes on; only a file that cannot be read at all raises `ReaderError`.
+
+Sniffing design: a sniffer is `sniff(head: bytes) -> bool`, where `head` is the first
+few non-blank lines of the file (up to `SNIFF_LINES`, joined with b"\\n", each without
+its newline). Sniffers registered with `register_parser` are asked first, most recent
+first, then the built-in ones; so a later parser for a narrower case (a Zeek TSV whose
+`#path` is `notice`, a JSON line with a `note` key) wins over the generic one it
+resembles. A sniffer should return False, not raise, on input it does not understand.
+
+Lines are read with a cap (`iter_lines`): a line longer than `max_line_bytes` is
+discarded in chunks and reported as "line too long", so a corrupt file cannot make the
+reader hold gigabytes in memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import orjson
+
+from zeekndm.errors import ReaderError
+from zeekndm.flow import Flow
+from zeekndm.readers.base import AddressCache, BadLine, LineParser, Skip
+from zeekndm.readers.suricata_eve import SuricataEveParser
+from zeekndm.readers.zeek_json import ZeekJSONParser
+from zeekndm.readers.zeek_tsv import ZeekTSVParser
+
+__all__ = [
+    "BadLine",
+    "LINE_TOO_LONG",
+    "LineParser",
+    "PARSERS",
+    "ReadStats",
+    "Skip",
+    "AddressCache",
+    "iter_lines",
+    "make_parser",
+    "open_binary",
+    "read_flows",
+    "register_parser",
+    "sniff_format",
+]
+
+log = logging.getLogger(__name__)
+
+#: How many non-blank lines `read_flows` hands to the sniffers.
+SNIFF_LINES = 10
+#: How many bad lines per file are kept in `ReadStats.samples` and logged.
+SAMPLE_CAP = 5
+DEFAULT_MAX_LINE_BYTES = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_DISCARD_CHUNK = 1 << 16
+
+
+class _TooLongLine(bytes):
+    """Type of the `LINE_TOO_LONG` marker: an empty bytes object compared by identity."""
+
+
+#: Yielded by `iter_lines` in place of a line longer than the cap (test with `is`).
+LINE_TOO_LONG: bytes = _TooLongLine(b"")
+
+
+@dataclass
+class ReadStats:
+    """What happened while reading one input file; mutable counters."""
+
+    path: str
+    format: str | None = None
+    lines: int = 0
+    records: int = 0
+    bad_lines: int = 0
+    bad_by_reason: Counter[str] = field(default_factory=Counter)
+    skipped_by_reason: Counter[str] = field(default_factory=Counter)
+    samples: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_by_reason.values())
+
+    def add_bad(self, lineno: int, reason: str, detail: str = "") -> None:
+        """Count one bad line; keep and log the first `SAMPLE_CAP` as `file:line: reason`."""
+        self.bad_lines += 1
+        self.bad_by_reason[reason] += 1
+        if len(self.samples) < SAMPLE_CAP:
+            self.samples.append((lineno, reason))
+            if detail:
+                log.warning("%s:%d: %s (%s)", self.path, lineno, reason, detail)
+            else:
+                log.warning("%s:%d: %s", self.path, lineno, reason)
+
+
+# -- registry ----------------------------------------------------------------------------
+Sniffer = Callable[[bytes], bool]
+
+PARSERS: dict[str, type] = {}
+_REGISTERED_SNIFFERS: list[tuple[str, Sniffer]] = []  # most recent first; asked first
+_BUILTIN_SNIFFERS: list[tuple[str, Sniffer]] = []
+
+
+def register_parser(name: str, cls: type, sniff: Callable[[bytes], bool]) -> None:
+    """Add (or replace) a line parser and the sniffer that recognises its files.
+
+    `cls()` must build a `LineParser`; `sniff(head)` gets the first non-blank lines of a
+    file (see the module docstring) and is consulted before every built-in sniffer.
+    """
+    PARSERS[name] = cls
+    _REGISTERED_SNIFFERS[:] = [(n, s) for n, s in _REGISTERED_SNIFFERS if n != name]
+    _REGISTERED_SNIFFERS.insert(0, (name, sniff))
+
+
+def _first_json_object(head: bytes) -> dict | None:
+    for line in head.split(b"\n"):
+        line = line.strip()
+        if not line.startswith(b"{"):
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def _sniff_zeek_tsv(head: bytes) -> bool:
+    return head.lstrip().startswith(b"#")
+
+
+def _sniff_suricata_eve(head: bytes) -> bool:
+    obj = _first_json_object(head) if head.lstrip().startswith(b"{") else None
+    return obj is not None and "event_type" in obj
+
+
+_ZEEK_JSON_KEYS = ("id.orig_h", "id_orig_h", "id", "uid", "ts")
+
+
+def _sniff_zeek_json(head: bytes) -> bool:
+    obj = _first_json_object(head) if head.lstrip().startswith(b"{") else None
+    return obj is not None and any(k in obj for k in _ZEEK_JSON_KEYS)
+
+
+for _name, _cls, _sniff in (
+    ("zeek_tsv", ZeekTSVParser, _sniff_zeek_tsv),
+    ("suricata_eve", SuricataEveParser, _sniff_suricata_eve),
+    ("zeek_json", ZeekJSONParser, _sniff_zeek_json),
+):
+    PARSERS[_name] = _cls
+    _BUILTIN_SNIFFERS.append((_name, _sniff))
+
+
+def sniff_format(head: bytes, *, file: str | None = None) -> str:
+    """The format name of a file from its first non-blank line(s).
+
+    `head` may be a single line or the first few lines joined with b"\\n". Raises
+    ReaderError saying what was seen when no sniffer recognises it.
+    """
+    for name, sniff in (*_REGISTERED_SNIFFERS, *_BUILTIN_SNIFFERS):
+        if sniff(head):
+            return name
+    start = head.lstrip()
+    if not start:
+        raise ReaderError("empty: no log lines to read", file=file)
+    if start.startswith(b"["):
+        raise ReaderError(
+            "a JSON array, not one eve event per line (NDJSON); "
+            "convert it first, e.g. `jq -c '.[]' file > file.ndjson`",
+            file=file,
+        )
+    seen = start.split(b"\n", 1)[0][:40].decode("utf-8", "replace")
+    if start.startswith(b"{"):
+        raise ReaderError(
+            f"JSON, but neither a Zeek conn record nor a Suricata eve event: {seen!r}",
+            file=file,
+        )
+    raise ReaderError(
+        f"unrecognised log format (expected a Zeek TSV header, Zeek JSON or Suricata eve); "
+        f"first line starts {seen!r}",
+        file=file,
+    )
+
+
+def make_parser(fmt: str) -> LineParser:
+    """A fresh parser for `fmt`; an unknown name raises ReaderError listing the valid ones."""
+    cls = PARSERS.get(fmt)
+    if cls is None:
+        raise ReaderError(f"unknown input format {fmt!r}; valid: {', '.join(sorted(PARSERS))}")
+    return cls()
+
+
+# -- files and lines ---------------------------------------------------------------------
+def open_binary(path: str | os.PathLike) -> BinaryIO:
+    """Open `path` for binary reading, decompressing if it starts with the gzip magic."""
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == _GZIP_MAGIC:
+        # GzipFile.readline runs Python code per call; a BufferedReader on top reads
+        # large decompressed blocks and splits lines in C.
+        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=1 << 17)  # type: ignore[arg-type]
+    return open(path, "rb", buffering=1 << 17)
+
+
+def iter_lines(
+    fileobj: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line without its newline) for each line of `fileobj`.
+
+    A line longer than `max_line_bytes` is yielded as `LINE_TOO_LONG` (an empty bytes
+    object, test it with `is`); the rest of it is read in chunks and thrown away, so
+    memory stays bounded by the cap whatever the input. A last line without a newline
+    is yielded like any other.
+    """
+    readline = fileobj.readline
+    limit = max_line_bytes + 1
+    lineno = 0
+    while True:
+        line = readline(limit)
+        if not line:
+            return
+        lineno += 1
+        if line[-1] != 10 and len(line) >= limit:
+            _discard_rest_of_line(readline)
+            yield lineno, LINE_TOO_LONG
+            continue
+        yield lineno, line.rstrip(b"\r\n")
+
+
+def _discard_rest_of_line(readline: Callable[[int], bytes]) -> None:
+    """Read and drop the rest of an over-long line in bounded chunks."""
+    while True:
+        rest = readline(_DISCARD_CHUNK)
+        if not rest or rest[-1] == 10:
+            return
+
+
+def _head(lines: Iterator[tuple[int, bytes]]) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Read ahead the first `SNIFF_LINES` non-blank lines; return (all lines read, head).
+
+    The rest of the file is then read straight from the file object by `_parse_rest`
+    (the `iter_lines` generator is only used for this read-ahead).
+    """
+    buffered: list[tuple[int, bytes]] = []
+    nonblank: list[bytes] = []
+    for item in lines:
+        buffered.append(item)
+        line = item[1]
+        if line is not LINE_TOO_LONG and line.strip():
+            nonblank.append(line)
+            if len(nonblank) >= SNIFF_LINES:
+                break
+    return buffered, b"\n".join(nonblank)
+
+
+def read_flows(
+    path: str | os.PathLike,
+    stats: ReadStats | None = None,
+    fmt: str | None = None,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[Flow]:
+    """Every connection record of the file at `path`, in file order.
+
+    Opens the file (gzip or plain) and sniffs its format at call time, so a missing,
+    unreadable or unrecognisable file raises ReaderError (naming the file) right away;
+    the records then come lazily. Bad lines never raise: they are counted in `stats`
+    (a fresh ReadStats if none is given) and the first few are logged at WARNING.
+    """
+    name = str(path)
+    if stats is None:
+        stats = ReadStats(name)
+    if fmt is not None and fmt not in PARSERS:
+        make_parser(fmt)  # raises with the list of valid names
+    try:
+        fileobj = open_binary(path)
+    except FileNotFoundError:
+        raise ReaderError("no such file", file=name) from None
+    except IsADirectoryError:
+        raise ReaderError("is a directory, not a log file", file=name) from None
+    except OSError as exc:
+        raise ReaderError(f"cannot open: {exc.strerror or exc}", file=name) from None
+    try:
+        lines = iter_lines(fileobj, max_line_bytes)
+        buffered, head = _head(lines)
+        if fmt is None:
+            fmt = sniff_format(head, file=name)
+        parser = make_parser(fmt)
+    except ReaderError:
+        fileobj.close()
+        raise
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        fileobj.close()
+        raise ReaderError(f"cannot read: {exc}", file=name) from None
+    stats.format = fmt
+    return _read(fileobj, parser, buffered, stats, max_line_bytes)
+
+
+def _read(
+    fileobj: BinaryIO,
+    parser: LineParser,
+    buffered: list[tuple[int, bytes]],
+    stats: ReadStats,
+    max_line_bytes: int,
+) -> Iterator[Flow]:
+    with fileobj:
+        try:
+            yield from _parse_lines(parser, buffered, stats)
+            yield from _parse_rest(parser, fileobj, stats, max_line_bytes)
+        except (OSError, EOFError) as exc:
+            # A truncated or corrupt gzip stream (a file still being written, a bad copy):
+            # the records read so far stand; the rest is unreadable.
+            stats.add_bad(stats.lines + 1, "unreadable rest of file", str(exc))
+    if stats.bad_lines > SAMPLE_CAP:
+        log.warning(
+            "%s: %d bad lines in total (%s)",
+            stats.path,
+            stats.bad_lines,
+            ", ".join(f"{r}: {n}" for r, n in stats.bad_by_reason.most_common()),
+        )
+
+
+def _parse_one(parser: LineParser, lineno: int, line: bytes, stats: ReadStats) -> Flow | None:
+    """Parse one line, turning every per-line failure into a count (the slow path)."""
+    try:
+        return parser.parse(line)
+    except BadLine as exc:
+        stats.add_bad(lineno, exc.reason, exc.detail)
+    except Skip as exc:
+        stats.skipped_by_reason[exc.reason] += 1
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # A value of an unexpected type deep in a JSON record: still one bad line.
+        stats.add_bad(lineno, "malformed record", f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _parse_lines(
+    parser: LineParser, lines: Iterable[tuple[int, bytes]], stats: ReadStats
+) -> Iterator[Flow]:
+    """Parse already-read lines (the sniffing read-ahead)."""
+    for lineno, line in lines:
+        stats.lines = lineno
+        if line is LINE_TOO_LONG:
+            stats.add_bad(lineno, "line too long")
+            continue
+        record = _parse_one(parser, lineno, line, stats)
+        if record is not None:
+            stats.records += 1
+            yield record
+
+
+def _parse_rest(
+    parser: LineParser, fileobj: BinaryIO, stats: ReadStats, max_line_bytes: int
+) -> Iterator[Flow]:
+    """The hot loop: `iter_lines` and the parse call inlined, counters kept in locals."""
+    parse = parser.parse
+    skipped = stats.skipped_by_reason
+    readline = fileobj.readline
+    limit = max_line_bytes + 1
+    n_lines = stats.lines
+    n_records = stats.records
+    try:
+        while True:
+            line = readline(limit)
+            if not line:
+                break
+            n_lines += 1
+            if line[-1] != 10 and len(line) >= limit:
+                _discard_rest_of_line(readline)
+                stats.add_bad(n_lines, "line too long")
+                continue
+            line = line.rstrip(b"\r\n")
+            try:
+                record = parse(line)
+            except Skip as exc:
+                skipped[exc.reason] += 1
+                continue
+            except BadLine as exc:
+                stats.add_bad(n_lines, exc.reason, exc.detail)
+                continue
+            except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+                stats.add_bad(n_lines, "malformed record", f"{type(exc).__name__}: {exc}")
+                continue
+            if record is None:
+                continue
+            n_records += 1
+            stats.lines = n_lines
+            stats.records = n_records
+            yield record
+    finally:
+        stats.lines = n_lines
+        stats.records = n_records

@@ -1,0 +1,195 @@
+"""Suricata eve.json parser: `flow` and `netflow` events become Flows, the rest are skipped.
+
+Time is `flow.start` (`netflow.start`), never the top-level `timestamp`: that is when the
+event was *written*, which for a flow is its end or timeout, and in replayed captures it
+can even precede the start (see SOURCES.md, eve-2.json and slips test6).
+
+Outcome of a `flow` event, from what the responder sent:
+- nothing (`pkts_toclient` 0): the attempt was not answered -> NO_ANSWER;
+- TCP, responder flags with RST but no SYN: refused -> REJECTED;
+- TCP, responder sent a SYN (SYN-ACK), or state established/closed with packets both
+  ways: ESTABLISHED; anything else (midstream pick-ups, no `tcp` block) -> UNKNOWN;
+- UDP: any packet back -> ESTABLISHED; ICMP and other transports -> UNKNOWN.
+`netflow` events describe one direction each and carry no state -> UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from zeekndm.flow import Flow, Outcome, Transport
+from zeekndm.readers.base import (
+    AddressCache,
+    BadLine,
+    Skip,
+    check_port,
+    classify_json_error,
+    parse_iso_ts,
+)
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_new_flow = tuple.__new__
+
+_TRANSPORT = {
+    "TCP": Transport.TCP,
+    "UDP": Transport.UDP,
+    "ICMP": Transport.ICMP,
+    "IPv6-ICMP": Transport.ICMP,
+    "tcp": Transport.TCP,
+    "udp": Transport.UDP,
+    "icmp": Transport.ICMP,
+    "ipv6-icmp": Transport.ICMP,
+}
+_TCP = Transport.TCP
+_UDP = Transport.UDP
+_ICMP = Transport.ICMP
+_NO_ANSWER = Outcome.NO_ANSWER
+_REJECTED = Outcome.REJECTED
+_ESTABLISHED = Outcome.ESTABLISHED
+_UNKNOWN = Outcome.UNKNOWN
+_OTHER = Transport.OTHER
+_ANSWERED_STATES = frozenset(("established", "closed"))
+# Every two-digit hex flag string Suricata writes ("1a", "14", "00"), pre-decoded.
+_FLAGS = {f"{i:02x}": i for i in range(256)}
+_TCP_SYN = 0x02
+_TCP_RST = 0x04
+_EVENT_TYPE_KEY = b'"event_type":"'
+
+
+class SuricataEveParser:
+    """Parses eve.json lines (NDJSON) into Flows from `flow` and `netflow` events."""
+
+    format = "suricata_eve"
+
+    def __init__(self, addresses: AddressCache | None = None) -> None:
+        self.addresses = addresses or AddressCache()
+        self._skip_reasons: dict[object, str] = {}
+
+    def _skip_reason(self, event_type: object) -> str:
+        reason = self._skip_reasons.get(event_type)
+        if reason is None:
+            name = event_type
+            if type(name) is bytes:
+                name = name.decode("utf-8", "replace")
+            reason = self._skip_reasons.setdefault(event_type, f"event_type={name}")
+        return reason
+
+    def parse(self, line: bytes) -> Flow | None:
+        if not line:
+            return None
+        # Most eve lines are alerts, dns, tls ... which we only count. Suricata writes
+        # `"event_type":"<type>"` near the start of every event, and that literal (with
+        # its unescaped quotes) cannot occur inside a JSON string, so the first match is
+        # the event's own type: a non-flow event is skipped without parsing its JSON (it
+        # is counted, not validated). Lines written with spaces after the colons are
+        # parsed in full and decided below.
+        at = line.find(_EVENT_TYPE_KEY, 0, 400)
+        if at >= 0:
+            at += 14
+            if not (line.startswith(b'flow"', at) or line.startswith(b'netflow"', at)):
+                end = line.find(b'"', at, at + 40)
+                if end > at:
+                    raise Skip(self._skip_reason(line[at:end]))
+        try:
+            d = _loads(line)
+        except _JSONDecodeError:
+            if line.isspace():
+                return None
+            raise classify_json_error(line) from None
+        if type(d) is not dict:
+            raise BadLine("not a JSON object")
+        get = d.get
+        event_type = get("event_type")
+        if event_type == "flow":
+            block = get("flow")
+            netflow = False
+        elif event_type == "netflow":
+            block = get("netflow")
+            netflow = True
+        elif event_type is None:
+            raise BadLine("no event_type (not an eve event)")
+        else:
+            raise Skip(self._skip_reason(event_type))
+        if type(block) is not dict:
+            raise BadLine(f"missing {event_type} object")
+        start = block.get("start")
+        if type(start) is not str:
+            raise BadLine(f"missing {event_type}.start")
+        t = parse_iso_ts(start)
+        src = get("src_ip")
+        dst = get("dest_ip")
+        if type(src) is not str:
+            raise BadLine("missing src_ip" if src is None else "bad ip")
+        if type(dst) is not str:
+            raise BadLine("missing dest_ip" if dst is None else "bad ip")
+        transport = _TRANSPORT.get(get("proto"), _OTHER)
+        if transport is _ICMP:
+            # As in Zeek, ICMP "ports" are the type and code.
+            sport = get("icmp_type", 0)
+            dport = get("icmp_code", 0)
+        else:
+            sport = get("src_port", 0)
+            dport = get("dest_port", 0)
+        if type(sport) is not int or not 0 <= sport <= 65535:
+            sport = check_port(sport, "src_port")
+        if type(dport) is not int or not 0 <= dport <= 65535:
+            dport = check_port(dport, "dest_port")
+
+        if netflow:
+            outcome = _UNKNOWN
+        elif transport is _TCP:
+            to_client = block.get("pkts_toclient")
+            if to_client is None:
+                outcome = _UNKNOWN
+            elif not to_client:
+                outcome = _NO_ANSWER
+            else:
+                tcp = get("tcp")
+                flags = _FLAGS.get(tcp.get("tcp_flags_tc")) if type(tcp) is dict else None
+                if flags is None:
+                    flags = _hex_flags(tcp)
+                if flags & _TCP_RST and not flags & _TCP_SYN:
+                    outcome = _REJECTED
+                elif flags & _TCP_SYN:
+                    outcome = _ESTABLISHED
+                elif block.get("state") in _ANSWERED_STATES and block.get("pkts_toserver"):
+                    outcome = _ESTABLISHED
+                else:
+                    outcome = _UNKNOWN
+        elif transport is _UDP:
+            to_client = block.get("pkts_toclient")
+            outcome = _UNKNOWN if to_client is None else (_ESTABLISHED if to_client else _NO_ANSWER)
+        else:
+            outcome = _UNKNOWN
+
+        flow_id = get("flow_id")
+        known = self.addresses.known
+        return _new_flow(
+            Flow,
+            (
+                t,
+                known.get(src) or self.addresses.normalise(src),
+                sport,
+                known.get(dst) or self.addresses.normalise(dst),
+                dport,
+                transport,
+                outcome,
+                None if flow_id is None else str(flow_id),
+                get("community_id"),
+                get("host"),
+                None,
+                None,
+            ),
+        )
+
+
+def _hex_flags(tcp: object) -> int:
+    """The responder's TCP flags from an unusual `tcp_flags_tc` value (0 if unknown)."""
+    value = tcp.get("tcp_flags_tc") if type(tcp) is dict else None
+    if type(value) is str:
+        try:
+            return int(value, 16)
+        except ValueError:
+            return 0
+    return 0
