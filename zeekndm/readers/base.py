@@ -141,10 +141,24 @@ def parse_iso_ts(text: str) -> float:
     try:
         dt = datetime.fromisoformat(text)
     except (ValueError, TypeError):
-        raise BadLine("bad ts", repr(text)[:60]) from None
+        dt = _fromisoformat_py310(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_UTC)
     return dt.timestamp()
+
+
+def _fromisoformat_py310(text: object) -> datetime:
+    """Retry for Python 3.10, whose fromisoformat knows neither `Z` nor `-0500`."""
+    if type(text) is str and len(text) > 19:
+        fixed = text[:-1] + "+00:00" if text[-1] in "zZ" else text
+        if fixed[-5] in "+-" and fixed[-4:].isdigit():
+            fixed = f"{fixed[:-2]}:{fixed[-2:]}"
+        if fixed != text:
+            try:
+                return datetime.fromisoformat(fixed)
+            except ValueError:
+                pass
+    raise BadLine("bad ts", repr(text)[:60])
 
 
 def check_port(value: object, what: str) -> int:
