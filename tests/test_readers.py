@@ -86,6 +86,11 @@ def jline(obj) -> str:
     return json.dumps(obj) + "\n"
 
 
+def compact(obj) -> str:
+    """As Zeek and Suricata write it: no spaces after separators."""
+    return json.dumps(obj, separators=(",", ":")) + "\n"
+
+
 # -- Zeek TSV ------------------------------------------------------------------------------
 def test_tsv_record_fields_are_mapped_to_a_flow(tmp_path):
     p = write(tmp_path, header() + row() + "#close\t2024-04-19-01-00-00\n")
@@ -712,3 +717,26 @@ def test_iso_timestamps_parse_without_python_311_fromisoformat(text, epoch):
     if not text[-1].isdigit() or text[-5] in "+-":
         # The Python 3.10 fallback gives the same instant.
         assert _fromisoformat_py310(text).timestamp() == epoch
+
+
+# -- destination-port filter --------------------------------------------------------------
+def test_dport_filter_drops_unwatched_tsv_lines_before_parsing_and_counts_them(tmp_path):
+    text = header() + row(id__resp_p="443") + row(id__resp_p="389") + row(id__resp_p="http")
+    text += row(id__resp_p="27017", id__resp_h="bad-ip")
+    flows, stats = read(write(tmp_path, text), dports={389, 27017})
+    assert [f.dport for f in flows] == [389]
+    # Unwatched lines are not validated (the "http" port is filtered, not bad); a watched
+    # line is still fully checked.
+    assert (stats.filtered, stats.bad_by_reason) == (2, {"bad ip": 1})
+
+
+def test_dport_filter_on_eve_and_zeek_json(tmp_path):
+    eve = compact(eve_flow(dest_port=443)) + compact(eve_flow(dest_port=587))
+    eve += json.dumps(eve_flow(dest_port=443), separators=(", ", ": ")) + "\n"
+    flows, stats = read(write(tmp_path, eve, "eve.json"), dports={587})
+    # The spaced line cannot be filtered by the byte search, so it is parsed in full.
+    assert [f.dport for f in flows] == [587, 443]
+    assert stats.filtered == 1
+    zj = compact(CONN_JSON) + compact(dict(CONN_JSON, **{"id.resp_p": 53}))
+    flows, stats = read(write(tmp_path, zj), dports={389})
+    assert [f.dport for f in flows] == [389] and stats.filtered == 1

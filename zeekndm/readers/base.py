@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from zeekndm.flow import Flow, Outcome, Transport
@@ -130,6 +130,26 @@ ZEEK_OUTCOME: dict[str, Outcome] = {
 }
 
 _UTC = timezone.utc
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+
+
+def _offset_epochs() -> dict[str, datetime]:
+    """`"-0500"` -> the naive local time of the epoch at that offset, every quarter hour.
+
+    Local time minus this is the time since the epoch in one exact timedelta
+    subtraction: about twice as fast as an aware `datetime.timestamp()`.
+    """
+    table = {}
+    for minutes in range(-14 * 60, 14 * 60 + 1, 15):
+        sign = "-" if minutes < 0 else "+"
+        hh, mm = divmod(abs(minutes), 60)
+        table[f"{sign}{hh:02d}{mm:02d}"] = _EPOCH_NAIVE + timedelta(minutes=minutes)
+    table["-0000"] = _EPOCH_NAIVE
+    return table
+
+
+#: For Suricata's fixed timestamp layout `2022-02-08T09:43:37.139810-0500` (31 chars).
+OFFSET_EPOCHS = _offset_epochs()
 
 
 def parse_iso_ts(text: str) -> float:

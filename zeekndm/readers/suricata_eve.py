@@ -15,10 +15,14 @@ Outcome of a `flow` event, from what the responder sent:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 import orjson
 
 from zeekndm.flow import Flow, Outcome, Transport
 from zeekndm.readers.base import (
+    OFFSET_EPOCHS,
     AddressCache,
     BadLine,
     Skip,
@@ -30,6 +34,10 @@ from zeekndm.readers.base import (
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _new_flow = tuple.__new__
+_fromisoformat = datetime.fromisoformat
+_OFFSET_EPOCHS = OFFSET_EPOCHS
+_DPORT_KEY = b'"dest_port":'
+_DPORT_KEY_LEN = len(_DPORT_KEY)
 
 _TRANSPORT = {
     "TCP": Transport.TCP,
@@ -65,6 +73,9 @@ class SuricataEveParser:
     def __init__(self, addresses: AddressCache | None = None) -> None:
         self.addresses = addresses or AddressCache()
         self._skip_reasons: dict[object, str] = {}
+        #: Records dropped by the destination-port filter (see `set_dport_filter`).
+        self.filtered = 0
+        self._dports: frozenset[bytes] | None = None
 
     def _skip_reason(self, event_type: object) -> str:
         reason = self._skip_reasons.get(event_type)
@@ -74,6 +85,30 @@ class SuricataEveParser:
                 name = name.decode("utf-8", "replace")
             reason = self._skip_reasons.setdefault(event_type, f"event_type={name}")
         return reason
+
+    def set_dport_filter(self, dports: Iterable[int] | None) -> None:
+        """Only parse records whose responder port is in `dports` (None: every record).
+
+        The port is found with a byte search for the compact `"dest_port":` form, so
+        most lines for unwatched ports cost no JSON parsing; they are counted in
+        `filtered`, return None and are not validated. A line where the key is written
+        differently (spaces) is parsed in full, so nothing watched is ever dropped.
+        """
+        self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
+
+    def _filtered_out(self, line: bytes, dports: frozenset[bytes]) -> bool:
+        at = line.find(_DPORT_KEY)
+        if at < 0:
+            return False
+        at += _DPORT_KEY_LEN
+        end = line.find(b",", at, at + 8)
+        if end <= at:
+            return False
+        value = line[at:end]
+        if value in dports or not value.isdigit():
+            return False
+        self.filtered += 1
+        return True
 
     def parse(self, line: bytes) -> Flow | None:
         if not line:
@@ -91,6 +126,9 @@ class SuricataEveParser:
                 end = line.find(b'"', at, at + 40)
                 if end > at:
                     raise Skip(self._skip_reason(line[at:end]))
+        dports = self._dports
+        if dports is not None and self._filtered_out(line, dports):
+            return None
         try:
             d = _loads(line)
         except _JSONDecodeError:
@@ -116,7 +154,14 @@ class SuricataEveParser:
         start = block.get("start")
         if type(start) is not str:
             raise BadLine(f"missing {event_type}.start")
-        t = parse_iso_ts(start)
+        epoch = _OFFSET_EPOCHS.get(start[26:]) if len(start) == 31 else None
+        if epoch is not None:
+            try:
+                t = (_fromisoformat(start[:26]) - epoch).total_seconds()
+            except ValueError:
+                raise BadLine("bad ts", start) from None
+        else:
+            t = parse_iso_ts(start)
         src = get("src_ip")
         dst = get("dest_ip")
         if type(src) is not str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import math
+from collections.abc import Iterable
 from operator import itemgetter
 
 from zeekndm.flow import Flow, Outcome, Transport
@@ -47,11 +48,25 @@ class ZeekTSVParser:
 
     def __init__(self, addresses: AddressCache | None = None) -> None:
         self.addresses = addresses or AddressCache()
+        #: Lines dropped by the destination-port filter (see `set_dport_filter`).
+        self.filtered = 0
+        self._dports: frozenset[bytes] | None = None
         self._reset_block()
+
+    def set_dport_filter(self, dports: Iterable[int] | None) -> None:
+        """Only parse lines whose responder port is in `dports` (None: every line).
+
+        Scan models watch a handful of ports, and on a busy sensor almost every line is
+        for some other port. Such a line costs one partial split and a set look-up
+        instead of a full parse; it is counted in `filtered`, returns None, and is not
+        validated (a malformed line for an unwatched port is not counted as bad).
+        """
+        self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
 
     # -- header ------------------------------------------------------------------------
     def _reset_block(self) -> None:
         self.separator = "\t"
+        self._bseparator = b"\t"
         self.set_separator = ","
         self.empty_field = "(empty)"
         self.unset_field = "-"
@@ -59,6 +74,7 @@ class ZeekTSVParser:
         self.fields: list[str] | None = None
         self._ncols = 0
         self._getter = None
+        self._dport_split = -1  # maxsplit that isolates the responder-port column
         self._missing: str | None = None  # first required column #fields lacks
         self._skip: str | None = None  # Skip reason when #path is not conn
 
@@ -69,6 +85,7 @@ class ZeekTSVParser:
             raw = s[len("#separator") :].strip().encode("ascii", "backslashreplace")
             sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
             self.separator = sep or "\t"
+            self._bseparator = self.separator.encode("latin-1")
             return
         key, sep, value = s.partition(self.separator)
         if not sep:  # btest baselines write `#open XXXX` with a space
@@ -101,11 +118,21 @@ class ZeekTSVParser:
         # Index n points at the unset value appended to each split line, so an absent
         # optional column reads as unset without a branch per column.
         self._getter = itemgetter(*indexes)
+        dport = indexes[4]
+        self._dport_split = dport + 1 if dport < n else -1
 
     # -- data --------------------------------------------------------------------------
     def parse(self, line: bytes) -> Flow | None:
         if not line:
             return None
+        dports = self._dports
+        # Data lines start with a digit (ts) or a letter (_node_name); "#", TAB and space
+        # (header lines, slips' indented header) are all below 36 and take the full path.
+        if dports is not None and line[0] > 35 and self._dport_split > 0 and self._skip is None:
+            head = line.split(self._bseparator, self._dport_split)
+            if len(head) > self._dport_split and head[-2] not in dports:
+                self.filtered += 1
+                return None
         try:
             s = line.decode()
         except UnicodeDecodeError:
