@@ -77,6 +77,27 @@ class ZeekTSVParser:
         self._dport_split = -1  # maxsplit that isolates the responder-port column
         self._missing: str | None = None  # first required column #fields lacks
         self._skip: str | None = None  # Skip reason when #path is not conn
+        self._ready = False  # a usable #fields, no missing column, #path is conn
+
+    def _update_ready(self) -> None:
+        self._ready = (
+            self._getter is not None
+            and self._missing is None
+            and self._skip is None
+            and self._dport_split > 0
+        )
+
+    def _not_ready(self, line: bytes) -> Flow | None:
+        """Why a data line cannot be parsed in the current header state (the slow path)."""
+        if line.isspace():
+            return None
+        if b"\x00" in line:
+            raise BadLine("nul byte")
+        if self._skip is not None:
+            raise Skip(self._skip)
+        if self._getter is None:
+            raise BadLine("data before #fields header")
+        raise BadLine(f"#fields lacks {self._missing}")
 
     def _header(self, s: str) -> None:
         if s.startswith("#separator"):
@@ -86,6 +107,7 @@ class ZeekTSVParser:
             sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
             self.separator = sep or "\t"
             self._bseparator = self.separator.encode("latin-1")
+            self._update_ready()
             return
         key, sep, value = s.partition(self.separator)
         if not sep:  # btest baselines write `#open XXXX` with a space
@@ -103,6 +125,7 @@ class ZeekTSVParser:
             self.set_separator = value
         # #open, #close, #types and free comments (`### BTest baseline ...`) carry
         # nothing a connection record needs.
+        self._update_ready()
 
     def _set_fields(self, fields: list[str]) -> None:
         self.fields = fields
@@ -125,10 +148,19 @@ class ZeekTSVParser:
     def parse(self, line: bytes) -> Flow | None:
         if not line:
             return None
+        first = line[0]
+        # "#", TAB and space are all below 36; data lines start with a digit (ts) or a
+        # letter (_node_name), so one comparison keeps header handling off the hot path.
+        if first <= 35 and (first == 35 or line.lstrip()[:1] == b"#"):
+            try:
+                self._header(line.decode().lstrip())
+            except UnicodeDecodeError:
+                raise BadLine("invalid utf-8") from None
+            return None
+        if not self._ready:
+            return self._not_ready(line)
         dports = self._dports
-        # Data lines start with a digit (ts) or a letter (_node_name); "#", TAB and space
-        # (header lines, slips' indented header) are all below 36 and take the full path.
-        if dports is not None and line[0] > 35 and self._dport_split > 0 and self._skip is None:
+        if dports is not None:
             head = line.split(self._bseparator, self._dport_split)
             if len(head) > self._dport_split and head[-2] not in dports:
                 self.filtered += 1
@@ -137,21 +169,8 @@ class ZeekTSVParser:
             s = line.decode()
         except UnicodeDecodeError:
             raise BadLine("invalid utf-8") from None
-        first = s[0]
-        if first == "#" or ((first == " " or first == "\t") and s.lstrip().startswith("#")):
-            self._header(s.lstrip())
-            return None
         if "\x00" in s:
             raise BadLine("nul byte")
-        if self._skip is not None:
-            raise Skip(self._skip)
-        getter = self._getter
-        if getter is None:
-            if s.isspace():
-                return None
-            raise BadLine("data before #fields header")
-        if self._missing is not None:
-            raise BadLine(f"#fields lacks {self._missing}")
         cols = s.split(self.separator)
         if len(cols) != self._ncols:
             if s.isspace():
@@ -159,7 +178,7 @@ class ZeekTSVParser:
             raise BadLine("wrong column count", f"{len(cols)} columns, header has {self._ncols}")
         unset = self.unset_field
         cols.append(unset)
-        ts, src, sport, dst, dport, proto, state, uid, cid, sensor, lo, lr = getter(cols)
+        ts, src, sport, dst, dport, proto, state, uid, cid, sensor, lo, lr = self._getter(cols)
         try:
             t = float(ts)
         except ValueError:
