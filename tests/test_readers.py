@@ -740,3 +740,16 @@ def test_dport_filter_on_eve_and_zeek_json(tmp_path):
     zj = compact(CONN_JSON) + compact(dict(CONN_JSON, **{"id.resp_p": 53}))
     flows, stats = read(write(tmp_path, zj), dports={389})
     assert [f.dport for f in flows] == [389] and stats.filtered == 1
+
+
+def test_corrupt_gzip_raises_reader_error_naming_the_file(tmp_path):
+    p = write(tmp_path, b"\x1f\x8b" + b"this is not deflate data" * 10, "conn.log.gz")
+    with pytest.raises(ReaderError, match="cannot read") as err:
+        read_flows(p)
+    assert str(p) in str(err.value)
+
+
+def test_read_flows_with_unknown_format_name_lists_valid_ones(tmp_path):
+    p = write(tmp_path, header() + row())
+    with pytest.raises(ReaderError, match="valid: suricata_eve, zeek_json, zeek_tsv"):
+        read_flows(p, fmt="netflow_v9")
