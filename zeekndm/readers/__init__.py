@@ -168,7 +168,13 @@ def sniff_format(head: bytes, *, file: str | None = None) -> str:
     `head` may be a single line or the first few lines joined with b"\\n". Raises
     ReaderError saying what was seen when no sniffer recognises it.
     """
-    for name, sniff in (*_REGISTERED_SNIFFERS, *_BUILTIN_SNIFFERS):
+    for name, sniff in _REGISTERED_SNIFFERS:
+        try:
+            if sniff(head):
+                return name
+        except Exception as exc:  # a plug-in's bug must not hide the built-in formats
+            log.warning("sniffer for %s failed on %s: %s", name, file or "input", exc)
+    for name, sniff in _BUILTIN_SNIFFERS:
         if sniff(head):
             return name
     start = head.lstrip()
