@@ -137,6 +137,87 @@ class SuricataEveParser:
             raise classify_json_error(line) from None
         if type(d) is not dict:
             raise BadLine("not a JSON object")
+        # Fast path for the usual flow event: subscripts instead of checked look-ups and
+        # Suricata's fixed timestamp layout. Anything unusual (a missing key, ICMP, an odd
+        # value) raises inside the `try` and the event is re-read by `_parse_event`, which
+        # checks every field and names what is wrong.
+        try:
+            event_type = d["event_type"]
+            if event_type == "flow":
+                block = d["flow"]
+            elif event_type == "netflow":
+                block = d["netflow"]
+            else:
+                raise KeyError(event_type)
+            start = block["start"]
+            if len(start) != 31:
+                raise KeyError(start)
+            t = (_fromisoformat(start[:26]) - _OFFSET_EPOCHS[start[26:]]).total_seconds()
+            src = d["src_ip"]
+            dst = d["dest_ip"]
+            if type(src) is not str or type(dst) is not str:
+                raise KeyError(src)
+            known = self.addresses.known
+            src = known.get(src) or self.addresses.normalise(src)
+            dst = known.get(dst) or self.addresses.normalise(dst)
+            transport = _TRANSPORT[d["proto"]]
+            sport = d["src_port"]
+            dport = d["dest_port"]
+            if (
+                transport is _ICMP
+                or type(sport) is not int
+                or type(dport) is not int
+                or not 0 <= sport <= 65535
+                or not 0 <= dport <= 65535
+            ):
+                raise KeyError(sport)
+            if event_type == "netflow":
+                outcome = _UNKNOWN
+            elif transport is _TCP:
+                to_client = block["pkts_toclient"]
+                if to_client is None:
+                    raise KeyError(to_client)
+                if not to_client:
+                    outcome = _NO_ANSWER
+                else:
+                    flags = _FLAGS[d["tcp"]["tcp_flags_tc"]]
+                    if flags & _TCP_RST and not flags & _TCP_SYN:
+                        outcome = _REJECTED
+                    elif flags & _TCP_SYN:
+                        outcome = _ESTABLISHED
+                    elif block.get("state") in _ANSWERED_STATES and block.get("pkts_toserver"):
+                        outcome = _ESTABLISHED
+                    else:
+                        outcome = _UNKNOWN
+            else:  # UDP
+                to_client = block["pkts_toclient"]
+                if to_client is None:
+                    raise KeyError(to_client)
+                outcome = _ESTABLISHED if to_client else _NO_ANSWER
+            flow_id = d.get("flow_id")
+            get = d.get
+            return _new_flow(
+                Flow,
+                (
+                    t,
+                    src,
+                    sport,
+                    dst,
+                    dport,
+                    transport,
+                    outcome,
+                    None if flow_id is None else str(flow_id),
+                    get("community_id"),
+                    get("host"),
+                    None,
+                    None,
+                ),
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            return self._parse_event(d)
+
+    def _parse_event(self, d: dict) -> Flow:
+        """Every field checked; raises BadLine naming the problem, or Skip."""
         get = d.get
         event_type = get("event_type")
         if event_type == "flow":
