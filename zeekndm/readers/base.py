@@ -94,6 +94,8 @@ class AddressCache:
                 norm = _ntop(_AF_INET, _pton(_AF_INET, raw))
         except (ValueError, OSError, TypeError):
             raise BadLine("bad ip", repr(raw)[:60]) from None
+        if norm == raw:
+            norm = raw  # share one string object: the usual case, half the memory
         known = self.known
         if len(known) >= self._max:
             known.clear()
