@@ -127,10 +127,22 @@ def test_config_threshold_override_changes_alerts(tmp_path):
     cfg.write_text(
         "models:\n  ldap_scanning_inside_to_outside:\n    enabled: false\n"
         "  mongodb_scan_internal_external:\n    threshold:\n"
-        "      distinct_destinations: {low: 150}\n"
+        "      distinct_destinations: {low: 150, medium: 300, high: 1000}\n"
     )
     run = Run(["replay", REPO / "demo" / "conn.log", "--config", cfg])
     assert run.status == ExitStatus.OK and run.alerts == []
+
+
+def test_override_that_breaks_severity_order_names_file_line_and_key(tmp_path):
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text(
+        "models:\n  mongodb_scan_internal_external:\n    threshold:\n"
+        "      distinct_destinations: {low: 150}\n"
+    )
+    run = Run(["replay", REPO / "demo" / "conn.log", "--config", cfg])
+    assert run.status == ExitStatus.USAGE and run.alerts == []
+    assert f"{cfg}:4 (models.mongodb_scan_internal_external.threshold.distinct_destinations)" in run.err
+    assert "must increase strictly" in run.err
 
 
 def test_check_config_prints_effective_models():

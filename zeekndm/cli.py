@@ -19,6 +19,8 @@ from zeekndm.config import Config, load_config
 from zeekndm.detect import Detector
 from zeekndm.enrich import Observer
 from zeekndm.errors import ConfigError, ZeekNDMError
+from zeekndm.outputs import build_sinks as _build_sinks
+from zeekndm.outputs import state_dir_for
 from zeekndm.pipeline import Pipeline
 
 log = logging.getLogger("zeekndm")
@@ -213,8 +215,7 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _state_dir(args: argparse.Namespace, config: Config) -> Path:
-    path = getattr(args, "state_dir", None) or config.state_dir or ".zeekndm-state"
-    return Path(path)
+    return state_dir_for(config, getattr(args, "state_dir", None))
 
 
 def build_sinks(
@@ -224,32 +225,13 @@ def build_sinks(
     state_dir: Path,
     default_stdout: bool = True,
 ) -> list[Any]:
-    from zeekndm.sinks.ndjson import NDJSONSink
-
-    sinks: list[Any] = []
-    output = getattr(args, "output", None)
-    path = output if output is not None else config.ndjson_path
-    if path == "-" and default_stdout:
-        sinks.append(NDJSONSink(stream=env.stdout_bytes))
-    elif path and path != "-":
-        sinks.append(NDJSONSink(path))
-    es = config.elasticsearch
-    url = getattr(args, "elasticsearch", None)
-    if url:
-        from zeekndm.sinks.elasticsearch import ElasticsearchSettings
-
-        es = (
-            replace(es, hosts=[url])
-            if es is not None
-            else ElasticsearchSettings.from_dict({"hosts": [url]})
-        )
-    if es is not None:
-        from zeekndm.sinks.elasticsearch import ElasticsearchSink
-
-        sink = ElasticsearchSink(es, state_dir)
-        log.info("%s", sink.check())
-        sinks.append(sink)
-    return sinks
+    return _build_sinks(
+        config,
+        state_dir,
+        output=getattr(args, "output", None),
+        elasticsearch_url=getattr(args, "elasticsearch", None),
+        stdout=env.stdout_bytes if default_stdout else None,
+    )
 
 
 # -- replay ----------------------------------------------------------------------------

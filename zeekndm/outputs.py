@@ -1,0 +1,70 @@
+"""Build the alert sinks a command writes to, from the config and command-line overrides.
+
+Shared by `replay` and `run` (live mode), so both honour the same `output:` section and
+the same `--output` / `--elasticsearch` switches.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+from zeekndm.config import Config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = ".zeekndm-state"
+
+
+def state_dir_for(config: Config, override: str | None = None) -> Path:
+    """The directory for registry, snapshots, spool and dead letters."""
+    return Path(override or config.state_dir or DEFAULT_STATE_DIR)
+
+
+def build_sinks(
+    config: Config,
+    state_dir: Path,
+    *,
+    output: str | None = None,
+    elasticsearch_url: str | None = None,
+    stdout: IO[bytes] | None = None,
+) -> list[Any]:
+    """The sinks to write to: NDJSON (a file, or `stdout` for "-") and Elasticsearch.
+
+    `output` overrides `output.ndjson.path`; "-" means `stdout` (ignored when `stdout` is
+    None). `elasticsearch_url` adds or overrides the cluster of `output.elasticsearch`.
+    The Elasticsearch sink is checked at once, so an unreachable-but-configured cluster
+    is reported (and spooled for) and an unsupported server fails here with one line.
+    """
+    from zeekndm.sinks.ndjson import NDJSONSink
+
+    sinks: list[Any] = []
+    path = output if output is not None else config.ndjson_path
+    if path == "-":
+        if stdout is not None:
+            sinks.append(NDJSONSink(stream=stdout))
+    elif path:
+        sinks.append(NDJSONSink(path))
+    es = config.elasticsearch
+    if elasticsearch_url:
+        from zeekndm.sinks.elasticsearch import ElasticsearchSettings
+
+        es = (
+            replace(es, hosts=[elasticsearch_url])
+            if es is not None
+            else ElasticsearchSettings.from_dict({"hosts": [elasticsearch_url]})
+        )
+    if es is not None:
+        from zeekndm.sinks.elasticsearch import ElasticsearchSink
+
+        sink = ElasticsearchSink(es, state_dir)
+        try:
+            log.info("%s", sink.check())
+        except BaseException:
+            for s in sinks + [sink]:
+                s.close()
+            raise
+        sinks.append(sink)
+    return sinks
