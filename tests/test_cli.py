@@ -141,7 +141,8 @@ def test_override_that_breaks_severity_order_names_file_line_and_key(tmp_path):
     )
     run = Run(["replay", REPO / "demo" / "conn.log", "--config", cfg])
     assert run.status == ExitStatus.USAGE and run.alerts == []
-    assert f"{cfg}:4 (models.mongodb_scan_internal_external.threshold.distinct_destinations)" in run.err
+    key = "models.mongodb_scan_internal_external.threshold.distinct_destinations"
+    assert f"{cfg}:4 ({key})" in run.err
     assert "must increase strictly" in run.err
 
 

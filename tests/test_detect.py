@@ -204,6 +204,39 @@ def test_out_of_order_records_within_lateness_are_counted():
     assert detections[0].first_seen == T0
 
 
+def test_scan_arriving_newest_first_alerts_as_in_time_order():
+    # Suricata writes a flow when it times out, so a scan can arrive in any order.
+    flows = scan("10.0.0.5", 27017, 30)
+    in_order = run(detector(), flows)
+    reverse = run(detector(), list(reversed(flows)))
+    assert [(d.state, d.severity) for d in reverse] == [(START, "low")]
+    det = detector()
+    run(det, list(reversed(flows)))
+    (end,) = det.finish()
+    assert end.distinct_destinations == 30 and end.first_seen == T0
+    assert in_order[0].severity == reverse[0].severity
+
+
+def test_late_records_spread_wider_than_the_window_do_not_add_up():
+    # 40 destinations, one every 25 s (12 per 5 minutes), delivered shuffled.
+    import random
+
+    flows = scan("10.0.0.5", 27017, 40, spacing=25.0)
+    random.Random(7).shuffle(flows)
+    assert run(detector(), flows) == []
+
+
+def test_late_records_that_fill_a_past_window_alert_once():
+    # 20 destinations now, then 10 more that happened 10 minutes earlier (late), then
+    # 20 more that belong with those 10 in one past 5-minute window.
+    det = detector()
+    now = scan("10.0.0.5", 27017, 20, start=T0 + 900)
+    past = [flow("10.0.0.5", public(100 + i), 27017, T0 + i) for i in range(30)]
+    detections = run(det, now + past)
+    assert [(d.state, d.distinct_destinations) for d in detections] == [(START, 25)]
+    assert detections[0].first_seen == T0
+
+
 def test_records_later_than_allowed_lateness_are_counted_not_silent():
     det = detector(allowed_lateness=60)
     run(det, [flow("10.9.9.9", "10.0.0.1", 27017, T0 + 10_000)])

@@ -115,9 +115,9 @@ def test_custom_model_finds_spambot_smtp_fanout_in_suricata_eve(real, tmp_path):
         custom_model("smtp_submission_fanout", "587/tcp"),
         tmp_path,
     )
-    found = starts(alerts)
-    assert found[0][:3] == ("smtp_submission_fanout", "10.2.8.102", "low")
-    assert ("smtp_submission_fanout", "10.2.8.102", "medium", 100) in found
+    # 114 distinct relays over 19 minutes, at most 55 of them in any 5-minute window:
+    # a low alert, never medium, and an end record with the whole episode.
+    assert starts(alerts) == [("smtp_submission_fanout", "10.2.8.102", "low", 25)]
     end = [a for a in alerts if a["zeekndm"]["alert_state"] == "end"][0]
     assert end["zeekndm"]["distinct_destinations"] == 114
     assert end["observer"]["product"] == "suricata"

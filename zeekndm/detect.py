@@ -89,7 +89,7 @@ class _Track:
     )
 
     def __init__(self) -> None:
-        # dst -> [last_seen, attempts, failures, successes, port, transport];
+        # dst -> [last_seen, attempts, failures, successes, port, transport, first_seen];
         # insertion order ~ recency
         self.dsts: dict[str, list] = {}
         self.last_ts = float("-inf")
@@ -114,7 +114,7 @@ class _Track:
             if isinstance(value, set):
                 value = sorted(value)
             elif name == "dsts":
-                value = {d: [*e[:5], e[5].value] for d, e in value.items()}
+                value = {d: [*e[:5], e[5].value, e[6]] for d, e in value.items()}
             elif name == "last_ts" and value == float("-inf"):
                 value = None
             out[name] = value
@@ -264,14 +264,18 @@ class Detector:
                 self._evict_stalest()
         tracks[key] = track  # move to the end: most recently updated
         ts = flow.ts
-        if ts > track.last_ts:
+        in_order = ts >= track.last_ts
+        if in_order:
             track.last_ts = ts
-        window_start = track.last_ts - rt.window
+        window = rt.window
         dsts = track.dsts
-        # prune expired destinations from the front (approximately oldest first)
+        # Forget destinations no record can still share a window with: older than the
+        # newest record minus the allowed lateness minus the window. The dict is in
+        # update order, so the front is (approximately) the oldest.
+        horizon = self.max_ts - self.settings.allowed_lateness - window
         while dsts:
             first = next(iter(dsts))
-            if dsts[first][0] >= window_start:
+            if dsts[first][0] >= horizon:
                 break
             del dsts[first]
         outcome = flow.outcome
@@ -280,16 +284,19 @@ class Detector:
         entry = dsts.pop(flow.dst, None)
         new_dst = entry is None
         if new_dst:
-            if ts < window_start:
-                return None  # an old record of a destination already out of the window
             if len(dsts) >= rt.cap:
-                del dsts[next(iter(dsts))]
-                track.capped = True
-            entry = [ts, 0, 0, 0, flow.dport, flow.transport]
+                oldest = next(iter(dsts))
+                if dsts[oldest][0] >= track.last_ts - window:
+                    track.capped = True  # a destination still inside the window is lost
+                del dsts[oldest]
+            # [last seen, attempts, failures, successes, port, transport, first seen]
+            entry = [ts, 0, 0, 0, flow.dport, flow.transport, ts]
         elif ts > entry[0]:
             entry[0] = ts
             entry[4] = flow.dport
             entry[5] = flow.transport
+        elif ts < entry[6]:
+            entry[6] = ts
         entry[1] += 1
         entry[2] += failed
         entry[3] += ok
@@ -300,6 +307,8 @@ class Detector:
             track.ep_successes += ok
             track.ports.add(flow.dport)
             track.transports.add(_TRANSPORT[flow.transport])
+            if ts < track.episode_start:
+                track.episode_start = ts
             if new_dst:
                 track.ep_distinct += 1
                 if len(track.sample) < self.settings.sample_size:
@@ -309,17 +318,53 @@ class Detector:
         levels = rt.levels
         nxt = track.level + 1
         if new_dst and nxt < len(levels) and len(dsts) >= levels[nxt][1]:
-            return self._maybe_cross(rt, track, flow)
+            return self._maybe_cross(rt, track, flow, in_order)
         if track.level >= 0 and track.last_ts - track.last_emit >= rt.update:
             return self._emit(rt, track, ONGOING, flow.src)
         return None
 
-    def _maybe_cross(self, rt: _ModelRuntime, track: _Track, flow: Flow) -> Detection | None:
-        window_start = track.last_ts - rt.window
-        live = [(d, e) for d, e in track.dsts.items() if e[0] >= window_start]
+    @staticmethod
+    def _best_window(track: _Track, ts: float, window: float, in_order: bool) -> list:
+        """The destinations of the busiest window [s, s + window] that contains `ts`.
+
+        In order (nothing newer than `ts`), that is [ts - window, ts]. A late record can
+        complete a window in the past, so then every window start s in [ts - window, ts]
+        is considered: a destination seen from `first` to `last` is in [s, s + window]
+        when first - window <= s <= last; the best s is the one most such intervals
+        share (a sweep over their end points).
+        """
+        if in_order:
+            start = ts - window
+            return [e for e in track.dsts.values() if e[0] >= start]
+        lo, hi = ts - window, ts
+        spans = []
+        for e in track.dsts.values():
+            a = e[6] - window
+            b = e[0]
+            if a < lo:
+                a = lo
+            if b > hi:
+                b = hi
+            if a <= b:
+                spans.append((a, b, e))
+        points = sorted([(a, 0) for a, _, _ in spans] + [(b, 1) for _, b, _ in spans])
+        best, best_s, depth = -1, lo, 0
+        for point, kind in points:
+            if kind == 0:
+                depth += 1
+                if depth > best:
+                    best, best_s = depth, point
+            else:
+                depth -= 1
+        return [e for a, b, e in spans if a <= best_s <= b]
+
+    def _maybe_cross(
+        self, rt: _ModelRuntime, track: _Track, flow: Flow, in_order: bool = True
+    ) -> Detection | None:
+        live = self._best_window(track, flow.ts, rt.window, in_order)
         distinct = len(live)
-        attempts = sum(e[1] for _, e in live)
-        failures = sum(e[2] for _, e in live)
+        attempts = sum(e[1] for e in live)
+        failures = sum(e[2] for e in live)
         if rt.ratio and (attempts == 0 or failures / attempts < rt.ratio):
             return None
         level = -1
@@ -330,15 +375,19 @@ class Detector:
             return None
         state = START if track.level < 0 else ESCALATED
         if state == START:
-            track.episode_start = min(e[0] for _, e in live)
-            track.ep_attempts = attempts
-            track.ep_failures = failures
-            track.ep_successes = sum(e[3] for _, e in live)
-            track.ep_distinct = distinct
-            live.sort(key=lambda de: de[1][0])
-            track.sample = [d for d, _ in live[: self.settings.sample_size]]
-            track.ports = {e[4] for _, e in live}
-            track.transports = {_TRANSPORT[e[5]] for _, e in live}
+            # The episode so far: the window that crossed and what led up to it
+            # (destinations seen within one window before its start).
+            since = min(e[6] for e in live) - rt.window
+            held = [(d, e) for d, e in track.dsts.items() if e[0] >= since]
+            track.episode_start = min(e[6] for _, e in held)
+            track.ep_attempts = sum(e[1] for _, e in held)
+            track.ep_failures = sum(e[2] for _, e in held)
+            track.ep_successes = sum(e[3] for _, e in held)
+            track.ep_distinct = len(held)
+            held.sort(key=lambda de: de[1][6])
+            track.sample = [d for d, _ in held[: self.settings.sample_size]]
+            track.ports = {e[4] for _, e in held}
+            track.transports = {_TRANSPORT[e[5]] for _, e in held}
             track.seq = 0
         track.level = level
         track.threshold = rt.levels[level][1]
@@ -443,7 +492,10 @@ class Detector:
             if model_name in self._runtimes:
                 track = _Track.from_dict(tdata)
                 # JSON turned lists of entries into lists: keep the mutable list form
-                track.dsts = {d: [*e[:5], Transport(e[5])] for d, e in track.dsts.items()}
+                track.dsts = {
+                    d: [*e[:5], Transport(e[5]), e[6] if len(e) > 6 else e[0]]
+                    for d, e in track.dsts.items()
+                }
                 self._tracks[(model_name, src)] = track
 
 
