@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -20,7 +20,7 @@ from zeekndm.detect import Detector
 from zeekndm.enrich import Observer
 from zeekndm.errors import ConfigError, ZeekNDMError
 from zeekndm.outputs import build_sinks as _build_sinks
-from zeekndm.outputs import state_dir_for
+from zeekndm.outputs import elasticsearch_settings, state_dir_for
 from zeekndm.pipeline import Pipeline
 
 log = logging.getLogger("zeekndm")
@@ -150,7 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("export", parents=[common], help="print an asset for manual installation")
-    p.add_argument("asset", choices=["template", "ilm-policy", "dashboards"])
+    p.add_argument(
+        "asset",
+        choices=["template", "ilm-policy", "dashboards", "detection-rule"],
+        help="detection-rule: a Kibana Security rule that promotes zeekndm alerts",
+    )
     p.set_defaults(func=cmd_export)
     return parser
 
@@ -406,17 +410,10 @@ def cmd_schema(args: argparse.Namespace, env: Environment) -> int:
 # -- setup / export --------------------------------------------------------------------
 def cmd_setup(args: argparse.Namespace, env: Environment) -> int:
     from zeekndm.setup import run_setup
-    from zeekndm.sinks.elasticsearch import ElasticsearchSettings
 
     config = _load(args)
     _setup_logging(env, args.log_level or "warning")
-    es = config.elasticsearch
-    if args.elasticsearch:
-        es = (
-            replace(es, hosts=[args.elasticsearch])
-            if es is not None
-            else ElasticsearchSettings.from_dict({"hosts": [args.elasticsearch]})
-        )
+    es = elasticsearch_settings(config, args.elasticsearch)
     parts = set()
     if args.template:
         parts.add("template")
@@ -443,5 +440,6 @@ def cmd_setup(args: argparse.Namespace, env: Environment) -> int:
 def cmd_export(args: argparse.Namespace, env: Environment) -> int:
     from zeekndm.setup import export_asset
 
-    env.stdout.write(export_asset(args.asset).rstrip("\n") + "\n")
+    config = _load(args)
+    env.stdout.write(export_asset(args.asset, config.elasticsearch).rstrip("\n") + "\n")
     return ExitStatus.OK

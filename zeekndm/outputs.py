@@ -23,6 +23,20 @@ def state_dir_for(config: Config, override: str | None = None) -> Path:
     return Path(override or config.state_dir or DEFAULT_STATE_DIR)
 
 
+def elasticsearch_settings(config: Config, url: str | None = None) -> Any:
+    """`output.elasticsearch`, with `url` (from `--elasticsearch`) replacing its hosts."""
+    es = config.elasticsearch
+    if url:
+        from zeekndm.sinks.elasticsearch import ElasticsearchSettings
+
+        es = (
+            replace(es, hosts=[url])
+            if es is not None
+            else ElasticsearchSettings.from_dict({"hosts": [url]})
+        )
+    return es
+
+
 def build_sinks(
     config: Config,
     state_dir: Path,
@@ -47,15 +61,7 @@ def build_sinks(
             sinks.append(NDJSONSink(stream=stdout))
     elif path:
         sinks.append(NDJSONSink(path))
-    es = config.elasticsearch
-    if elasticsearch_url:
-        from zeekndm.sinks.elasticsearch import ElasticsearchSettings
-
-        es = (
-            replace(es, hosts=[elasticsearch_url])
-            if es is not None
-            else ElasticsearchSettings.from_dict({"hosts": [elasticsearch_url]})
-        )
+    es = elasticsearch_settings(config, elasticsearch_url)
     if es is not None:
         from zeekndm.sinks.elasticsearch import ElasticsearchSink
 

@@ -501,12 +501,19 @@ def detection_rule() -> dict:
     }
 
 
-def export_asset(name: str) -> str:
-    """What `zeekndm export <name>` prints: exactly what `setup` would install."""
+def export_asset(name: str, settings: ElasticsearchSettings | None = None) -> str:
+    """What `zeekndm export <name>` prints: exactly what `setup` would install
+    (with the namespace and ILM durations of `settings` when a config gives them)."""
     if name == "template":
-        return json.dumps(template_body(), indent=2) + "\n"
+        namespace = settings.namespace if settings is not None else "default"
+        return json.dumps(template_body(namespace), indent=2) + "\n"
     if name == "ilm-policy":
-        return json.dumps(ilm_policy_body(), indent=2) + "\n"
+        if settings is None:
+            return json.dumps(ilm_policy_body(), indent=2) + "\n"
+        body = ilm_policy_body(
+            rollover_max_age=settings.rollover_max_age, retention=settings.retention
+        )
+        return json.dumps(body, indent=2) + "\n"
     if name == "dashboards":
         return dashboards_ndjson()
     if name == "detection-rule":
@@ -559,7 +566,10 @@ def _setup_elasticsearch(
         lines = [verify_info(info.body, settings)]
         ilm = True
         try:
-            client.ilm.put_lifecycle(name=ILM_POLICY, policy=ilm_policy_body()["policy"])
+            policy = ilm_policy_body(
+                rollover_max_age=settings.rollover_max_age, retention=settings.retention
+            )
+            client.ilm.put_lifecycle(name=ILM_POLICY, policy=policy["policy"])
             lines.append(f"ilm policy {ILM_POLICY}: installed")
         except ApiError as exc:
             if exc.status_code in (400, 404, 410) and "api_not_available" in str(exc.body):

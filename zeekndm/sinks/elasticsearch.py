@@ -86,6 +86,8 @@ class ElasticsearchSettings:
     request_timeout: float = 30.0
     spool_max_bytes: int = 256 * 1024 * 1024
     dead_letter_path: str | None = None  # default: <state_dir>/dead-letter.ndjson
+    retention: str = "365d"  # ILM: delete backing indices this long after rollover
+    rollover_max_age: str = "30d"  # ILM: roll the data stream over at least this often
 
     @property
     def data_stream(self) -> str:
@@ -136,7 +138,9 @@ _FLOATS = {
 _STRS = {
     "namespace", "api_key_env", "api_key_file", "username", "password_env", "password_file",
     "bearer_token_env", "bearer_token_file", "ca_file", "ssl_fingerprint", "dead_letter_path",
+    "retention", "rollover_max_age",
 }  # fmt: skip
+_DURATION = re.compile(r"^[1-9][0-9]*(d|h|m|s)$")
 
 
 def _check_value(name: str, value: Any, key: str) -> Any:
@@ -171,6 +175,10 @@ def _check_value(name: str, value: Any, key: str) -> Any:
     if name in _STRS:
         if not isinstance(value, str) or not value:
             raise ConfigError("must be a non-empty string", key=key)
+        if name in ("retention", "rollover_max_age") and not _DURATION.match(value):
+            raise ConfigError(
+                f"{value!r} is not an Elasticsearch duration like 365d, 12h or 30m", key=key
+            )
         if name == "namespace" and (not _NAMESPACE.match(value) or len(value) > 100):
             raise ConfigError(
                 f"{value!r} is not a valid data stream namespace (lowercase letters, digits, "
