@@ -32,3 +32,23 @@ def real_path(relative: str) -> Path:
 def real():
     """`real("zeek/zat/conn.log")` -> Path, skipping cleanly outside CI when absent."""
     return real_path
+
+
+@pytest.fixture
+def es():
+    """An Elasticsearch-compatible server on 127.0.0.1 (tests/es_standin.py)."""
+    from es_standin import ElasticsearchStandin
+
+    server = ElasticsearchStandin().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kibana():
+    """A Kibana stand-in for the saved objects import API."""
+    from es_standin import KibanaStandin
+
+    server = KibanaStandin().start()
+    yield server
+    server.stop()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 from zeekndm.flow import Flow, Outcome, Transport
 
 T0 = 1_700_000_000.0
@@ -35,3 +38,19 @@ def public(i: int) -> str:
 
 def scan(src: str, port: int, n: int, start: float = T0, spacing: float = 1.0, **kw) -> list[Flow]:
     return [flow(src, public(i + 1), port, start + i * spacing, **kw) for i in range(n)]
+
+
+class Run:
+    """`zeekndm ARGV...` run in-process, with its exit status, stdout and stderr."""
+
+    def __init__(self, argv):
+        from zeekndm.cli import Environment, main
+
+        self.env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
+        self.status = main([str(a) for a in argv], self.env)
+        self.out = self.env.stdout.getvalue()
+        self.err = self.env.stderr.getvalue()
+
+    @property
+    def alerts(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO
+from helpers import Run
 
-from zeekndm.cli import Environment, ExitStatus, main
+from zeekndm.cli import ExitStatus
 from zeekndm.synth import Traffic, demo_traffic, write_eve, write_zeek_json, write_zeek_tsv
 
 MONGO = "mongodb_scan_internal_external"
 LDAP = "ldap_scanning_inside_to_outside"
-
-
-class Run:
-    def __init__(self, argv):
-        self.env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-        self.status = main([str(a) for a in argv], self.env)
-        self.out = self.env.stdout.getvalue()
-        self.err = self.env.stderr.getvalue()
-
-    @property
-    def alerts(self):
-        return [json.loads(line) for line in self.out.splitlines() if line.startswith("{")]
 
 
 def started(alerts):

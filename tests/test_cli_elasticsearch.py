@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import pytest
-from es_standin import ElasticsearchStandin, KibanaStandin
+from helpers import Run
 
-from zeekndm.cli import Environment, ExitStatus, main
+from zeekndm.cli import ExitStatus
 
 REPO = Path(__file__).resolve().parent.parent
 DS = "logs-zeekndm.alert-default"
-
-
-class Run:
-    def __init__(self, argv):
-        self.env = Environment(stdout=io.StringIO(), stderr=io.StringIO())
-        self.status = main([str(a) for a in argv], self.env)
-        self.out = self.env.stdout.getvalue()
-        self.err = self.env.stderr.getvalue()
-
-
-@pytest.fixture
-def es():
-    server = ElasticsearchStandin().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def kibana():
-    server = KibanaStandin().start()
-    yield server
-    server.stop()
 
 
 def test_setup_command_installs_template_and_dashboards_and_is_idempotent(es, kibana, tmp_path):

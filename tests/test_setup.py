@@ -23,20 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 DS = "logs-zeekndm.alert-default"
 
 
-@pytest.fixture
-def es():
-    server = ElasticsearchStandin().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def kibana():
-    server = KibanaStandin().start()
-    yield server
-    server.stop()
-
-
 def settings(server, **kw) -> ElasticsearchSettings:
     return ElasticsearchSettings.from_dict({"hosts": [server.url], **kw})
 

@@ -22,13 +22,6 @@ DS = "logs-zeekndm.alert-default"
 FAST = {"backoff_initial": 0.01, "backoff_max": 0.05, "max_retries": 3, "request_timeout": 2}
 
 
-@pytest.fixture
-def es():
-    server = ElasticsearchStandin().start()
-    yield server
-    server.stop()
-
-
 def settings(server, **kw) -> ElasticsearchSettings:
     return ElasticsearchSettings.from_dict({"hosts": [server.url], **FAST, **kw})
 

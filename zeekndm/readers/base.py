@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -209,3 +210,37 @@ def classify_json_error(line: bytes) -> BadLine:
         except UnicodeDecodeError:
             return BadLine("invalid utf-8")
     return BadLine("invalid JSON", line[:40].decode("utf-8", "replace"))
+
+
+class JSONPortFilter:
+    """Destination-port prefilter for JSON-lines parsers (a mixin).
+
+    The port is found with a byte search for the compact `"<key>":` form
+    (`DPORT_KEY`, set by the parser class), so most lines for unwatched ports cost no
+    JSON parsing; they are counted in `filtered`, return None and are not validated. A
+    line where the key is written differently (spaces) is parsed in full, so nothing
+    watched is ever dropped.
+    """
+
+    DPORT_KEY: bytes = b""
+    filtered: int = 0
+    _dports: frozenset[bytes] | None = None
+
+    def set_dport_filter(self, dports: Iterable[int] | None) -> None:
+        """Only parse records whose responder port is in `dports` (None: every record)."""
+        self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
+
+    def _filtered_out(self, line: bytes, dports: frozenset[bytes]) -> bool:
+        key = self.DPORT_KEY
+        at = line.find(key)
+        if at < 0:
+            return False
+        at += len(key)
+        end = line.find(b",", at, at + 8)
+        if end <= at:
+            return False
+        value = line[at:end]
+        if value in dports or not value.isdigit():
+            return False
+        self.filtered += 1
+        return True

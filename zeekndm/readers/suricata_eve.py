@@ -15,7 +15,6 @@ Outcome of a `flow` event, from what the responder sent:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 import orjson
@@ -25,6 +24,7 @@ from zeekndm.readers.base import (
     OFFSET_EPOCHS,
     AddressCache,
     BadLine,
+    JSONPortFilter,
     Skip,
     check_port,
     classify_json_error,
@@ -36,8 +36,6 @@ _JSONDecodeError = orjson.JSONDecodeError
 _new_flow = tuple.__new__
 _fromisoformat = datetime.fromisoformat
 _OFFSET_EPOCHS = OFFSET_EPOCHS
-_DPORT_KEY = b'"dest_port":'
-_DPORT_KEY_LEN = len(_DPORT_KEY)
 
 _TRANSPORT = {
     "TCP": Transport.TCP,
@@ -65,8 +63,10 @@ _TCP_RST = 0x04
 _EVENT_TYPE_KEY = b'"event_type":"'
 
 
-class SuricataEveParser:
+class SuricataEveParser(JSONPortFilter):
     """Parses eve.json lines (NDJSON) into Flows from `flow` and `netflow` events."""
+
+    DPORT_KEY = b'"dest_port":'
 
     format = "suricata_eve"
 
@@ -75,7 +75,7 @@ class SuricataEveParser:
         self._skip_reasons: dict[object, str] = {}
         #: Records dropped by the destination-port filter (see `set_dport_filter`).
         self.filtered = 0
-        self._dports: frozenset[bytes] | None = None
+        self._dports = None
 
     def _skip_reason(self, event_type: object) -> str:
         reason = self._skip_reasons.get(event_type)
@@ -85,30 +85,6 @@ class SuricataEveParser:
                 name = name.decode("utf-8", "replace")
             reason = self._skip_reasons.setdefault(event_type, f"event_type={name}")
         return reason
-
-    def set_dport_filter(self, dports: Iterable[int] | None) -> None:
-        """Only parse records whose responder port is in `dports` (None: every record).
-
-        The port is found with a byte search for the compact `"dest_port":` form, so
-        most lines for unwatched ports cost no JSON parsing; they are counted in
-        `filtered`, return None and are not validated. A line where the key is written
-        differently (spaces) is parsed in full, so nothing watched is ever dropped.
-        """
-        self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
-
-    def _filtered_out(self, line: bytes, dports: frozenset[bytes]) -> bool:
-        at = line.find(_DPORT_KEY)
-        if at < 0:
-            return False
-        at += _DPORT_KEY_LEN
-        end = line.find(b",", at, at + 8)
-        if end <= at:
-            return False
-        value = line[at:end]
-        if value in dports or not value.isdigit():
-            return False
-        self.filtered += 1
-        return True
 
     def parse(self, line: bytes) -> Flow | None:
         if not line:

@@ -9,7 +9,6 @@ write ISO-8601 (`JSON::TS_ISO8601`, e.g. `"2021-06-09T20:55:13.160328Z"`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import orjson
 
@@ -19,6 +18,7 @@ from zeekndm.readers.base import (
     ZEEK_TRANSPORT,
     AddressCache,
     BadLine,
+    JSONPortFilter,
     Skip,
     check_port,
     classify_json_error,
@@ -28,8 +28,6 @@ from zeekndm.readers.base import (
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _new_flow = tuple.__new__
-_DPORT_KEY = b'"id.resp_p":'
-_DPORT_KEY_LEN = len(_DPORT_KEY)
 _isfinite = math.isfinite
 _BOOL = {True: True, False: False, "T": True, "F": False}
 
@@ -52,8 +50,10 @@ def json_ts(value: object) -> float:
     return t
 
 
-class ZeekJSONParser:
+class ZeekJSONParser(JSONPortFilter):
     """Parses Zeek JSON conn.log lines; lines of another `_path` are skipped."""
+
+    DPORT_KEY = b'"id.resp_p":'
 
     format = "zeek_json"
 
@@ -62,31 +62,7 @@ class ZeekJSONParser:
         self._skip_reasons: dict[object, str] = {}
         #: Records dropped by the destination-port filter (see `set_dport_filter`).
         self.filtered = 0
-        self._dports: frozenset[bytes] | None = None
-
-    def set_dport_filter(self, dports: Iterable[int] | None) -> None:
-        """Only parse records whose responder port is in `dports` (None: every record).
-
-        The port is found with a byte search for the compact `"id.resp_p":` form, so
-        most lines for unwatched ports cost no JSON parsing; they are counted in
-        `filtered`, return None and are not validated. A line where the key is written
-        differently (spaces) is parsed in full, so nothing watched is ever dropped.
-        """
-        self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
-
-    def _filtered_out(self, line: bytes, dports: frozenset[bytes]) -> bool:
-        at = line.find(_DPORT_KEY)
-        if at < 0:
-            return False
-        at += _DPORT_KEY_LEN
-        end = line.find(b",", at, at + 8)
-        if end <= at:
-            return False
-        value = line[at:end]
-        if value in dports or not value.isdigit():
-            return False
-        self.filtered += 1
-        return True
+        self._dports = None
 
     def parse(self, line: bytes) -> Flow | None:
         if not line:
