@@ -190,3 +190,9 @@ def test_module_entry_point_end_to_end():
 def test_usage_errors_exit_2(argv):
     run = Run(argv)
     assert run.status == ExitStatus.USAGE
+
+
+def test_output_to_dev_null_is_fine_for_timing_runs():
+    run = Run(["replay", REPO / "demo" / "conn.log", "--output", "/dev/null"])
+    assert run.status == ExitStatus.OK, run.err
+    assert "alerts: 5" in run.err

@@ -26,6 +26,7 @@ class NDJSONSink:
     def __init__(self, path: str | Path | None = None, stream: IO[bytes] | None = None) -> None:
         """Write to `stream` (binary) or append to `path`; `-` means the given stream."""
         self._own = False
+        self._fsync = False
         self.path = None if path in (None, "-") else Path(path)
         if self.path is not None:
             try:
@@ -36,6 +37,8 @@ class NDJSONSink:
                     f"cannot open NDJSON output: {exc.strerror}", file=str(path)
                 ) from None
             self._own = True
+            # fsync only means something for a regular file (not /dev/null, a FIFO, a tty)
+            self._fsync = self.path.is_file()
         elif stream is not None:
             self._stream = stream
         else:
@@ -48,7 +51,7 @@ class NDJSONSink:
         try:
             self._stream.write(data)
             self._stream.flush()
-            if self._own:
+            if self._fsync:
                 os.fsync(self._stream.fileno())
         except BrokenPipeError:
             raise
