@@ -50,7 +50,28 @@ def test_replay_summary_names_files_records_and_bad_lines(tmp_path):
         fh.write("1700000000.0\tCbad\t10.0.0.1\tnot-a-port\n")
     run = Run(["replay", log])
     assert run.status == ExitStatus.OK
-    assert f"{log}: zeek_tsv, 4,200 records, 1 bad lines" in run.err
+    assert f"{log}: zeek_tsv, 4,200 records (" in run.err
+    assert "on unwatched ports not parsed), 1 bad lines (wrong column count: 1)" in run.err
+    run = Run(["replay", "--parse-all", log])
+    assert f"{log}: zeek_tsv, 4,200 records, 1 bad lines (wrong column count: 1)" in run.err
+
+
+def test_prefilter_still_counts_malformed_lines_on_unwatched_ports(tmp_path):
+    log = tmp_path / "conn.log"
+    write(log, write_zeek_tsv, demo_traffic())
+    lines = log.read_text().splitlines(keepends=True)
+    data = [i for i, line in enumerate(lines) if not line.startswith("#")]
+    victims = data[:3]
+    lines[victims[0]] = lines[victims[0]].replace("\t", "\x00\t", 1)  # NUL byte
+    lines[victims[1]] = lines[victims[1]].rsplit("\t", 3)[0] + "\n"  # cut short
+    lines[victims[2]] = lines[victims[2]].replace("\t", "\t\u00e9", 1)  # not ASCII
+    log.write_text("".join(lines))
+    fast, full = Run(["replay", log]), Run(["replay", "--parse-all", log])
+    assert fast.alerts == full.alerts
+    counts = "4,198 records"
+    bad = "2 bad lines (nul byte: 1, wrong column count: 1)"  # a non-ASCII uid is valid
+    assert f"{log}: zeek_tsv, {counts}, {bad}" in full.err
+    assert f"{log}: zeek_tsv, {counts} (" in fast.err and f"not parsed), {bad}" in fast.err
 
 
 def test_same_traffic_in_every_format_gives_the_same_alerts(tmp_path):

@@ -217,9 +217,10 @@ class JSONPortFilter:
 
     The port is found with a byte search for the compact `"<key>":` form
     (`DPORT_KEY`, set by the parser class), so most lines for unwatched ports cost no
-    JSON parsing; they are counted in `filtered`, return None and are not validated. A
-    line where the key is written differently (spaces) is parsed in full, so nothing
-    watched is ever dropped.
+    JSON parsing; they are counted in `filtered` and return None. A line that is cut
+    short or holds a NUL byte is parsed in full (and counted as bad); other values of
+    unwatched records are not validated. A line where the key is written differently
+    (spaces) is parsed in full, so nothing watched is ever dropped.
     """
 
     DPORT_KEY: bytes = b""
@@ -241,6 +242,9 @@ class JSONPortFilter:
             return False
         value = line[at:end]
         if value in dports or not value.isdigit():
+            return False
+        # A truncated line or one with a NUL byte is parsed in full and counted as bad.
+        if not line.endswith(b"}") or b"\x00" in line:
             return False
         self.filtered += 1
         return True

@@ -58,8 +58,10 @@ class ZeekTSVParser:
 
         Scan models watch a handful of ports, and on a busy sensor almost every line is
         for some other port. Such a line costs one partial split and a set look-up
-        instead of a full parse; it is counted in `filtered`, returns None, and is not
-        validated (a malformed line for an unwatched port is not counted as bad).
+        instead of a full parse; it is counted in `filtered` and returns None. Its shape
+        is still checked (column count, NUL bytes, encoding) so truncated or corrupt
+        lines are counted as bad; its values (a bad timestamp or address on a port no
+        model watches) are not validated.
         """
         self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
 
@@ -161,8 +163,18 @@ class ZeekTSVParser:
             return self._not_ready(line)
         dports = self._dports
         if dports is not None:
-            head = line.split(self._bseparator, self._dport_split)
-            if len(head) > self._dport_split and head[-2] not in dports:
+            sep = self._bseparator
+            head = line.split(sep, self._dport_split)
+            if (
+                len(head) > self._dport_split
+                and head[-2] not in dports
+                # Still check the line's shape (cheap scans in C): a wrong column count,
+                # a NUL byte or non-ASCII bytes (Zeek escapes those) go to the full
+                # parse below, which counts the line as bad with its reason.
+                and line.count(sep) == self._ncols - 1
+                and line.isascii()
+                and b"\x00" not in line
+            ):
                 self.filtered += 1
                 return None
         try:
