@@ -1,0 +1,400 @@
+"""Zeek notice.log parser (TSV and JSON): notices become Detections, not Flows.
+
+Sites that run the models inside Zeek (`zeek_scripts/`, SumStats on a cluster) get
+notices instead of connection records; this parser turns each mapped notice into the
+same `Detection` the Python detector makes, so the enricher builds the same ECS alert
+with the model's ATT&CK mapping and texts, and `observer`/`zeekndm.detector` name Zeek.
+
+Mapped notices:
+
+- `ZeekNDM::<Model_Name>` (raised by zeek_scripts/): the model is the notice name in
+  lower case (equal to the built-in model's name). Evidence comes from the typed
+  `zeekndm_*` columns the package adds to notice.log, falling back to the
+  `key=value` words of `sub`, then to `n`, so a log whose extra columns were dropped
+  by a shipper still works.
+- `Scan::Address_Scan` / `Scan::Port_Scan` (Zeek's policy/misc/scan.zeek): mapped to
+  the notice models in `zeekndm/notice_models/`; the count and port come from the
+  message, whose format scan.zeek fixes ("%s scanned at least %d unique hosts on port
+  %s in %s").
+
+Every other notice type is skipped (counted, not an error). Timestamps: a notice is
+one event, so first and last seen are both its `ts`; that keeps the alert id
+deterministic, so replaying the same notice.log twice gives the same ids.
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import re
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from zeekndm.detection import ESCALATED, START, Detection
+from zeekndm.models import Model, load_builtin_models
+from zeekndm.readers.base import AddressCache, BadLine, Skip, classify_json_error
+from zeekndm.readers.zeek_json import json_ts
+from zeekndm.yamlfile import load_yaml_text
+
+FORMAT = "zeek_notice"
+ZEEKNDM_PREFIX = "ZeekNDM::"
+ADDRESS_SCAN = "Scan::Address_Scan"
+PORT_SCAN = "Scan::Port_Scan"
+#: Zeek notice types with a mapping in zeekndm/notice_models/, by notice name.
+SCAN_NOTICE_MODELS = {
+    ADDRESS_SCAN: "zeek_scan_address_scan",
+    PORT_SCAN: "zeek_scan_port_scan",
+}
+
+# scan.zeek's messages; the duration is duration_to_mins_secs ("5m0s").
+_ADDRESS_SCAN_MSG = re.compile(
+    r"^(?P<src>\S+) scanned at least (?P<n>\d+) unique hosts on port (?P<port>\d+/\w+) "
+    r"in (?P<dur>\d+m\d+s)$"
+)
+_PORT_SCAN_MSG = re.compile(
+    r"^(?P<src>\S+) scanned at least (?P<n>\d+) unique ports of host (?P<dst>\S+) "
+    r"in (?P<dur>\d+m\d+s)$"
+)
+_PORT_TEXT = re.compile(r"^(\d{1,5})/(tcp|udp)$")
+_TRUE = {"T", "true", "True", True}
+
+
+@functools.lru_cache(maxsize=1)
+def load_notice_models() -> dict[str, Model]:
+    """The mappings for Zeek's own scan notices, validated like any other model."""
+    models = {}
+    folder = resources.files("zeekndm") / "notice_models"
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            label = f"zeekndm/notice_models/{entry.name}"
+            data = load_yaml_text(entry.read_text(encoding="utf-8"), filename=label)
+            model = Model.from_dict(data, source=label)
+            models[model.name] = model
+    return models
+
+
+@functools.lru_cache(maxsize=1)
+def _default_models() -> dict[str, Model]:
+    return {**load_builtin_models(), **load_notice_models()}
+
+
+def sniff(head: bytes) -> bool:
+    """True for a Zeek notice.log: a TSV header with `#path notice`, or JSON with `note`."""
+    for line in head.split(b"\n"):
+        line = line.strip()
+        if line.startswith(b"#path"):
+            return line[len(b"#path") :].strip() == b"notice"
+        if line.startswith(b"{"):
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            return isinstance(obj, dict) and "note" in obj
+        if line and not line.startswith(b"#"):
+            return False
+    return False
+
+
+def parse_sub(sub: str | None) -> dict[str, str]:
+    """The `key=value` words of a ZeekNDM notice's `sub` (other words are ignored)."""
+    out: dict[str, str] = {}
+    for word in (sub or "").split():
+        key, eq, value = word.partition("=")
+        if eq and key:
+            out[key] = value
+    return out
+
+
+class ZeekNoticeParser:
+    """Parses one notice.log stream, TSV (header-driven) or JSON lines.
+
+    `models` is the name -> Model table notices are looked up in; by default the
+    built-in models plus the Zeek scan-notice mappings. Pass the configured models to
+    make user overrides (texts, severities) apply to notices too.
+    """
+
+    format = FORMAT
+
+    def __init__(
+        self, models: Mapping[str, Model] | None = None, addresses: AddressCache | None = None
+    ) -> None:
+        self.models = dict(models) if models is not None else _default_models()
+        if models is not None:  # the scan-notice mappings are always available
+            for name, model in load_notice_models().items():
+                self.models.setdefault(name, model)
+        self.addresses = addresses or AddressCache()
+        self._reset_block()
+
+    # -- TSV header --------------------------------------------------------------------
+    def _reset_block(self) -> None:
+        self.separator = "\t"
+        self.set_separator = ","
+        self.empty_field = "(empty)"
+        self.unset_field = "-"
+        self.fields: list[str] | None = None
+        self._skip: str | None = None
+
+    def _header(self, s: str) -> None:
+        if s.startswith("#separator"):
+            self._reset_block()
+            raw = s[len("#separator") :].strip().encode("ascii", "backslashreplace")
+            sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
+            self.separator = sep or "\t"
+            return
+        key, sep, value = s.partition(self.separator)
+        if not sep:
+            key, _, value = s.partition(" ")
+        if key == "#fields":
+            self.fields = value.split(self.separator)
+        elif key == "#path":
+            self._skip = None if value in ("notice", "") else f"path={value}"
+        elif key == "#unset_field":
+            self.unset_field = value
+        elif key == "#empty_field":
+            self.empty_field = value
+        elif key == "#set_separator":
+            self.set_separator = value
+
+    def _tsv_record(self, line: bytes) -> dict[str, Any]:
+        try:
+            s = line.decode()
+        except UnicodeDecodeError:
+            raise BadLine("invalid utf-8") from None
+        if "\x00" in s:
+            raise BadLine("nul byte")
+        if self._skip is not None:
+            raise Skip(self._skip)
+        if self.fields is None:
+            raise BadLine("data before #fields header")
+        cols = s.split(self.separator)
+        if len(cols) != len(self.fields):
+            raise BadLine(
+                "wrong column count", f"{len(cols)} columns, header has {len(self.fields)}"
+            )
+        unset = self.unset_field
+        return {k: v for k, v in zip(self.fields, cols) if v != unset}
+
+    def _list(self, value: Any) -> list[str]:
+        """A Zeek set/vector value from either format, as a list of strings."""
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return [str(v) for v in value]
+        text = str(value)
+        if text == self.empty_field or not text:
+            return []
+        return text.split(self.set_separator)
+
+    # -- lines ---------------------------------------------------------------------------
+    def parse(self, line: bytes) -> Detection | None:
+        if not line or line.isspace():
+            return None
+        start = line.lstrip()[:1]
+        if start == b"#":
+            try:
+                self._header(line.decode().lstrip())
+            except UnicodeDecodeError:
+                raise BadLine("invalid utf-8") from None
+            return None
+        if start == b"{":
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise classify_json_error(line) from None
+            if type(record) is not dict:
+                raise BadLine("not a JSON object")
+            path = record.get("_path")
+            if path is not None and path != "notice":
+                raise Skip(f"path={path}")
+        else:
+            record = self._tsv_record(line)
+        return self.detection(record)
+
+    def detection(self, rec: Mapping[str, Any]) -> Detection:
+        """The Detection for one notice record (field name -> value, unset fields absent)."""
+        note = rec.get("note")
+        if not isinstance(note, str) or not note:
+            raise BadLine("missing note")
+        ts = json_ts(rec.get("ts"))
+        sensor = rec.get("_node_name") or rec.get("_system_name")
+        if note.startswith(ZEEKNDM_PREFIX):
+            return self._zeekndm(note, ts, rec, sensor)
+        if note == ADDRESS_SCAN:
+            return self._address_scan(ts, rec, sensor)
+        if note == PORT_SCAN:
+            return self._port_scan(ts, rec, sensor)
+        raise Skip("notice type not mapped")
+
+    def _model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise Skip(f"no model {name}")
+        return model
+
+    def _address(self, value: Any, what: str) -> str:
+        if not isinstance(value, str) or not value:
+            raise BadLine(f"missing {what}")
+        return self.addresses.normalise(value)
+
+    def _zeekndm(self, note: str, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
+        sub = parse_sub(rec.get("sub") if isinstance(rec.get("sub"), str) else None)
+        name = rec.get("zeekndm_model") or sub.get("model") or note[len(ZEEKNDM_PREFIX) :].lower()
+        model = self._model(str(name))
+        source = self._address(rec.get("src"), "src")
+
+        def number(field: str, key: str, default: int | None = None) -> int | None:
+            value = rec.get(field, sub.get(key))
+            if value is None:
+                return default
+            try:
+                n = int(value)
+            except (TypeError, ValueError):
+                raise BadLine(f"bad {key}", repr(value)[:40]) from None
+            if n < 0:
+                raise BadLine(f"bad {key}", repr(value)[:40])
+            return n
+
+        distinct = number("zeekndm_distinct", "distinct", _int_or_none(rec.get("n")))
+        if distinct is None:
+            raise BadLine("missing distinct count")
+        severity, threshold = _severity(
+            model, rec.get("zeekndm_severity") or sub.get("severity"), distinct
+        )
+        threshold = number("zeekndm_threshold", "threshold", threshold) or threshold
+        attempts = number("zeekndm_attempts", "attempts", distinct) or distinct
+        failures = min(number("zeekndm_failures", "failures", 0) or 0, attempts)
+        sample = self._list(rec.get("zeekndm_sample")) or self._list(sub.get("sample") or None)
+        lower = rec.get("zeekndm_lower_bound", sub.get("lower_bound"))
+        ports, transports = _ports(sub.get("ports"), model)
+        return Detection(
+            model=model,
+            source=source,
+            state=START if severity == model.threshold.levels[0][0] else ESCALATED,
+            severity=severity,
+            threshold=threshold,
+            first_seen=ts,
+            last_seen=ts,
+            distinct_destinations=distinct,
+            attempts=attempts,
+            failures=failures,
+            successes=attempts - failures,
+            sample_destinations=tuple(self.addresses.normalise(a) for a in sample),
+            ports=ports,
+            transports=transports,
+            distinct_is_lower_bound=lower in _TRUE,
+            total_distinct_destinations=distinct,
+            sensor=sensor,
+            detector="zeek",
+            sensor_type="zeek",
+        )
+
+    def _address_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
+        m = _ADDRESS_SCAN_MSG.match(str(rec.get("msg") or ""))
+        if m is None:
+            raise BadLine("unparseable Scan::Address_Scan msg", str(rec.get("msg"))[:60])
+        model = self._model(SCAN_NOTICE_MODELS[ADDRESS_SCAN])
+        source = self._address(rec.get("src") or m["src"], "src")
+        distinct = int(m["n"])
+        number, transport = _port_text(m["port"])
+        p = _int_or_none(rec.get("p"))
+        if p is not None:
+            number, transport = p, str(rec.get("proto") or transport)
+        return self._scan_detection(
+            model, source, ts, distinct, distinct, (), (number,), (transport,), sensor
+        )
+
+    def _port_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
+        m = _PORT_SCAN_MSG.match(str(rec.get("msg") or ""))
+        if m is None:
+            raise BadLine("unparseable Scan::Port_Scan msg", str(rec.get("msg"))[:60])
+        model = self._model(SCAN_NOTICE_MODELS[PORT_SCAN])
+        source = self._address(rec.get("src") or m["src"], "src")
+        victim = self._address(rec.get("dst") or m["dst"], "dst")
+        # One victim, many ports: the count Zeek measured is of ports, so it sets the
+        # severity and the attempts, while there is one distinct destination.
+        return self._scan_detection(
+            model, source, ts, 1, int(m["n"]), (victim,), (), ("tcp",), sensor
+        )
+
+    @staticmethod
+    def _scan_detection(
+        model: Model,
+        source: str,
+        ts: float,
+        distinct: int,
+        counted: int,
+        sample: tuple[str, ...],
+        ports: tuple[int, ...],
+        transports: tuple[str, ...],
+        sensor: Any,
+    ) -> Detection:
+        """A Detection for a scan.zeek notice, which counts failed attempts only."""
+        severity, threshold = _severity(model, None, counted)
+        return Detection(
+            model=model,
+            source=source,
+            state=START if severity == model.threshold.levels[0][0] else ESCALATED,
+            severity=severity,
+            threshold=threshold,
+            first_seen=ts,
+            last_seen=ts,
+            distinct_destinations=distinct,
+            attempts=counted,
+            failures=counted,
+            successes=0,
+            sample_destinations=sample,
+            ports=ports,
+            transports=transports,
+            distinct_is_lower_bound=True,  # scan.zeek: "at least N"
+            total_distinct_destinations=distinct,
+            sensor=sensor,
+            detector="zeek",
+            sensor_type="zeek",
+        )
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _severity(model: Model, named: Any, count: int) -> tuple[str, int]:
+    """(severity, its threshold): the one Zeek named if the model has it, else by count.
+
+    A count below the lowest level (a site that lowered the threshold in Zeek) still
+    gets the lowest severity: Zeek decided it was a detection.
+    """
+    levels = dict(model.threshold.levels)
+    if isinstance(named, str) and named in levels:
+        return named, levels[named]
+    return model.threshold.severity_for(count) or model.threshold.levels[0]
+
+
+def _port_text(text: str) -> tuple[int, str]:
+    m = _PORT_TEXT.match(text)
+    if m is None or not 0 <= int(m[1]) <= 65535:
+        raise BadLine("bad port", text[:20])
+    return int(m[1]), m[2]
+
+
+def _ports(text: str | None, model: Model) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Ports and transports from `sub`'s `ports=` list, else the model's own."""
+    if text:
+        pairs = [_port_text(p) for p in text.split(",") if p]
+    else:
+        pairs = [(p, t) for t, p in model.port_keys()]
+    ports = tuple(sorted({p for p, _ in pairs}))
+    transports = tuple(sorted({t for _, t in pairs}))
+    return ports, transports
+
+
+def register() -> None:
+    """Add this parser to `zeekndm.readers` (its sniffer is asked before Zeek TSV's)."""
+    from zeekndm.readers import register_parser
+
+    register_parser(FORMAT, ZeekNoticeParser, sniff)
