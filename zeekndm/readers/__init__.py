@@ -62,6 +62,7 @@ SAMPLE_CAP = 5
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _DISCARD_CHUNK = 1 << 16
+_BLOCK = 1 << 20
 
 
 class _TooLongLine(bytes):
@@ -378,6 +379,94 @@ def _parse_lines(
 
 
 def _parse_rest(
+    parser: LineParser, fileobj: BinaryIO, stats: ReadStats, max_line_bytes: int
+) -> Iterator[Flow]:
+    """The rest of the file after the sniffing read-ahead: a block at a time when the
+    parser can pick the lines worth parsing out of a block, else line by line."""
+    if getattr(parser, "_dports", None) is not None and hasattr(parser, "pick_lines"):
+        return _parse_blocks(parser, fileobj, stats, max_line_bytes)
+    return _parse_line_by_line(parser, fileobj, stats, max_line_bytes)
+
+
+def _parse_blocks(
+    parser: LineParser, fileobj: BinaryIO, stats: ReadStats, max_line_bytes: int
+) -> Iterator[Flow]:
+    """Read 1 MiB blocks of whole lines; parse only the lines `parser.pick_lines` picks.
+
+    `pick_lines(block)` returns the sorted start offsets of the lines that may concern
+    a watched port (after checking, in C-speed scans over the whole block, that every
+    other line is well-formed), or None when the block needs the careful path (a header
+    inside, a line of the wrong shape): that block is then read line by line. The lines
+    it passes over are counted as filtered, exactly as the per-line filter would.
+    """
+    pick = parser.pick_lines  # type: ignore[attr-defined]
+    parse = parser.parse
+    read = fileobj.read
+    skipped = stats.skipped_by_reason
+    pending = b""
+    try:
+        while True:
+            data = read(_BLOCK)
+            if not data:
+                break
+            if pending:
+                data = pending + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if len(data) <= max_line_bytes:
+                    pending = data
+                    continue
+                stats.lines += 1
+                stats.add_bad(stats.lines, "line too long")
+                pending = _skip_to_next_line(read)
+                continue
+            block, pending = data[:cut], data[cut:]
+            starts = pick(block)
+            if starts is None:
+                yield from _parse_line_by_line(parser, io.BytesIO(block), stats, max_line_bytes)
+                continue
+            base = stats.lines
+            lineno = base + 1
+            prev = 0
+            for start in starts:
+                lineno += block.count(b"\n", prev, start)
+                prev = start
+                line = block[start : block.index(b"\n", start)].rstrip(b"\r")
+                try:
+                    record = parse(line)
+                except Skip as exc:
+                    skipped[exc.reason] += 1
+                    continue
+                except BadLine as exc:
+                    stats.add_bad(lineno, exc.reason, exc.detail)
+                    continue
+                except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+                    stats.add_bad(lineno, "malformed record", f"{type(exc).__name__}: {exc}")
+                    continue
+                if record is not None:
+                    stats.records += 1
+                    yield record
+            nlines = block.count(b"\n")
+            parser.filtered += nlines - len(starts)  # type: ignore[attr-defined]
+            stats.lines = base + nlines
+        if pending:
+            yield from _parse_line_by_line(parser, io.BytesIO(pending), stats, max_line_bytes)
+    finally:
+        stats.filtered = getattr(parser, "filtered", 0)
+
+
+def _skip_to_next_line(read: Callable[[int], bytes]) -> bytes:
+    """Drop the rest of an over-long line; return what follows its newline."""
+    while True:
+        chunk = read(_BLOCK)
+        if not chunk:
+            return b""
+        at = chunk.find(b"\n")
+        if at >= 0:
+            return chunk[at + 1 :]
+
+
+def _parse_line_by_line(
     parser: LineParser, fileobj: BinaryIO, stats: ReadStats, max_line_bytes: int
 ) -> Iterator[Flow]:
     """The hot loop: `iter_lines` and the parse call inlined, counters kept in locals."""

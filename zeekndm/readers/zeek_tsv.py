@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import re
 from collections.abc import Iterable
 from operator import itemgetter
 
@@ -51,6 +52,8 @@ class ZeekTSVParser:
         #: Lines dropped by the destination-port filter (see `set_dport_filter`).
         self.filtered = 0
         self._dports: frozenset[bytes] | None = None
+        self._pick_key: tuple | None = None
+        self._pick_re: re.Pattern[bytes] | None = None
         self._reset_block()
 
     def set_dport_filter(self, dports: Iterable[int] | None) -> None:
@@ -145,6 +148,43 @@ class ZeekTSVParser:
         self._getter = itemgetter(*indexes)
         dport = indexes[4]
         self._dport_split = dport + 1 if dport < n else -1
+
+    def pick_lines(self, block: bytes) -> list[int] | None:
+        """Start offsets of the lines of `block` (whole lines) that may be on a watched
+        port, or None when the block must be read line by line.
+
+        The block is only trusted when scans over all of it show that every line is a
+        data line of the current header's shape: no header line, one separator fewer per
+        line than there are columns, ASCII only (Zeek escapes other bytes), no NUL.
+        Candidates are found with one regular expression that reaches the responder-port
+        column of each line and tests it against the watched ports.
+        """
+        dports = self._dports
+        if not self._ready or dports is None or not 0 < self._dport_split - 1 < self._ncols - 1:
+            return None
+        sep = self._bseparator
+        nlines = block.count(b"\n")
+        if (
+            block[:1] == b"#"
+            or b"\n#" in block
+            or block.count(sep) != nlines * (self._ncols - 1)
+            or not block.isascii()
+            or b"\x00" in block
+        ):
+            return None
+        key = (sep, self._dport_split, dports)
+        if self._pick_key != key:
+            self._pick_key = key
+            esc = re.escape(sep)
+            column = rb"[^" + esc + rb"\n]*" + esc
+            ports = b"|".join(re.escape(p) for p in sorted(dports))
+            # a newline, the columns before the responder port, a watched port, a separator
+            self._pick_re = re.compile(
+                rb"\n(?:" + column + rb"){%d}(?:" % (self._dport_split - 1) + ports + rb")" + esc
+            )
+        # Prefixing a newline lets the first line match too; a match then starts at the
+        # offset its line has in `block`.
+        return [m.start() for m in self._pick_re.finditer(b"\n" + block)]
 
     # -- data --------------------------------------------------------------------------
     def parse(self, line: bytes) -> Flow | None:
