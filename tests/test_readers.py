@@ -373,7 +373,7 @@ def test_sniff_json_object_of_unknown_shape_is_an_error():
 
 
 def test_make_parser_unknown_name_lists_valid_names():
-    with pytest.raises(ReaderError, match="suricata_eve, zeek_json, zeek_tsv"):
+    with pytest.raises(ReaderError, match="suricata_eve, zeek_json, zeek_notice, zeek_tsv"):
         make_parser("zeek_csv")
 
 
@@ -751,5 +751,5 @@ def test_corrupt_gzip_raises_reader_error_naming_the_file(tmp_path):
 
 def test_read_flows_with_unknown_format_name_lists_valid_ones(tmp_path):
     p = write(tmp_path, header() + row())
-    with pytest.raises(ReaderError, match="valid: suricata_eve, zeek_json, zeek_tsv"):
+    with pytest.raises(ReaderError, match="valid: suricata_eve, zeek_json, zeek_notice, zeek_tsv"):
         read_flows(p, fmt="netflow_v9")

@@ -508,3 +508,10 @@ def _parse_line_by_line(
         stats.lines = n_lines
         stats.records = n_records
         stats.filtered = getattr(parser, "filtered", 0)
+
+
+# Zeek notice.log (notices raised by zeek_scripts/ and scan.zeek) is read through the same
+# registry; its module imports this one, so it registers itself after the definitions above.
+from zeekndm.readers.zeek_notice import register as _register_zeek_notice  # noqa: E402
+
+_register_zeek_notice()
