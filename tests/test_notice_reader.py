@@ -239,3 +239,34 @@ def test_sub_words_are_parsed_as_key_value_pairs():
 def test_package_examples_replay_into_alerts_for_both_models(name):
     alerts = replay(EXAMPLES / name).alerts
     assert summary(alerts) == EXPECTED[:3]
+
+
+def test_low_then_medium_notice_of_one_scan_share_one_episode():
+    alerts = by_rule(replay(DATA / "notice.log").alerts, "mongodb_scan_internal_external")
+    assert [a["zeekndm"]["severity_name"] for a in alerts] == ["low", "medium"]
+    assert len({a["zeekndm"]["episode_id"] for a in alerts}) == 1
+    assert len({a["event"]["id"] for a in alerts}) == 2
+
+
+def test_remote_port_scanner_is_inbound_and_keeps_zeeks_message():
+    alert = by_rule(replay(DATA / "notice.log").alerts, "zeek_scan_port_scan")[0]
+    assert alert["network"]["direction"] == "inbound"
+    assert (
+        alert["message"] == "203.0.113.9 scanned at least 17 unique ports of host 10.1.1.5 in 1m3s"
+    )
+    local = by_rule(replay(DATA / "notice.log").alerts, "zeek_scan_address_scan")[0]
+    assert "direction" not in local["network"]  # a local sweeper may go in or out
+
+
+def test_config_overrides_reach_notice_alerts(tmp_path):
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text(
+        "models:\n  mongodb_scan_internal_external:\n"
+        "    what_to_look_for: Ask the DBA team first.\n"
+    )
+    run = Run(["replay", DATA / "notice.log", "--config", cfg])
+    assert run.status == ExitStatus.OK, run.err
+    mongo = by_rule(run.alerts, "mongodb_scan_internal_external")
+    assert mongo and {a["zeekndm"]["what_to_look_for"] for a in mongo} == {
+        "Ask the DBA team first."
+    }

@@ -179,10 +179,10 @@ function raise_notice(key: SumStats::Key, result: SumStats::Result)
 
 	local msg = fmt("%s scanned %s%d external hosts on %s in %s", key$host,
 	    at_least, r$unique, ports, duration_to_mins_secs(r$end - r$begin));
-	local sub = fmt("model=%s severity=%s distinct=%d lower_bound=%s threshold=%d attempts=%d failures=%d window=%.0f ports=%s sample=%s",
+	local sub = fmt("model=%s severity=%s distinct=%d lower_bound=%s threshold=%d attempts=%d failures=%d window=%.0f ports=%s begin=%.6f sample=%s",
 	    m$name, severity, r$unique, capped ? "T" : "F", m$thresholds[level],
 	    r$num, failures, interval_to_double(m$window), ports,
-	    join_string_vec(sample_text, ","));
+	    time_to_double(r$begin), join_string_vec(sample_text, ","));
 
 	NOTICE([$note=m$note, $src=key$host, $n=r$unique, $msg=msg, $sub=sub,
 	    $identifier=cat(m$name, "/", key$host, "/", severity),

@@ -271,7 +271,7 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
             stats = ReadStats(str(f))
             all_stats.append(stats)
             pipeline.observer = Observer(config.sensor_name, _sensor_type(fmt))
-            flows = read_flows(f, stats, fmt=fmt, dports=dports)
+            flows = read_flows(f, stats, fmt=fmt, dports=dports, models=config.models)
             first = next(flows, None)
             pipeline.observer = Observer(config.sensor_name, _sensor_type(stats.format))
             if first is not None:

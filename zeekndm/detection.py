@@ -54,6 +54,8 @@ class Detection:
     sensor: str | None = None
     detector: str = "zeekndm"  # "zeek" when the detection came from a Zeek notice
     sensor_type: str | None = None  # "zeek" / "suricata": what produced the records
+    direction: str | None = "outbound"  # ECS network.direction; None when not known
+    message: str | None = None  # the detector's own sentence (a Zeek notice's msg)
 
     @property
     def episode_id(self) -> str:

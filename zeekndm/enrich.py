@@ -128,11 +128,10 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
         "destination": destination,
         "network": {
             "transport": d.transports[0] if len(d.transports) == 1 else list(d.transports),
-            "direction": "outbound",
         },
         "observer": observer_doc,
         "related": {"ip": [d.source, *d.sample_destinations]},
-        "message": describe(d),
+        "message": d.message or describe(d),
         "ecs": {"version": "8.11.0"},
         "agent": {"type": "zeekndm", "version": __version__},
         "zeekndm": {
@@ -158,6 +157,8 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
             "detector": d.detector,
         },
     }
+    if d.direction:
+        doc["network"]["direction"] = d.direction
     if d.end_reason:
         doc["zeekndm"]["end_reason"] = d.end_reason
     if not destination:

@@ -24,9 +24,9 @@ import io
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -278,6 +278,7 @@ def read_flows(
     *,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     dports: Collection[int] | None = None,
+    models: Mapping[str, Any] | None = None,
 ) -> Iterator[Flow]:
     """Every connection record of the file at `path`, in file order.
 
@@ -291,6 +292,9 @@ def read_flows(
     full parsing, counted in `stats.filtered`, and not validated. That makes a replay of
     a busy sensor's log several times faster, at a price the caller must accept: time
     seen downstream only advances with records on watched ports.
+
+    `models` (name -> Model, the configured ones) reaches parsers that turn records into
+    detections themselves (Zeek notices), so user overrides apply to them too.
     """
     name = str(path)
     if stats is None:
@@ -315,6 +319,10 @@ def read_flows(
             set_filter = getattr(parser, "set_dport_filter", None)
             if set_filter is not None:
                 set_filter(dports)
+        if models is not None:
+            set_models = getattr(parser, "set_models", None)
+            if set_models is not None:
+                set_models(models)
     except ReaderError:
         fileobj.close()
         raise

@@ -128,6 +128,12 @@ class ZeekNoticeParser:
         self.addresses = addresses or AddressCache()
         self._reset_block()
 
+    def set_models(self, models: Mapping[str, Model]) -> None:
+        """Look notices up in the configured models (user overrides apply to notices)."""
+        self.models = dict(models)
+        for name, model in load_notice_models().items():
+            self.models.setdefault(name, model)
+
     # -- TSV header --------------------------------------------------------------------
     def _reset_block(self) -> None:
         self.separator = "\t"
@@ -269,13 +275,17 @@ class ZeekNoticeParser:
         sample = self._list(rec.get("zeekndm_sample")) or self._list(sub.get("sample") or None)
         lower = rec.get("zeekndm_lower_bound", sub.get("lower_bound"))
         ports, transports = _ports(sub.get("ports"), model)
+        # The SumStats epoch's start is the same for every notice of one scan (low, then
+        # medium...), so they share one episode; without the column, the notice time.
+        begin = rec.get("zeekndm_begin", sub.get("begin"))
+        first_seen = ts if begin is None else json_ts(begin)
         return Detection(
             model=model,
             source=source,
             state=START if severity == model.threshold.levels[0][0] else ESCALATED,
             severity=severity,
             threshold=threshold,
-            first_seen=ts,
+            first_seen=first_seen,
             last_seen=ts,
             distinct_destinations=distinct,
             attempts=attempts,
@@ -303,7 +313,7 @@ class ZeekNoticeParser:
         if p is not None:
             number, transport = p, str(rec.get("proto") or transport)
         return self._scan_detection(
-            model, source, ts, distinct, distinct, (), (number,), (transport,), sensor
+            model, source, ts, distinct, distinct, (), (number,), (transport,), sensor, rec
         )
 
     def _port_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
@@ -316,7 +326,7 @@ class ZeekNoticeParser:
         # One victim, many ports: the count Zeek measured is of ports, so it sets the
         # severity and the attempts, while there is one distinct destination.
         return self._scan_detection(
-            model, source, ts, 1, int(m["n"]), (victim,), (), ("tcp",), sensor
+            model, source, ts, 1, int(m["n"]), (victim,), (), ("tcp",), sensor, rec
         )
 
     @staticmethod
@@ -330,8 +340,13 @@ class ZeekNoticeParser:
         ports: tuple[int, ...],
         transports: tuple[str, ...],
         sensor: Any,
+        rec: Mapping[str, Any],
     ) -> Detection:
-        """A Detection for a scan.zeek notice, which counts failed attempts only."""
+        """A Detection for a scan.zeek notice, which counts failed attempts only.
+
+        scan.zeek writes whether the scanner is local or remote in `sub`: a remote
+        scanner is inbound; a local one may sweep inside or out, so no direction. The
+        message is Zeek's own sentence (it says "ports" for a port scan)."""
         severity, threshold = _severity(model, None, counted)
         return Detection(
             model=model,
@@ -353,6 +368,8 @@ class ZeekNoticeParser:
             sensor=sensor,
             detector="zeek",
             sensor_type="zeek",
+            direction="inbound" if rec.get("sub") == "remote" else None,
+            message=str(rec.get("msg")),
         )
 
 
