@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import time
 
 import pytest
 
-from zeekndm.follow import Chunk, Follower, FollowTarget
+from zeekndm.follow import FINGERPRINT_BYTES, MAX_LINE_BYTES, Chunk, Follower, FollowTarget
 
 MODES = [pytest.param(True, id="watchdog"), pytest.param(False, id="polling")]
 
@@ -132,3 +134,303 @@ def test_state_round_trips_through_json_and_resumes_mid_file(tmp_path, follow):
     assert [ln for c in chunks for ln in c.lines] == [(4, b"4"), (5, b"5")]
     assert not chunks[0].new_file and not chunks[0].reset
     assert g.head(chunks[0].key).startswith(b"1\n2\n")
+
+
+@pytest.mark.parametrize("watch", MODES)
+def test_truncation_in_place_resets_and_rereads_from_start(tmp_path, follow, watch):
+    log = tmp_path / "conn.log"
+    write(log, "a1\na2\na3\n")
+    f = follow([FollowTarget(str(log))], use_watchdog=watch)
+    key = collect(f, n_lines(3))[0].key
+    os.truncate(log, 0)
+    write(log, "b1\n")
+    chunks = collect(f, n_lines(1))
+    assert chunks[0].reset and chunks[0].key == key
+    assert [ln for c in chunks for ln in c.lines] == [(1, b"b1")]
+
+
+def test_truncation_regrown_past_offset_is_still_detected(tmp_path, follow):
+    log = tmp_path / "conn.log"
+    write(log, "a1\n")
+    f = follow([FollowTarget(str(log))], use_watchdog=False)
+    collect(f, n_lines(1))
+    write(log, "b1\nb2\nb3\n", mode="w")  # same inode, bigger than before, other content
+    chunks = collect(f, n_lines(3))
+    assert chunks[0].reset and texts(chunks) == [b"b1", b"b2", b"b3"]
+
+
+@pytest.mark.parametrize("watch", MODES)
+def test_copytruncate_copy_is_not_reread_and_unread_tail_comes_from_copy(
+        tmp_path, follow, watch):
+    log = tmp_path / "app.log"
+    write(log, "".join(f"line {i:04d} of the first file\n" for i in range(60)))
+    f = follow([FollowTarget(str(tmp_path), ("app.log*",))], use_watchdog=watch)
+    assert len(texts(collect(f, n_lines(60)))) == 60
+    write(log, "line 0060 written before the copy\n")  # never read from app.log
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    os.truncate(log, 0)
+    write(log, "fresh 1\n")
+    chunks = collect(f, lambda cs: b"fresh 1" in texts(cs))
+    assert texts(chunks) == [b"line 0060 written before the copy", b"fresh 1"]
+    copy = next(c for c in chunks if c.path.endswith("app.log.1"))
+    assert copy.lines[0][0] == 61 and not copy.new_file
+    assert next(c for c in chunks if c.path.endswith("app.log")).reset
+
+
+def test_copy_seen_after_truncation_continues_where_original_stopped(tmp_path, follow):
+    log = tmp_path / "app.log"
+    write(log, "".join(f"line {i:04d} of the first file\n" for i in range(60)))
+    f = follow([FollowTarget(str(tmp_path), ("app.log*",))], use_watchdog=False)
+    collect(f, n_lines(60))
+    write(log, "unread tail\n")
+    shutil.copyfile(log, tmp_path / "hidden")
+    os.truncate(log, 0)
+    write(log, "fresh 1\n")
+    assert texts(collect(f, n_lines(1))) == [b"fresh 1"]
+    os.rename(tmp_path / "hidden", tmp_path / "app.log.1")  # the copy shows up late
+    chunks = collect(f, n_lines(1))
+    assert [ln for c in chunks for ln in c.lines] == [(61, b"unread tail")]
+
+
+@pytest.mark.parametrize("watch", MODES)
+def test_deleted_file_is_read_to_end_then_closed_and_a_new_one_is_new(tmp_path, follow, watch):
+    d = tmp_path / "logs"
+    d.mkdir()
+    log = d / "conn.log"
+    write(log, "a\n")
+    f = follow([FollowTarget(str(d))], use_watchdog=watch)
+    key = collect(f, n_lines(1))[0].key
+    write(log, "b\n")
+    os.unlink(log)
+    chunks = collect(f, lambda cs: any(c.closed for c in cs))
+    assert texts(chunks) == [b"b"] and chunks[-1].closed and chunks[-1].key == key
+    write(log, "c\n")
+    again = collect(f, n_lines(1))
+    assert again[0].new_file and again[0].lines == [(1, b"c")]
+
+
+@pytest.mark.parametrize("watch", MODES)
+def test_file_target_that_appears_later_is_waited_for(tmp_path, follow, watch, caplog):
+    log = tmp_path / "later" / "conn.log"
+    caplog.set_level(logging.WARNING, logger="zeekndm.follow")
+    f = follow([FollowTarget(str(log))], use_watchdog=watch)
+    assert f.read(0.1) == [] and f.read(0.1) == []
+    waits = [r for r in caplog.records if "waiting for" in r.getMessage()]
+    assert len(waits) == 1 and str(log) in waits[0].getMessage()
+    log.parent.mkdir()
+    write(log, "x\n")
+    chunks = collect(f, n_lines(1))
+    assert chunks[0].new_file and texts(chunks) == [b"x"]
+
+
+@pytest.mark.parametrize("watch", MODES)
+def test_matching_file_appearing_in_directory_is_followed(tmp_path, follow, watch):
+    f = follow([FollowTarget(str(tmp_path), ("conn*.log",))], use_watchdog=watch)
+    assert f.read(0.1) == []
+    write(tmp_path / "dns.log", "ignored\n")
+    write(tmp_path / "conn.log", "seen\n")
+    assert texts(collect(f, n_lines(1))) == [b"seen"]
+    assert f.read(0.15) == []
+
+
+def test_over_long_line_is_skipped_with_warning_naming_file_and_line(tmp_path, follow, caplog):
+    log = tmp_path / "conn.log"
+    write(log, b"a\n" + b"x" * (MAX_LINE_BYTES + 10))
+    f = follow([FollowTarget(str(log))], use_watchdog=False, read_bytes=4096)
+    assert texts(collect(f, n_lines(1))) == [b"a"]
+    caplog.set_level(logging.WARNING, logger="zeekndm.follow")
+    write(log, b"yyy\nb\n")
+    chunks = collect(f, n_lines(1))
+    assert [ln for c in chunks for ln in c.lines] == [(3, b"b")]
+    assert any(f"{log}:2" in r.getMessage() for r in caplog.records)
+
+
+def test_read_bytes_bounds_each_call_but_one_long_line_still_comes_whole(tmp_path, follow):
+    log = tmp_path / "conn.log"
+    write(log, "".join(f"{i:03d}\n" for i in range(100)) + "z" * 50 + "\n")
+    f = follow([FollowTarget(str(log))], use_watchdog=False, read_bytes=40)
+    first = f.read(0.5)
+    assert [ln for _, ln in first[0].lines] == [f"{i:03d}".encode() for i in range(10)]
+    rest = collect(f, n_lines(91))
+    assert texts(rest)[-1] == b"z" * 50
+
+
+@pytest.mark.parametrize("watch", MODES)
+def test_repointed_symlinked_directory_is_followed(tmp_path, follow, watch):
+    a, b = tmp_path / "run-a", tmp_path / "run-b"
+    a.mkdir()
+    b.mkdir()
+    current = tmp_path / "current"
+    current.symlink_to(a)
+    write(a / "conn.log", "in a\n")
+    f = follow([FollowTarget(str(current))], use_watchdog=watch)
+    assert texts(collect(f, n_lines(1))) == [b"in a"]
+    write(a / "conn.log", "in a again\n")
+    assert texts(collect(f, n_lines(1))) == [b"in a again"]
+    write(b / "conn.log", "in b\n")
+    tmp_link = tmp_path / "current.new"
+    tmp_link.symlink_to(b)
+    os.replace(tmp_link, current)
+    chunks = collect(f, lambda cs: b"in b" in texts(cs))
+    assert texts(chunks) == [b"in b"]
+    write(b / "conn.log", "in b again\n")
+    assert texts(collect(f, n_lines(1))) == [b"in b again"]
+
+
+def stopped_after(targets, n: int, **kw) -> dict:
+    """Run a Follower until it returned `n` lines, then 'stop' it; return its saved state."""
+    f = make(targets, use_watchdog=False, **kw)
+    collect(f, n_lines(n))
+    saved = json.loads(json.dumps(f.state()))
+    f.close()
+    return saved
+
+
+def test_resume_finishes_file_rotated_while_stopped_before_the_new_one(tmp_path, follow):
+    d = tmp_path / "current"
+    d.mkdir()
+    log = d / "conn.log"
+    write(log, header("1") + "old1\n")
+    saved = stopped_after([FollowTarget(str(d))], 5)
+    write(log, "old2\n")
+    os.rename(log, d / "conn.2026-11-23-09-00-00.log")  # still in the watched directory
+    write(log, header("2") + "new1\n")
+    f = follow([FollowTarget(str(d))], state=saved, use_watchdog=False)
+    chunks = collect(f, lambda cs: b"new1" in texts(cs))
+    assert texts(chunks)[0] == b"old2"
+    assert chunks[0].lines == [(6, b"old2")] and chunks[0].closed
+    assert chunks[1].new_file and texts(chunks)[1:] == [ln.encode() for ln in
+                                                        header("2").splitlines()] + [b"new1"]
+
+
+def test_resume_finds_file_rotated_away_mid_read_by_its_saved_name(tmp_path, follow):
+    d = tmp_path / "current"
+    d.mkdir()
+    log = d / "conn.log"
+    write(log, "".join(f"{i:05d}\n" for i in range(10)))
+    f = follow([FollowTarget(str(d))], use_watchdog=False, read_bytes=18)
+    collect(f, n_lines(3))
+    elsewhere = tmp_path / "archive.log"
+    os.rename(log, elsewhere)  # rotated out of the watched directory
+    assert texts(f.read(0.5)) == [b"00003", b"00004", b"00005"]  # not finished yet
+    saved = json.loads(json.dumps(f.state()))
+    assert saved["files"][0]["path"] == str(elsewhere)
+    f.close()
+    g = follow([FollowTarget(str(d))], state=saved, use_watchdog=False)
+    chunks = collect(g, lambda cs: any(c.closed for c in cs))
+    assert [ln for c in chunks for ln in c.lines] == [(i + 1, f"{i:05d}".encode())
+                                                      for i in range(6, 10)]
+
+
+def test_resume_warns_with_bytes_lost_when_old_file_is_gone(tmp_path, follow, caplog):
+    log = tmp_path / "conn.log"
+    write(log, header("1") + "old1\n")
+    f = make([FollowTarget(str(log))], use_watchdog=False)
+    collect(f, n_lines(5))
+    write(log, "unread\n")  # 7 bytes nobody read
+    saved = f.state()
+    f.close()
+    os.unlink(log)
+    write(log, header("2") + "new1\n")
+    caplog.set_level(logging.WARNING, logger="zeekndm.follow")
+    g = follow([FollowTarget(str(log))], state=saved, use_watchdog=False)
+    chunks = collect(g, n_lines(5))
+    assert chunks[0].new_file and texts(chunks)[-1] == b"new1"
+    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert len(lost) == 1 and "7 unread bytes" in lost[0] and str(log) in lost[0]
+
+
+def test_resume_with_offset_beyond_size_is_a_truncation(tmp_path, follow):
+    log = tmp_path / "conn.log"
+    write(log, "a\nb\nc\n")
+    saved = stopped_after([FollowTarget(str(log))], 3)
+    saved["files"][0]["offset"] += 100
+    g = follow([FollowTarget(str(log))], state=saved, use_watchdog=False)
+    chunks = collect(g, n_lines(3))
+    assert chunks[0].reset and texts(chunks) == [b"a", b"b", b"c"]
+
+
+def test_resume_after_copytruncate_while_stopped_takes_unread_lines_from_copy(
+        tmp_path, follow, caplog):
+    log = tmp_path / "app.log"
+    write(log, "".join(f"first file line {i:04d}\n" for i in range(80)))
+    saved = stopped_after([FollowTarget(str(tmp_path), ("app.log*",))], 80)
+    write(log, "unread\n")
+    shutil.copyfile(log, tmp_path / "app.log.1")
+    write(log, "fresh\n", mode="w")
+    caplog.set_level(logging.WARNING, logger="zeekndm.follow")
+    g = follow([FollowTarget(str(tmp_path), ("app.log*",))], state=saved, use_watchdog=False)
+    chunks = collect(g, n_lines(2))
+    got = sorted((c.path.endswith(".1"), c.lines[0]) for c in chunks)
+    assert got == [(False, (1, b"fresh")), (True, (81, b"unread"))]
+    assert not [r for r in caplog.records if "lost" in r.getMessage()]
+
+
+def test_fingerprint_of_short_file_is_compared_on_its_length(tmp_path, follow):
+    log = tmp_path / "conn.log"
+    write(log, "short\n")
+    saved = stopped_after([FollowTarget(str(log))], 1)
+    assert saved["files"][0]["fp_len"] == 6
+    write(log, "x" * (2 * FINGERPRINT_BYTES) + "\n")
+    g = follow([FollowTarget(str(log))], state=saved, use_watchdog=False)
+    chunks = collect(g, n_lines(1))
+    assert chunks[0].lines[0][0] == 2 and not chunks[0].reset
+    assert g.state()["files"][0]["fp_len"] == FINGERPRINT_BYTES
+
+
+def test_state_with_wrong_shape_is_ignored_with_a_warning(tmp_path, follow, caplog):
+    log = tmp_path / "conn.log"
+    write(log, "a\n")
+    caplog.set_level(logging.WARNING, logger="zeekndm.follow")
+    g = follow([FollowTarget(str(log))], state={"version": 99}, use_watchdog=False)
+    assert texts(collect(g, n_lines(1))) == [b"a"]
+    assert any("unknown shape" in r.getMessage() for r in caplog.records)
+
+
+def test_start_at_end_skips_existing_lines_but_not_later_files(tmp_path, follow):
+    write(tmp_path / "conn.log", "old\nold\npart")
+    f = follow([FollowTarget(str(tmp_path), ("*.log",))], start_at_end=True,
+               use_watchdog=False)
+    assert f.read(0.1) == []
+    write(tmp_path / "conn.log", "ial\n")
+    write(tmp_path / "later.log", "first\n")
+    chunks = collect(f, n_lines(2))
+    assert sorted(ln for c in chunks for ln in c.lines) == [(1, b"first"), (3, b"partial")]
+
+
+def test_lag_reports_unread_bytes_and_age(tmp_path, follow):
+    log = tmp_path / "conn.log"
+    write(log, "".join(f"{i:05d}\n" for i in range(10)))
+    f = follow([FollowTarget(str(log))], use_watchdog=False, read_bytes=30)
+    f.read(0.5)
+    os.utime(log, (time.time() - 60, time.time() - 60))
+    (lag,) = f.lag()
+    assert lag.path == str(log) and lag.bytes_behind == 30 and 59 < lag.seconds_behind < 70
+    collect(f, n_lines(5))
+    assert f.lag()[0].bytes_behind == 0 and f.lag()[0].seconds_behind == 0.0
+
+
+def test_open_descriptors_are_capped_with_a_warning(tmp_path, follow, caplog):
+    for i in range(5):
+        write(tmp_path / f"{i}.log", f"{i}\n")
+    caplog.set_level(logging.WARNING, logger="zeekndm.follow")
+    f = follow([FollowTarget(str(tmp_path), ("*.log",))], use_watchdog=False, max_open=3)
+    assert sorted(texts(collect(f, n_lines(3)))) == [b"0", b"1", b"2"]
+    assert f.read(0.1) == []
+    assert any("more than 3 files" in r.getMessage() for r in caplog.records)
+    os.unlink(tmp_path / "0.log")
+    os.unlink(tmp_path / "1.log")
+    assert sorted(texts(collect(f, n_lines(2)))) == [b"3", b"4"]
+
+
+def test_head_reads_first_bytes_after_rename(tmp_path, follow):
+    log = tmp_path / "conn.log"
+    write(log, header("1") + "x\n")
+    f = follow([FollowTarget(str(log))], use_watchdog=False)
+    key = collect(f, n_lines(5))[0].key
+    os.rename(log, tmp_path / "moved")
+    assert f.head(key, 10) == header("1").encode()[:10]
+    chunks = collect(f, lambda cs: any(c.closed for c in cs), timeout=1)
+    assert chunks[-1].closed and f.head(key).startswith(b"#separator")
+    with pytest.raises(KeyError):
+        f.head("0:0")
