@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 
 import pytest
@@ -160,8 +161,7 @@ def test_truncation_regrown_past_offset_is_still_detected(tmp_path, follow):
 
 
 @pytest.mark.parametrize("watch", MODES)
-def test_copytruncate_copy_is_not_reread_and_unread_tail_comes_from_copy(
-        tmp_path, follow, watch):
+def test_copytruncate_copy_is_not_reread_and_unread_tail_comes_from_copy(tmp_path, follow, watch):
     log = tmp_path / "app.log"
     write(log, "".join(f"line {i:04d} of the first file\n" for i in range(60)))
     f = follow([FollowTarget(str(tmp_path), ("app.log*",))], use_watchdog=watch)
@@ -299,8 +299,9 @@ def test_resume_finishes_file_rotated_while_stopped_before_the_new_one(tmp_path,
     chunks = collect(f, lambda cs: b"new1" in texts(cs))
     assert texts(chunks)[0] == b"old2"
     assert chunks[0].lines == [(6, b"old2")] and chunks[0].closed
-    assert chunks[1].new_file and texts(chunks)[1:] == [ln.encode() for ln in
-                                                        header("2").splitlines()] + [b"new1"]
+    assert chunks[1].new_file and texts(chunks)[1:] == [
+        ln.encode() for ln in header("2").splitlines()
+    ] + [b"new1"]
 
 
 def test_resume_finds_file_rotated_away_mid_read_by_its_saved_name(tmp_path, follow):
@@ -318,8 +319,9 @@ def test_resume_finds_file_rotated_away_mid_read_by_its_saved_name(tmp_path, fol
     f.close()
     g = follow([FollowTarget(str(d))], state=saved, use_watchdog=False)
     chunks = collect(g, lambda cs: any(c.closed for c in cs))
-    assert [ln for c in chunks for ln in c.lines] == [(i + 1, f"{i:05d}".encode())
-                                                      for i in range(6, 10)]
+    assert [ln for c in chunks for ln in c.lines] == [
+        (i + 1, f"{i:05d}".encode()) for i in range(6, 10)
+    ]
 
 
 def test_resume_warns_with_bytes_lost_when_old_file_is_gone(tmp_path, follow, caplog):
@@ -351,7 +353,8 @@ def test_resume_with_offset_beyond_size_is_a_truncation(tmp_path, follow):
 
 
 def test_resume_after_copytruncate_while_stopped_takes_unread_lines_from_copy(
-        tmp_path, follow, caplog):
+    tmp_path, follow, caplog
+):
     log = tmp_path / "app.log"
     write(log, "".join(f"first file line {i:04d}\n" for i in range(80)))
     saved = stopped_after([FollowTarget(str(tmp_path), ("app.log*",))], 80)
@@ -389,8 +392,7 @@ def test_state_with_wrong_shape_is_ignored_with_a_warning(tmp_path, follow, capl
 
 def test_start_at_end_skips_existing_lines_but_not_later_files(tmp_path, follow):
     write(tmp_path / "conn.log", "old\nold\npart")
-    f = follow([FollowTarget(str(tmp_path), ("*.log",))], start_at_end=True,
-               use_watchdog=False)
+    f = follow([FollowTarget(str(tmp_path), ("*.log",))], start_at_end=True, use_watchdog=False)
     assert f.read(0.1) == []
     write(tmp_path / "conn.log", "ial\n")
     write(tmp_path / "later.log", "first\n")
@@ -434,3 +436,134 @@ def test_head_reads_first_bytes_after_rename(tmp_path, follow):
     assert chunks[-1].closed and f.head(key).startswith(b"#separator")
     with pytest.raises(KeyError):
         f.head("0:0")
+
+
+class RotatingWriter(threading.Thread):
+    """Appends numbered lines at a steady rate; the test rotates the file under `lock`."""
+
+    def __init__(self, path, rate: float = 2000.0) -> None:
+        super().__init__(daemon=True)
+        self.path = str(path)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.written: list[bytes] = []
+        self.period = 1.0 / rate
+        self.generation = 0
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Start a new file with a fresh, unique header (as Zeek does after rotating)."""
+        self.generation += 1
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self.fd, header(f"generation {self.generation}").encode())
+
+    def emit(self, count: int = 1) -> None:
+        """Append `count` lines (the caller holds `lock`)."""
+        for _ in range(count):
+            n = len(self.written)
+            line = f"L{n:07d}\t{'x' * (n % 50)}".encode()
+            os.write(self.fd, line + b"\n")
+            self.written.append(line)
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            with self.lock:
+                self.emit()
+            next_at += self.period
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        os.close(self.fd)
+
+
+@pytest.mark.parametrize("watch", MODES)
+def test_stress_every_line_exactly_once_through_rotations_and_restarts(tmp_path, watch):
+    d = tmp_path / "current"
+    archive = tmp_path / "archive"
+    d.mkdir()
+    archive.mkdir()
+    log = d / "conn.log"
+    target = [FollowTarget(str(d), ("conn.log*",))]
+    writer = RotatingWriter(log)
+    got: list[bytes] = []
+    oplog: list[tuple[str, int, int]] = []
+
+    def take(chunks: list[Chunk]) -> None:
+        got.extend(ln for c in chunks for _, ln in c.lines if not ln.startswith(b"#"))
+
+    def current_is_followed(f: Follower) -> bool:
+        st = os.stat(log)
+        return any((e["dev"], e["ino"]) == (st.st_dev, st.st_ino) for e in f.state()["files"])
+
+    def settle(f: Follower, *, drain: bool) -> None:
+        """Under the writer's lock: make sure the current file is open (and, for operations
+        that destroy unread data by nature, that everything written was read)."""
+        deadline = time.monotonic() + 3
+        while not current_is_followed(f) or (drain and any(x.bytes_behind for x in f.lag())):
+            assert time.monotonic() < deadline, "follower did not catch up"
+            take(f.read(0.01))
+
+    def rename(f, i):  # Zeek: move away, new file with a new header
+        # Across a restart only a watched directory can be searched for the old file
+        # (standalone Zeek renames in place); while running, the open descriptor suffices.
+        os.rename(log, (d if restarts(i) else archive) / f"conn.{i}.log")
+        os.close(writer.fd)
+        writer.reopen()
+
+    def copytruncate(f, i):  # logrotate: the copy matches the pattern
+        shutil.copyfile(log, d / f"conn.log.{i}")
+        os.truncate(log, 0)
+
+    def truncate(f, i):
+        os.truncate(log, 0)
+
+    def delete(f, i):
+        os.unlink(log)
+        os.close(writer.fd)
+        writer.reopen()
+
+    def restarts(i):
+        return i % 3 == 2
+
+    # Truncation destroys unread data by nature, and so does a deletion nobody holds open
+    # (a restart right after it): those two are drained first.
+    ops = [(rename, False), (copytruncate, False), (truncate, True), (delete, None)]
+    f = make(target, use_watchdog=watch, poll_interval=0.02)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < deadline:
+            end_of_round = time.monotonic() + 0.08
+            while time.monotonic() < end_of_round:
+                take(f.read(0.01))
+            op, drain = ops[i % len(ops)]
+            drain = restarts(i) if drain is None else drain
+            with writer.lock:
+                settle(f, drain=drain)
+                oplog.append((op.__name__, i, len(writer.written)))
+                writer.emit(25)  # unread when the file rotates, truncation excepted
+                if drain:
+                    settle(f, drain=True)
+                op(f, i)
+            if restarts(i):  # restart from saved state, as after a crash right after a commit
+                saved = json.loads(json.dumps(f.state()))
+                f.close()
+                f = make(target, state=saved, use_watchdog=watch, poll_interval=0.02)
+            i += 1
+        writer.stop.set()
+        writer.join(2)
+        with writer.lock:
+            settle(f, drain=True)
+        take(f.read(0.05))
+    finally:
+        writer.stop.set()
+        f.close()
+    assert i >= 8 and len(writer.written) > 1000
+    assert len(got) == len(set(got)), "a line was returned twice"
+    missing = sorted(set(writer.written) - set(got))
+    nums = [int(m[1:8]) for m in missing]
+    runs = [n for k, n in enumerate(nums) if k == 0 or nums[k - 1] != n - 1]
+    assert not missing, (oplog, runs)
+    assert sorted(got) == writer.written
