@@ -197,8 +197,11 @@ class Follower:
         if use_watchdog:
             self._start_observer()
         if self._observer is None:
-            log.info("following %d target(s) by polling every %.2fs",
-                     len(self._targets), self._poll_interval)
+            log.info(
+                "following %d target(s) by polling every %.2fs",
+                len(self._targets),
+                self._poll_interval,
+            )
 
     # ------------------------------------------------------------------ public API
 
@@ -231,13 +234,21 @@ class Follower:
                 size = os.fstat(f.fd).st_size
             except OSError:
                 size = f.offset
-            files.append({
-                "key": f.key, "dev": f.dev, "ino": f.ino,
-                "fp": _sha(head), "fp_len": len(head),
-                "path": f.path, "origin": f.origin,
-                "offset": f.offset, "line": f.line, "size": size,
-                "skipping": f.skipping,
-            })
+            files.append(
+                {
+                    "key": f.key,
+                    "dev": f.dev,
+                    "ino": f.ino,
+                    "fp": _sha(head),
+                    "fp_len": len(head),
+                    "path": f.path,
+                    "origin": f.origin,
+                    "offset": f.offset,
+                    "line": f.line,
+                    "size": size,
+                    "skipping": f.skipping,
+                }
+            )
         # Files not yet resumed (read() never called) keep their old positions.
         files.extend(self._resume)
         return {"version": STATE_VERSION, "files": files}
@@ -315,8 +326,13 @@ class Follower:
 
         self._handler = _Wake()
         # Opened/closed-without-write events are left out: our own scans would wake us.
-        self._event_filter = [FileModifiedEvent, FileCreatedEvent, FileDeletedEvent,
-                              FileMovedEvent, FileClosedEvent]
+        self._event_filter = [
+            FileModifiedEvent,
+            FileCreatedEvent,
+            FileDeletedEvent,
+            FileMovedEvent,
+            FileClosedEvent,
+        ]
         try:
             observer = Observer()
             observer.daemon = True
@@ -325,8 +341,12 @@ class Follower:
             log.warning("file notification unavailable (%s); falling back to polling", exc)
             return
         self._observer = observer
-        log.info("following %d target(s) with %s notification, polling every %.2fs as backup",
-                 len(self._targets), type(observer).__name__, self._poll_interval)
+        log.info(
+            "following %d target(s) with %s notification, polling every %.2fs as backup",
+            len(self._targets),
+            type(observer).__name__,
+            self._poll_interval,
+        )
 
     def _watch_dirs(self, dirs: set[str]) -> None:
         if self._observer is None:
@@ -342,7 +362,8 @@ class Follower:
                 continue
             try:
                 self._watches[d] = self._observer.schedule(
-                    self._handler, d, recursive=False, event_filter=self._event_filter)
+                    self._handler, d, recursive=False, event_filter=self._event_filter
+                )
             except Exception as exc:  # noqa: BLE001 - e.g. inotify watch limit reached
                 self._warn_once("watch", d, "cannot watch %s (%s); polling it", d, exc)
 
@@ -433,33 +454,42 @@ class Follower:
             if key in self._files or ident in self._shadowed:
                 continue
             if self._open_count() >= self._max_open:
-                self._warn_once("max_open", "", "more than %d files to follow; %s and any "
-                                "further ones wait for a free descriptor", self._max_open, path)
+                self._warn_once(
+                    "max_open",
+                    "",
+                    "more than %d files to follow; %s and any "
+                    "further ones wait for a free descriptor",
+                    self._max_open,
+                    path,
+                )
                 return
             fd = self._open(path, ident)
             if fd is None:
                 continue
             size = os.fstat(fd).st_size
             if any(s.ambiguous(fd, size) for s in self._history) or any(
-                    self._ambiguous_with(g, fd, size) for g in self._files.values()):
+                self._ambiguous_with(g, fd, size) for g in self._files.values()
+            ):
                 self._close_fd(fd)  # could still become a copy of a file we know: wait
                 continue
             f = _File(key=key, dev=ident[0], ino=ident[1], fd=fd, path=path, origin=path)
-            owner = next((g for g in self._files.values() if self._is_copy_of(g, fd, size)),
-                         None)
+            owner = next((g for g in self._files.values() if self._is_copy_of(g, fd, size)), None)
             if owner is not None:
                 # A copy of a file we still follow: its content is read through the original
                 # for now; the copy takes over from the original's offset when it ends.
-                log.info("%s is a copy of %s; waiting for the original to end", path,
-                         owner.path)
+                log.info("%s is a copy of %s; waiting for the original to end", path, owner.path)
                 owner.shadows.append(f)
                 self._shadowed[ident] = f
                 continue
             snap = next((s for s in self._history if s.matches(fd, size)), None)
             if snap is not None:
                 self._history.remove(snap)
-                log.info("%s is a copy of already-read %s; continuing at line %d", path,
-                         snap.path or "a rotated file", snap.line)
+                log.info(
+                    "%s is a copy of already-read %s; continuing at line %d",
+                    path,
+                    snap.path or "a rotated file",
+                    snap.line,
+                )
                 f.offset, f.line, f.skipping = snap.offset, snap.line, snap.skipping
                 self._check_not_beyond_end(f, size)
             elif self._first_tick and self._start_at_end:
@@ -472,8 +502,12 @@ class Follower:
             return
         for snap in [s for s in self._history if s.from_state]:
             self._history.remove(snap)
-            log.warning("%s was replaced while zeekndm was stopped and the old file is gone: "
-                        "at least %d unread bytes are lost", snap.path, snap.lost_bytes)
+            log.warning(
+                "%s was replaced while zeekndm was stopped and the old file is gone: "
+                "at least %d unread bytes are lost",
+                snap.path,
+                snap.lost_bytes,
+            )
 
     def _ambiguous_with(self, g: _File, fd: int, size: int) -> bool:
         if not g.head or size >= len(g.head):
@@ -550,16 +584,18 @@ class Follower:
                     f.offset += nl + 1
                 elif len(data) > MAX_LINE_BYTES:
                     f.line += 1
-                    log.warning("%s:%d: line longer than %d bytes skipped", f.path, f.line,
-                                MAX_LINE_BYTES)
+                    log.warning(
+                        "%s:%d: line longer than %d bytes skipped", f.path, f.line, MAX_LINE_BYTES
+                    )
                     f.offset += len(data)
                     f.skipping = True
                 break
             for raw in data[:end].split(b"\n"):
                 f.line += 1
                 if len(raw) > MAX_LINE_BYTES:
-                    log.warning("%s:%d: line longer than %d bytes skipped", f.path, f.line,
-                                MAX_LINE_BYTES)
+                    log.warning(
+                        "%s:%d: line longer than %d bytes skipped", f.path, f.line, MAX_LINE_BYTES
+                    )
                     continue
                 lines.append((f.line, _strip_cr(raw)))
             f.offset += end + 1
@@ -583,8 +619,7 @@ class Follower:
     def _on_truncate(self, f: _File, chunks: list[Chunk]) -> None:
         """Restart `f` from 0; remember what was read so a copy can take over from there."""
         log.info("%s was truncated at line %d; reading it again from the start", f.path, f.line)
-        snap = _Snapshot(len(f.head), _sha(f.head), f.head, f.offset, f.line, f.skipping,
-                         f.path)
+        snap = _Snapshot(len(f.head), _sha(f.head), f.head, f.offset, f.line, f.skipping, f.path)
         self._hand_over(f, snap, chunks)
         if f.head:
             self._history.append(snap)
@@ -599,10 +634,10 @@ class Follower:
         except OSError:
             rest = 0
         if rest > 0:
-            log.warning("%s ended with an incomplete last line (%d bytes) that is dropped",
-                        f.path, rest)
-        snap = _Snapshot(len(f.head), _sha(f.head), f.head, f.offset, f.line, f.skipping,
-                         f.path)
+            log.warning(
+                "%s ended with an incomplete last line (%d bytes) that is dropped", f.path, rest
+            )
+        snap = _Snapshot(len(f.head), _sha(f.head), f.head, f.offset, f.line, f.skipping, f.path)
         self._hand_over(f, snap, chunks)
         if f.head:
             self._history.append(snap)
@@ -642,8 +677,11 @@ class Follower:
 
     def _check_not_beyond_end(self, f: _File, size: int) -> None:
         if f.offset > size:
-            log.warning("%s is shorter than the saved offset %d; reading it from the start",
-                        f.path, f.offset)
+            log.warning(
+                "%s is shorter than the saved offset %d; reading it from the start",
+                f.path,
+                f.offset,
+            )
             f.offset, f.line, f.skipping = 0, 0, False
             f.reset = True
 
@@ -662,19 +700,29 @@ class Follower:
             return []
         entries = state.get("files") if isinstance(state, dict) else None
         if state.get("version") != STATE_VERSION or not isinstance(entries, list):
-            log.warning("ignoring follow state of unknown shape (version %r)",
-                        state.get("version") if isinstance(state, dict) else None)
+            log.warning(
+                "ignoring follow state of unknown shape (version %r)",
+                state.get("version") if isinstance(state, dict) else None,
+            )
             return []
         good = []
         for e in entries:
             try:
-                good.append({
-                    "key": str(e["key"]), "dev": int(e["dev"]), "ino": int(e["ino"]),
-                    "fp": str(e["fp"]), "fp_len": int(e["fp_len"]), "path": str(e["path"]),
-                    "origin": str(e.get("origin", e["path"])), "offset": int(e["offset"]),
-                    "line": int(e["line"]), "size": int(e.get("size", e["offset"])),
-                    "skipping": bool(e.get("skipping", False)),
-                })
+                good.append(
+                    {
+                        "key": str(e["key"]),
+                        "dev": int(e["dev"]),
+                        "ino": int(e["ino"]),
+                        "fp": str(e["fp"]),
+                        "fp_len": int(e["fp_len"]),
+                        "path": str(e["path"]),
+                        "origin": str(e.get("origin", e["path"])),
+                        "offset": int(e["offset"]),
+                        "line": int(e["line"]),
+                        "size": int(e.get("size", e["offset"])),
+                        "skipping": bool(e.get("skipping", False)),
+                    }
+                )
             except (KeyError, TypeError, ValueError):
                 log.warning("ignoring malformed follow state entry %r", e)
         return good
@@ -685,8 +733,17 @@ class Follower:
         everywhere: dict[tuple[int, int], str] | None = None
         for e in entries:
             ident = (e["dev"], e["ino"])
-            snap = _Snapshot(e["fp_len"], e["fp"], None, e["offset"], e["line"], e["skipping"],
-                             e["path"], max(0, e["size"] - e["offset"]), from_state=True)
+            snap = _Snapshot(
+                e["fp_len"],
+                e["fp"],
+                None,
+                e["offset"],
+                e["line"],
+                e["skipping"],
+                e["path"],
+                max(0, e["size"] - e["offset"]),
+                from_state=True,
+            )
             path = found.get(ident)
             if path is None:
                 path = self._find_renamed(e, ident)
@@ -706,9 +763,18 @@ class Follower:
                 self._close_fd(fd)
                 self._history.append(snap)  # same inode, other content: a new file
                 continue
-            f = _File(key=_key(*ident), dev=ident[0], ino=ident[1], fd=fd, path=path,
-                      origin=e["origin"], offset=e["offset"], line=e["line"],
-                      skipping=e["skipping"], new_file=e["offset"] == 0)
+            f = _File(
+                key=_key(*ident),
+                dev=ident[0],
+                ino=ident[1],
+                fd=fd,
+                path=path,
+                origin=e["origin"],
+                offset=e["offset"],
+                line=e["line"],
+                skipping=e["skipping"],
+                new_file=e["offset"] == 0,
+            )
             f.head = os.pread(fd, FINGERPRINT_BYTES, 0)
             self._check_not_beyond_end(f, size)
             self._files[f.key] = f
