@@ -1,0 +1,373 @@
+"""Replay throughput and peak memory of `zeekndm replay`, against zat's Zeek log reader.
+
+What it measures (issue 2, "Speed and memory"), every run in a fresh process pinned to one
+CPU (zeekndm is single-threaded), run one after another:
+
+1. zat's `ZeekLogReader.readrows()` over the conn.log TSV: the baseline.
+2. `python -m zeekndm replay FILE --output /dev/null` end to end on the same TSV, on the
+   Zeek JSON and on the Suricata eve.json of the same traffic: wall-clock records/s
+   (interpreter start-up included) and the records/s zeekndm's own summary reports. Each
+   as shipped (records on ports no model watches are only shape-checked) and with
+   `--parse-all` (every record parsed into a Flow and seen by the detector).
+3. Peak RSS of each run (`ru_maxrss` of that very child, from `os.wait4`).
+4. An adversarial memory run: 1,000,000 internal sources each touching two external
+   27017 destinations, interleaved with one source touching 1,000,000 distinct external
+   destinations (3,000,000 records in one hour), plus the same shape at a quarter of the
+   size, so a flat peak RSS shows the detector's state is bounded.
+
+The inputs are written with `zeekndm.synth` into a temporary directory (or `--workdir`,
+reused when the files are already there). Throughput is the best of `--repeat` runs.
+
+    cd /work/main && /work/venv/bin/python bench/bench_replay.py --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zeekndm.synth import Conn, Traffic, write_eve, write_zeek_json, write_zeek_tsv  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## Replay throughput and memory"
+
+# Ordinary services besides background()'s web/DNS/LDAP-to-DCs/MongoDB-client mix, so the
+# file looks like a busy sensor: most records are on ports no model watches.
+_OTHER_PORTS = (
+    22, 25, 110, 123, 137, 143, 161, 445, 465, 587, 853, 993, 995, 1194, 1433, 1521, 1883,
+    2049, 3306, 3389, 5060, 5222, 5432, 5671, 5900, 6379, 8000, 8080, 8443, 8883, 9000,
+    9092, 9200, 11211,
+)  # fmt: skip
+_CHUNK = 100_000  # records generated (and sorted into write order) at a time
+
+
+def _other_services(t: Traffic, n: int, clients: list[str]) -> None:
+    """`n` ordinary connections on many ports and ephemeral ones, in and out."""
+    r = t.rng
+    for _ in range(n):
+        ts = t.start + r.random() * 3600.0
+        port = r.choice(_OTHER_PORTS) if r.random() < 0.7 else r.randint(10_000, 65_535)
+        proto = "udp" if port in (123, 137, 161, 5060) else "tcp"
+        dst = t.public_ip() if r.random() < 0.6 else r.choice(clients)
+        state = "SF" if r.random() < 0.85 else r.choice(("S0", "REJ", "RSTO", "SH", "S1"))
+        t.add(
+            Conn(
+                ts,
+                t.uid(),
+                r.choice(clients),
+                r.randint(1024, 65535),
+                dst,
+                port,
+                proto,
+                state,
+                r.random() * 10,
+                r.randint(40, 3000),
+                r.randint(0, 20000),
+            )
+        )
+
+
+def mixed_traffic(records: int, seed: int = 11) -> Iterator[Conn]:
+    """About `records` connections in write order: 70 % synth background, 30 % other
+    services, and every third hour an outbound MongoDB scan and an outbound LDAP scan.
+
+    Generated an hour (`_CHUNK` records) at a time so memory stays small; records at the
+    edge of two hours are slightly out of order, as a sensor's are.
+    """
+    t = Traffic(seed=seed)
+    base = t.start
+    clients = [
+        f"10.{t.rng.randint(0, 3)}.{t.rng.randint(0, 255)}.{i % 250 + 2}" for i in range(3000)
+    ]
+    for hour, done in enumerate(range(0, records, _CHUNK)):
+        n = min(_CHUNK, records - done)
+        t.start = base + 3600.0 * hour
+        scans = 0
+        if hour % 3 == 0:
+            scans += len(t.scan(f"10.1.7.{20 + hour % 200}", 27017, 150, start_offset=900.0))
+            scans += len(t.scan(f"10.3.4.{5 + hour % 200}", 389, 60, start_offset=1500.0))
+            scans += len(t.scan(f"10.3.4.{5 + hour % 200}", 636, 30, start_offset=1550.0))
+        background = int((n - scans) * 0.7)
+        t.background(background, duration=3600.0, clients=2000)
+        _other_services(t, n - scans - background, clients)
+        yield from t.in_write_order()
+        t.conns.clear()
+
+
+def adversarial_traffic(sources: int) -> Iterator[Conn]:
+    """`sources` internal hosts each trying two external 27017 hosts, interleaved with one
+    internal host trying `sources` distinct external ones: 3 x `sources` records in an hour.
+
+    Far more sources than `max_tracked_sources` are live in one window, and the sweeper
+    has far more destinations than `max_destinations_per_source`: both caps must hold.
+    """
+    start, step = 1_700_000_000.0, 3600.0 / (3 * sources)
+    k = 0
+    for i in range(sources):
+        src = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        for j in (0, 1):
+            dst = f"{11 + j}.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+            yield Conn(start + k * step, f"A{k:017d}", src, 40000 + j, dst, 27017, "tcp", "S0")
+            k += 1
+        dst = f"{20 + (i >> 24)}.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        yield Conn(start + k * step, f"A{k:017d}", "10.200.0.1", 50000, dst, 27017, "tcp", "REJ")
+        k += 1
+
+
+def write_inputs(workdir: Path, records: int, adversarial: int) -> dict[str, Path]:
+    """Write (or reuse) the benchmark inputs; returns name -> path."""
+    files = {
+        "zeek_tsv": workdir / f"conn-{records}.log",
+        "zeek_json": workdir / f"conn-{records}.json",
+        "eve": workdir / f"eve-{records}.json",
+    }
+    writers = {"zeek_tsv": write_zeek_tsv, "zeek_json": write_zeek_json, "eve": write_eve}
+    if adversarial:
+        for n in (adversarial // 4, adversarial):
+            files[f"adversarial-{n}"] = workdir / f"adversarial-{n}.conn.log"
+    for name, path in files.items():
+        if path.exists() and path.stat().st_size:
+            continue
+        started = time.perf_counter()
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w", buffering=1 << 20) as out:
+            if name.startswith("adversarial"):
+                n = write_zeek_tsv(adversarial_traffic(int(name.split("-")[1])), out)
+            else:
+                n = writers[name](mixed_traffic(records), out)
+        tmp.replace(path)
+        _note(f"wrote {path.name}: {n:,} records in {time.perf_counter() - started:.1f} s")
+    return files
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One measured child process."""
+
+    wall: float  # seconds, process start to exit
+    cpu: float  # user + system seconds of the child
+    max_rss_mb: float
+    stderr: str
+
+
+def run_child(argv: list[str], cpu: int | None) -> Run:
+    """Run `argv` pinned to `cpu`; its own peak RSS comes from `wait4`, not from polling."""
+    with tempfile.TemporaryFile("w+") as err:
+        pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=pin
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {child.returncode}:\n{text}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text)
+
+
+ZAT = (
+    "import sys, time; from zat.zeek_log_reader import ZeekLogReader\n"
+    "t = time.perf_counter(); n = sum(1 for _ in ZeekLogReader(sys.argv[1]).readrows())\n"
+    "print(n, time.perf_counter() - t, file=sys.stderr)\n"
+)
+_SUMMARY = re.compile(r"([\d,]+) records in [\d.]+ s \(([\d,]+) records/s\)")
+_ALERTS = re.compile(r"alerts: (\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    what: str
+    records: int
+    wall_rate: float  # records / wall seconds, start-up included (best run)
+    own_rate: float  # records/s as the tool itself reports (loop only; best run)
+    rss_mb: float  # highest peak RSS over the runs
+    cpu: float  # CPU seconds of the best run
+    alerts: str = ""
+
+
+def bench_zat(path: Path, repeat: int, cpu: int | None) -> Row:
+    runs = [run_child([sys.executable, "-c", ZAT, str(path)], cpu) for _ in range(repeat)]
+    parsed = [r.stderr.split() for r in runs]
+    records = int(parsed[0][0])
+    best = min(runs, key=lambda r: r.wall)
+    return Row(
+        "zat ZeekLogReader.readrows() (baseline)",
+        records,
+        records / best.wall,
+        max(records / float(p[1]) for p in parsed),
+        max(r.max_rss_mb for r in runs),
+        best.cpu,
+    )
+
+
+def bench_zeekndm(what: str, path: Path, repeat: int, cpu: int | None, *extra: str) -> Row:
+    argv = [sys.executable, "-m", "zeekndm", "replay", str(path), "--output", "/dev/null"]
+    runs = [run_child(argv + list(extra), cpu) for _ in range(repeat)]
+    summaries = [_SUMMARY.search(r.stderr) for r in runs]
+    if not all(summaries):
+        raise RuntimeError(f"no summary in zeekndm's stderr:\n{runs[0].stderr}")
+    records = int(summaries[0].group(1).replace(",", ""))
+    best = min(runs, key=lambda r: r.wall)
+    alerts = _ALERTS.search(runs[0].stderr)
+    return Row(
+        what,
+        records,
+        records / best.wall,
+        max(int(s.group(2).replace(",", "")) for s in summaries),
+        max(r.max_rss_mb for r in runs),
+        best.cpu,
+        alerts.group(1) if alerts else "?",
+    )
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return (
+        f"{os.cpu_count()} vCPU {model}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def table(rows: list[Row], repeat: int) -> str:
+    zat = rows[0]
+    lines = [
+        f"| run | records | records/s wall (best of {repeat}) | records/s own summary "
+        "| × zat (wall) | CPU s | peak RSS MB | alerts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.what} | {r.records:,} | {r.wall_rate:,.0f} | {r.own_rate:,.0f} "
+            f"| {r.wall_rate / zat.wall_rate:.1f} | {r.cpu:.1f} | {r.rss_mb:.0f} "
+            f"| {r.alerts or '-'} |"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[Row]) -> list[str]:
+    by = {r.what: r for r in rows}
+    zat = rows[0]
+    tsv = by["zeekndm replay, Zeek TSV"]
+    eve = by["zeekndm replay, eve.json"]
+    rss = max(r.rss_mb for r in rows[1:])
+    out = [
+        f"- zeekndm end to end on the TSV is {tsv.wall_rate / zat.wall_rate:.1f}x zat's reader "
+        f"(target ≥ 4x): {'met' if tsv.wall_rate >= 4 * zat.wall_rate else 'MISSED'}.",
+        f"- eve.json end to end: {eve.wall_rate:,.0f} records/s (target ≥ 150,000): "
+        f"{'met' if eve.wall_rate >= 150_000 else 'MISSED'}.",
+        f"- highest peak RSS of any zeekndm run: {rss:.0f} MB (target < 200 MB): "
+        f"{'met' if rss < 200 else 'MISSED'}.",
+    ]
+    adv = [r for r in rows if r.what.startswith("adversarial")]
+    if len(adv) == 2:
+        out.append(
+            f"- adversarial input, {adv[0].records:,} → {adv[1].records:,} records: peak RSS "
+            f"{adv[0].rss_mb:.0f} → {adv[1].rss_mb:.0f} MB."
+        )
+    return out
+
+
+def write_results(text: str) -> None:
+    """Replace this benchmark's section of RESULTS.md (up to the next `## `), or append it."""
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = current.find(SECTION + "\n")
+    if start < 0:
+        RESULTS.write_text(current.rstrip("\n") + "\n\n" + text)
+        return
+    end = current.find("\n## ", start + len(SECTION))
+    rest = "" if end < 0 else current[end + 1 :]
+    RESULTS.write_text(current[:start] + text + ("\n" + rest if rest else ""))
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument(
+        "--adversarial-sources", type=int, default=1_000_000, help="0 skips the memory run"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per throughput figure")
+    parser.add_argument("--cpu", type=int, default=0, help="CPU to pin each run to (-1: none)")
+    parser.add_argument("--workdir", type=Path, help="keep (and reuse) the inputs here")
+    parser.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
+    args = parser.parse_args()
+    cpu = None if args.cpu < 0 else args.cpu
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        files = write_inputs(workdir, args.records, args.adversarial_sources)
+        plan = [
+            ("zeekndm replay, Zeek TSV", "zeek_tsv", ()),
+            ("zeekndm replay, Zeek JSON", "zeek_json", ()),
+            ("zeekndm replay, eve.json", "eve", ()),
+            ("zeekndm replay --parse-all, Zeek TSV", "zeek_tsv", ("--parse-all",)),
+            ("zeekndm replay --parse-all, Zeek JSON", "zeek_json", ("--parse-all",)),
+            ("zeekndm replay --parse-all, eve.json", "eve", ("--parse-all",)),
+        ]
+        _note("zat baseline ...")
+        rows = [bench_zat(files["zeek_tsv"], args.repeat, cpu)]
+        for what, name, extra in plan:
+            _note(f"{what} ...")
+            rows.append(bench_zeekndm(what, files[name], args.repeat, cpu, *extra))
+        for name in sorted((n for n in files if n.startswith("adversarial")), key=len):
+            _note(f"{name} ...")
+            n = int(name.split("-")[1])
+            rows.append(
+                bench_zeekndm(f"adversarial, {n:,} sources + 1 sweeper", files[name], 1, cpu)
+            )
+    command = "cd /work/main && /work/venv/bin/python bench/bench_replay.py " + " ".join(
+        sys.argv[1:]
+    )
+    text = "\n".join(
+        [
+            SECTION,
+            "",
+            f"Command ({machine()}, {dt.date.today().isoformat()}):",
+            "",
+            "    " + command.strip(),
+            "",
+            f"Inputs from `zeekndm.synth`: {rows[1].records:,} connections (70 % synth "
+            "background, 30 % other services on ~35 ports and ephemeral ones, an outbound "
+            "MongoDB and LDAP scan every third hour), written as Zeek TSV, Zeek JSON and "
+            "Suricata eve.json (eve adds one dns event per ten flows, skipped and counted). "
+            "Each run is a fresh process pinned to one CPU, output to /dev/null; "
+            '"wall" includes interpreter start-up, "own summary" is the rate the tool '
+            "prints (zat: its read loop only). Peak RSS is the child's `ru_maxrss`.",
+            "",
+            table(rows, args.repeat),
+            "",
+            *verdicts(rows),
+            "",
+        ]
+    )
+    print(text)
+    if args.write_results:
+        write_results(text)
+        _note(f"updated {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
