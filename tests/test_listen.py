@@ -1,0 +1,370 @@
+"""SocketListener: the server end of Suricata's unix_dgram / unix_stream eve outputs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from zeekndm.errors import ZeekNDMError
+from zeekndm.listen import READ_BUDGET, STREAM_CHUNK, SocketListener
+from zeekndm.readers import Skip, make_parser, read_flows
+
+
+@pytest.fixture
+def sockdir():
+    """A short directory: AF_UNIX paths are limited to 107 bytes, pytest's tmp_path is long."""
+    path = tempfile.mkdtemp(prefix="zndm-", dir="/tmp")
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _read_until(listener: SocketListener, count: int, limit: float = 5.0) -> list[bytes]:
+    """Read until `count` lines arrived or `limit` seconds passed."""
+    lines: list[bytes] = []
+    deadline = time.monotonic() + limit
+    while len(lines) < count and time.monotonic() < deadline:
+        lines += listener.read(0.2)
+    return lines
+
+
+def _dgram_sender(path: Path) -> socket.socket:
+    sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.connect(str(path))
+    return sender
+
+
+def _stream_client(path: Path) -> socket.socket:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(5)
+    client.connect(str(path))
+    return client
+
+
+# -- datagrams ---------------------------------------------------------------------------
+def test_dgram_datagram_without_newline_is_one_line(sockdir):
+    with SocketListener(str(sockdir / "eve.sock")) as listener:
+        sender = _dgram_sender(sockdir / "eve.sock")
+        sender.send(b'{"event_type":"flow"}')
+        assert listener.read(2.0) == [b'{"event_type":"flow"}']
+        assert listener.received == 1
+        sender.close()
+
+
+def test_dgram_datagram_with_several_events_gives_each_line(sockdir):
+    with SocketListener(str(sockdir / "eve.sock")) as listener:
+        sender = _dgram_sender(sockdir / "eve.sock")
+        sender.send(b'{"a":1}\n{"b":2}\n\n{"c":3}\n')
+        assert listener.read(2.0) == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
+        sender.close()
+
+
+def test_dgram_ten_thousand_datagrams_sent_fast_all_arrive(sockdir):
+    # Linux blocks a unix datagram sender when the receiver's queue is full instead of
+    # dropping, so every datagram must arrive, in order.
+    path = sockdir / "eve.sock"
+    total = 10_000
+    with SocketListener(str(path)) as listener:
+
+        def send_all() -> None:
+            sender = _dgram_sender(path)
+            for i in range(total):
+                sender.send(b'{"n":%d}\n' % i)
+            sender.close()
+
+        writer = threading.Thread(target=send_all, daemon=True)
+        writer.start()
+        lines = _read_until(listener, total, limit=20.0)
+        writer.join(5)
+        assert len(lines) == total
+        assert lines[0] == b'{"n":0}' and lines[-1] == b'{"n":9999}'
+        assert listener.dropped == 0
+
+
+def test_dgram_over_long_line_is_dropped_counted_and_later_lines_still_arrive(sockdir, caplog):
+    with SocketListener(str(sockdir / "eve.sock"), max_line_bytes=100) as listener:
+        sender = _dgram_sender(sockdir / "eve.sock")
+        sender.send(b"x" * 101)
+        sender.send(b'{"short":1}\n' + b"y" * 200 + b"\n" + b'{"short":2}\n')
+        sender.send(b'{"short":3}')
+        with caplog.at_level(logging.WARNING, logger="zeekndm.listen"):
+            lines = _read_until(listener, 3)
+        assert lines == [b'{"short":1}', b'{"short":2}', b'{"short":3}']
+        assert listener.dropped == 2
+        assert "dropped 2" in caplog.text and "eve.sock" in caplog.text
+        sender.close()
+
+
+def test_drop_warning_is_logged_at_most_once_a_minute(sockdir, caplog):
+    with SocketListener(str(sockdir / "eve.sock"), max_line_bytes=10) as listener:
+        sender = _dgram_sender(sockdir / "eve.sock")
+        with caplog.at_level(logging.WARNING, logger="zeekndm.listen"):
+            for _ in range(5):
+                sender.send(b"z" * 50)
+                sender.send(b"ok")
+                assert listener.read(2.0) == [b"ok"]
+        assert listener.dropped == 5
+        assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
+        sender.close()
+
+
+# -- streams -----------------------------------------------------------------------------
+def test_stream_two_clients_interleaving_each_get_their_own_lines(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), "unix_stream") as listener:
+        a = _stream_client(path)
+        b = _stream_client(path)
+        a.sendall(b'{"from":"a1"')
+        b.sendall(b'{"from":"b1"}\n{"from":')
+        assert _read_until(listener, 1) == [b'{"from":"b1"}']
+        assert listener.clients == 2
+        a.sendall(b"}\n")
+        b.sendall(b'"b2"}\n')
+        got = _read_until(listener, 2)
+        assert sorted(got) == [b'{"from":"a1"}', b'{"from":"b2"}']
+        a.close()
+        b.close()
+
+
+def test_stream_line_split_across_many_sends_is_reassembled(sockdir):
+    path = sockdir / "eve.sock"
+    event = b'{"event_type":"flow","src_ip":"10.0.0.1","dest_port":27017}'
+    with SocketListener(str(path), "unix_stream") as listener:
+        client = _stream_client(path)
+        for i in range(0, len(event), 7):
+            client.sendall(event[i : i + 7])
+            assert listener.read(0.05) == []
+        client.sendall(b"\n")
+        assert _read_until(listener, 1) == [event]
+        client.close()
+
+
+def test_stream_disconnect_with_partial_line_returns_it(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), "unix_stream") as listener:
+        client = _stream_client(path)
+        client.sendall(b'{"n":1}\n{"n":2}')
+        assert _read_until(listener, 1) == [b'{"n":1}']
+        client.close()
+        assert _read_until(listener, 1) == [b'{"n":2}']
+        deadline = time.monotonic() + 2
+        while listener.clients and time.monotonic() < deadline:
+            listener.read(0.05)
+        assert listener.clients == 0
+
+
+def test_stream_over_long_line_is_dropped_without_buffering_and_next_line_arrives(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), "unix_stream", max_line_bytes=1000) as listener:
+        client = _stream_client(path)
+        for _ in range(50):  # 50 KB of one line, sent in pieces, far past the cap
+            client.sendall(b"q" * 1000)
+            listener.read(0.01)
+            assert all(len(c.partial) <= 1000 for c in listener._clients.values())
+        client.sendall(b"tail of the long line\n" + b'{"after":1}\n')
+        assert _read_until(listener, 1) == [b'{"after":1}']
+        assert listener.dropped == 1
+        client.close()
+
+
+def test_stream_client_reset_does_not_raise(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), "unix_stream") as listener:
+        bad = _stream_client(path)
+        bad.sendall(b"\xff\xfe garbage without newline")
+        bad.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        bad.close()
+        good = _stream_client(path)
+        good.sendall(b'{"ok":1}\n')
+        got = _read_until(listener, 2)
+        assert b'{"ok":1}' in got
+        good.close()
+
+
+def test_fileno_becomes_readable_for_a_selector(sockdir):
+    import selectors
+
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path)) as listener, selectors.DefaultSelector() as sel:
+        sel.register(listener.fileno(), selectors.EVENT_READ)
+        assert sel.select(0.05) == []
+        sender = _dgram_sender(path)
+        sender.send(b"x")
+        assert len(sel.select(2.0)) == 1
+        sender.close()
+
+
+# -- the socket file ---------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["unix_dgram", "unix_stream"])
+def test_stale_socket_from_a_crash_is_replaced(sockdir, kind):
+    path = sockdir / "eve.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: what a crashed process leaves
+    assert path.is_socket()
+    with SocketListener(str(path), kind) as listener:
+        assert path.is_socket()
+        if kind == "unix_dgram":
+            _dgram_sender(path).send(b"hello")
+        else:
+            _stream_client(path).sendall(b"hello\n")
+        assert _read_until(listener, 1) == [b"hello"]
+
+
+def test_socket_still_in_use_by_another_listener_is_refused(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), "unix_stream"):
+        with pytest.raises(ZeekNDMError, match="in use") as info:
+            SocketListener(str(path), "unix_stream")
+        assert str(path) in str(info.value)
+        assert path.is_socket()
+
+
+def test_regular_file_at_path_is_an_error_naming_the_path(sockdir):
+    path = sockdir / "eve.json"
+    path.write_text("precious data\n")
+    with pytest.raises(ZeekNDMError, match="is not a socket") as info:
+        SocketListener(str(path))
+    assert str(path) in str(info.value)
+    assert path.read_text() == "precious data\n"
+
+
+def test_path_too_long_is_an_error_naming_the_path(sockdir):
+    path = sockdir / ("d" * 60) / ("e" * 60 + ".sock")
+    with pytest.raises(ZeekNDMError, match="longer than the 107") as info:
+        SocketListener(str(path))
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_directory_is_an_error_naming_the_path(sockdir):
+    locked = sockdir / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ZeekNDMError, match="cannot bind") as info:
+        SocketListener(str(locked / "eve.sock"))
+    assert str(locked / "eve.sock") in str(info.value)
+
+
+def test_unknown_kind_lists_the_valid_ones(sockdir):
+    with pytest.raises(ZeekNDMError, match="unix_dgram, unix_stream"):
+        SocketListener(str(sockdir / "eve.sock"), "udp")
+
+
+def test_missing_parent_directory_is_created_and_mode_applied(sockdir):
+    path = sockdir / "run" / "zeekndm" / "eve.sock"
+    with SocketListener(str(path), mode=0o600):
+        assert path.is_socket()
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_close_removes_the_socket_file(sockdir):
+    path = sockdir / "eve.sock"
+    listener = SocketListener(str(path), "unix_stream")
+    client = _stream_client(path)
+    _read_until(listener, 0, limit=0.1)
+    listener.close()
+    assert not path.exists()
+    listener.close()  # twice is harmless
+    client.close()
+
+
+def test_close_leaves_a_socket_file_that_is_no_longer_ours(sockdir):
+    path = sockdir / "eve.sock"
+    listener = SocketListener(str(path))
+    os.unlink(path)
+    newer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    newer.bind(str(path))  # another process took the path over
+    listener.close()
+    assert path.is_socket()
+    newer.close()
+
+
+@pytest.mark.parametrize("kind", ["unix_dgram", "unix_stream"])
+def test_read_times_out_with_nothing_after_about_the_timeout(sockdir, kind):
+    with SocketListener(str(sockdir / "eve.sock"), kind) as listener:
+        start = time.monotonic()
+        assert listener.read(0.3) == []
+        elapsed = time.monotonic() - start
+        assert 0.25 <= elapsed < 1.0
+
+
+@pytest.mark.parametrize("kind", ["unix_dgram", "unix_stream"])
+def test_a_large_backlog_comes_back_in_budget_sized_reads(sockdir, kind):
+    path = sockdir / "eve.sock"
+    total = 4 * READ_BUDGET
+    with SocketListener(str(path), kind) as listener:
+
+        def send_all() -> None:
+            if kind == "unix_dgram":
+                sender = _dgram_sender(path)
+                for i in range(0, total, 100):  # 100 events per datagram
+                    sender.send(b"".join(b"%08d\n" % n for n in range(i, i + 100)))
+            else:
+                sender = _stream_client(path)
+                sender.sendall(b"".join(b"%08d\n" % n for n in range(total)))
+            sender.close()
+
+        writer = threading.Thread(target=send_all, daemon=True)
+        writer.start()
+        time.sleep(0.2)  # let a backlog build up in the kernel
+        batches = []
+        deadline = time.monotonic() + 10
+        while sum(map(len, batches)) < total and time.monotonic() < deadline:
+            batches.append(listener.read(0.5))
+        writer.join(5)
+    lines = [line for batch in batches for line in batch]
+    assert lines == [b"%08d" % n for n in range(total)]
+    # a stream chunk already read is returned whole: at most one chunk's lines over budget
+    assert max(map(len, batches)) <= READ_BUDGET + STREAM_CHUNK // 9
+    assert len(batches) >= 3
+
+
+# -- real eve lines ----------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["unix_dgram", "unix_stream"])
+def test_real_eve_lines_through_the_socket_parse_into_the_same_flows_as_the_file(
+    sockdir, real, kind
+):
+    eve = real("suricata/suricatalog/eve-2.json")
+    raw = eve.read_bytes().splitlines()
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), kind) as listener:
+
+        def send_all() -> None:
+            if kind == "unix_dgram":
+                sender = _dgram_sender(path)
+                for line in raw:  # Suricata: one event per datagram, newline-terminated
+                    sender.send(line + b"\n")
+            else:
+                sender = _stream_client(path)
+                blob = b"".join(line + b"\n" for line in raw)
+                for i in range(0, len(blob), 4093):  # cut lines at arbitrary places
+                    sender.sendall(blob[i : i + 4093])
+            sender.close()
+
+        writer = threading.Thread(target=send_all, daemon=True)
+        writer.start()
+        lines = _read_until(listener, len(raw), limit=10.0)
+        writer.join(5)
+    assert lines == raw
+
+    parser = make_parser("suricata_eve")
+    flows = []
+    for line in lines:
+        try:
+            flow = parser.parse(line)
+        except Skip:
+            continue
+        if flow is not None:
+            flows.append(flow)
+    head = sockdir / "head.json"
+    head.write_bytes(b"".join(line + b"\n" for line in raw))
+    expected = list(read_flows(head, fmt="suricata_eve"))
+    assert len(flows) > 900
+    assert flows == expected

@@ -1,0 +1,421 @@
+"""Unix socket listener: the server end of Suricata's `eve-log` socket outputs.
+
+Suricata can write eve events straight to a unix socket instead of a file
+(`eve-log: filetype: unix_dgram` or `unix_stream`). It is always the client: it connects
+to a socket that must already exist, so zeekndm binds it and reads.
+
+- `unix_dgram`: each datagram carries one event (Suricata) or several newline-separated
+  ones (other writers); a datagram without a trailing newline is still one complete line,
+  because datagram boundaries are message boundaries.
+- `unix_stream`: newline-delimited events over any number of connections. Each client's
+  unfinished last line is buffered until its newline arrives; a client that disconnects
+  mid-line has its remainder returned as a line (Suricata ends every event with a newline,
+  so a remainder is a whole event whose newline was simply the last byte not sent).
+
+Invariants: memory per client is bounded by `max_line_bytes` (an over-long line is dropped,
+counted and its rest discarded as it arrives, never buffered); one `read` call returns at
+most about `READ_BUDGET` lines so a busy socket cannot starve the caller's other work; nothing a
+client does (garbage, resets, half lines, floods) makes `read` raise.
+
+There is no offset to checkpoint here: what the kernel delivered is gone from it, so socket
+input is at-most-once across a crash, unlike file inputs.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import selectors
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+
+from zeekndm.errors import ZeekNDMError
+
+__all__ = ["KINDS", "READ_BUDGET", "SocketListener"]
+
+log = logging.getLogger(__name__)
+
+#: The `filetype` values of Suricata's eve-log that this module serves.
+KINDS = ("unix_dgram", "unix_stream")
+#: Reading stops once a `read` call holds this many lines; the rest waits in the kernel
+#: for the next call. A stream chunk already received is split whole, so a call can return
+#: up to one chunk's worth of lines more than this.
+READ_BUDGET = 10_000
+#: Largest datagram received whole. Unix datagrams are limited by the sender's SO_SNDBUF
+#: (about 208 KiB by default on Linux); anything larger arrives truncated and is dropped.
+DGRAM_BUFFER = 256 * 1024
+#: Receive queue asked for on the datagram socket: bursts of events wait here rather than
+#: blocking (or, for a non-blocking writer, losing) Suricata. The kernel caps it at
+#: net.core.rmem_max without telling us, which is fine.
+DGRAM_RCVBUF = 8 * 1024 * 1024
+#: Bytes read from one stream client per recv call (also bounds the budget overshoot).
+STREAM_CHUNK = 64 * 1024
+#: Longest AF_UNIX path: sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_PATH_BYTES = 107
+#: At most one warning about dropped lines per this many seconds.
+WARN_INTERVAL = 60.0
+_BACKLOG = 64
+
+
+@dataclass(eq=False)
+class _Client:
+    """One stream connection: its socket and its unfinished last line."""
+
+    sock: socket.socket
+    partial: bytearray = field(default_factory=bytearray)
+    #: True while the rest of an over-long line is being thrown away up to its newline.
+    discarding: bool = False
+
+
+class SocketListener:
+    """Binds a unix socket at `path` and yields the eve lines clients send.
+
+    Use `fileno()` with a selector, or just call `read(timeout)` in a loop; `close()` (or
+    leaving a `with` block) closes every connection and removes the socket file, but only
+    if the file is still the one this listener bound, so a newer process that took the
+    path over keeps its socket.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        kind: str = "unix_dgram",
+        *,
+        max_line_bytes: int = 1 << 20,
+        mode: int = 0o660,
+    ) -> None:
+        if kind not in KINDS:
+            raise ZeekNDMError(
+                f"unknown socket kind {kind!r}; valid: {', '.join(KINDS)}", file=str(path)
+            )
+        if max_line_bytes < 1:
+            raise ZeekNDMError(f"max_line_bytes must be positive, got {max_line_bytes}")
+        self.path = str(path)
+        self.kind = kind
+        self.max_line_bytes = max_line_bytes
+        self.received = 0
+        self.dropped = 0
+        self.clients = 0
+        self._clients: dict[int, _Client] = {}
+        self._last_warning = float("-inf")
+        self._dropped_since_warning = 0
+        self._closed = False
+        self._buffer = bytearray(DGRAM_BUFFER) if kind == "unix_dgram" else bytearray()
+        if len(os.fsencode(self.path)) > MAX_PATH_BYTES:
+            raise ZeekNDMError(
+                f"socket path is {len(os.fsencode(self.path))} bytes, longer than the "
+                f"{MAX_PATH_BYTES} a unix socket address can hold; choose a shorter path",
+                file=self.path,
+            )
+        self._prepare_path()
+        self._sock = self._bind(mode)
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._sock, selectors.EVENT_READ, None)
+        log.info("listening for %s eve events on %s", kind, self.path)
+
+    # -- setup ----------------------------------------------------------------------------
+    def _prepare_path(self) -> None:
+        """Create the parent directory; clear a stale socket left by a crash.
+
+        A regular file (or anything not a socket) at the path is refused rather than
+        deleted: it is someone's data and the path is most likely a configuration mistake.
+        A socket that something still listens on is refused too: replacing it would
+        silently steal the sensor's events from another running zeekndm.
+        """
+        parent = os.path.dirname(self.path)
+        if parent:
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise ZeekNDMError(
+                    f"cannot create the socket's directory {parent}: {exc.strerror}",
+                    file=self.path,
+                ) from exc
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ZeekNDMError(
+                f"cannot inspect socket path: {exc.strerror}", file=self.path
+            ) from exc
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ZeekNDMError(
+                "exists and is not a socket; refusing to replace it (remove it or choose "
+                "another socket path)",
+                file=self.path,
+            )
+        if _socket_is_live(self.path):
+            raise ZeekNDMError(
+                "socket is in use: another process is listening on it", file=self.path
+            )
+        log.info("replacing stale socket %s", self.path)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ZeekNDMError(
+                f"cannot remove stale socket: {exc.strerror}", file=self.path
+            ) from exc
+
+    def _bind(self, mode: int) -> socket.socket:
+        sock_type = socket.SOCK_DGRAM if self.kind == "unix_dgram" else socket.SOCK_STREAM
+        sock = socket.socket(socket.AF_UNIX, sock_type)
+        try:
+            sock.bind(self.path)
+        except OSError as exc:
+            sock.close()
+            reason = exc.strerror or str(exc)
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                reason += " (the zeekndm user needs write access to the socket's directory)"
+            raise ZeekNDMError(f"cannot bind {self.kind} socket: {reason}", file=self.path) from exc
+        try:
+            # Suricata often runs as another user; the group (e.g. suricata) gets access.
+            os.chmod(self.path, mode)
+            if self.kind == "unix_dgram":
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DGRAM_RCVBUF)
+                except OSError:
+                    log.debug("could not raise SO_RCVBUF on %s", self.path)
+            else:
+                sock.listen(_BACKLOG)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            _unlink_quietly(self.path)
+            raise ZeekNDMError(
+                f"cannot set up {self.kind} socket: {exc.strerror or exc}", file=self.path
+            ) from exc
+        return sock
+
+    # -- reading --------------------------------------------------------------------------
+    def fileno(self) -> int:
+        """The listening (or, for dgram, receiving) socket, for the caller's selector."""
+        return self._sock.fileno()
+
+    def read(self, timeout: float) -> list[bytes]:
+        """Wait up to `timeout` s and return the complete lines available now.
+
+        Lines come without their newline; empty lines are dropped; [] means nothing
+        arrived in time. About `READ_BUDGET` lines at most per call (see there), so the
+        caller regains control under any load. Never raises for anything a client does.
+        """
+        if self._closed:
+            raise ZeekNDMError("read() on a closed socket listener", file=self.path)
+        lines: list[bytes] = []
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                events = self._selector.select(max(0.0, remaining))
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                events = []
+            for key, _ in events:
+                if len(lines) >= READ_BUDGET:
+                    break
+                if key.data is None:
+                    if self.kind == "unix_dgram":
+                        self._receive_datagrams(lines)
+                    else:
+                        self._accept_clients()
+                else:
+                    self._receive_stream(key.data, lines)
+            if lines or remaining <= 0:
+                break
+        self.received += len(lines)
+        self._warn_about_drops()
+        return lines
+
+    def _receive_datagrams(self, lines: list[bytes]) -> None:
+        buf = self._buffer
+        view = memoryview(buf)
+        recv_into = self._sock.recvmsg_into
+        max_len = self.max_line_bytes
+        trunc = getattr(socket, "MSG_TRUNC", 0)
+        while len(lines) < READ_BUDGET:
+            try:
+                n, _, flags, _ = recv_into([view])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # nothing a sender does should stop us
+                log.debug("recv on %s failed: %s", self.path, exc)
+                return
+            data = bytes(view[:n])
+            if flags & trunc:
+                # The tail was cut off by the kernel: complete lines before the cut are
+                # kept, the cut one is dropped.
+                self._drop(1)
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    continue
+                data = data[:cut]
+            if b"\n" not in data:
+                if len(data) > max_len:
+                    self._drop(1)
+                elif data and not data.isspace():
+                    lines.append(data)
+                continue
+            for line in data.split(b"\n"):
+                if len(line) > max_len:
+                    self._drop(1)
+                elif line and not line.isspace():
+                    lines.append(line)
+
+    def _accept_clients(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: try again on the next read
+                log.warning("cannot accept a connection on %s: %s", self.path, exc)
+                return
+            conn.setblocking(False)
+            client = _Client(conn)
+            self._clients[conn.fileno()] = client
+            self._selector.register(conn, selectors.EVENT_READ, client)
+            self.clients = len(self._clients)
+            log.debug("client connected to %s (%d now)", self.path, self.clients)
+
+    def _receive_stream(self, client: _Client, lines: list[bytes]) -> None:
+        while len(lines) < READ_BUDGET:
+            try:
+                chunk = client.sock.recv(STREAM_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # reset by peer and similar: same as a disconnect
+                log.debug("client of %s failed: %s", self.path, exc)
+                chunk = b""
+            if not chunk:
+                self._disconnect(client, lines)
+                return
+            self._split_stream(client, chunk, lines)
+
+    def _split_stream(self, client: _Client, chunk: bytes, lines: list[bytes]) -> None:
+        max_len = self.max_line_bytes
+        if client.discarding:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            client.discarding = False
+            chunk = chunk[end + 1 :]
+        last = chunk.rfind(b"\n")
+        if last < 0:
+            if len(client.partial) + len(chunk) > max_len:
+                self._drop(1)
+                client.partial.clear()
+                client.discarding = True
+            else:
+                client.partial += chunk
+            return
+        if client.partial:
+            head = bytes(client.partial) + chunk[:last]
+            client.partial.clear()
+        else:
+            head = chunk[:last]
+        for line in head.split(b"\n"):
+            if len(line) > max_len:
+                self._drop(1)
+            elif line and not line.isspace():
+                lines.append(line)
+        rest = chunk[last + 1 :]
+        if len(rest) > max_len:
+            self._drop(1)
+            client.discarding = True
+        else:
+            client.partial += rest
+
+    def _disconnect(self, client: _Client, lines: list[bytes]) -> None:
+        if client.partial and not client.discarding and not client.partial.isspace():
+            lines.append(bytes(client.partial))
+        self._forget(client)
+        log.debug("client disconnected from %s (%d left)", self.path, self.clients)
+
+    def _forget(self, client: _Client) -> None:
+        try:
+            self._selector.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        self._clients.pop(client.sock.fileno(), None)
+        client.sock.close()
+        self.clients = len(self._clients)
+
+    # -- accounting -----------------------------------------------------------------------
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        self._dropped_since_warning += count
+
+    def _warn_about_drops(self) -> None:
+        if not self._dropped_since_warning:
+            return
+        now = time.monotonic()
+        if now - self._last_warning < WARN_INTERVAL:
+            return
+        log.warning(
+            "%s: dropped %d over-long or truncated event(s) (limit %d bytes; %d in total)",
+            self.path,
+            self._dropped_since_warning,
+            self.max_line_bytes,
+            self.dropped,
+        )
+        self._last_warning = now
+        self._dropped_since_warning = 0
+
+    # -- shutdown -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close every socket; unlink the socket file if it is still the one we bound.
+
+        Partial lines of connected stream clients are discarded: a client still connected
+        at shutdown will resend nothing, so there is nothing better to do with them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for client in list(self._clients.values()):
+            self._forget(client)
+        self._selector.close()
+        self._sock.close()
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return
+        if (st.st_dev, st.st_ino) == self._identity:
+            _unlink_quietly(self.path)
+
+    def __enter__(self) -> SocketListener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SocketListener({self.path!r}, {self.kind!r})"
+
+
+def _socket_is_live(path: str) -> bool:
+    """True if a process still listens on the unix socket at `path` (of either type)."""
+    for sock_type in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        probe = socket.socket(socket.AF_UNIX, sock_type)
+        probe.settimeout(0.5)
+        try:
+            probe.connect(path)
+        except OSError:
+            continue
+        else:
+            return True
+        finally:
+            probe.close()
+    return False
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
