@@ -188,16 +188,26 @@ def test_stream_client_reset_does_not_raise(sockdir):
         good.close()
 
 
-def test_fileno_becomes_readable_for_a_selector(sockdir):
+@pytest.mark.parametrize("kind", ["unix_dgram", "unix_stream"])
+def test_fileno_polls_readable_when_data_waits(sockdir, kind):
     import selectors
 
     path = sockdir / "eve.sock"
-    with SocketListener(str(path)) as listener, selectors.DefaultSelector() as sel:
+    with SocketListener(str(path), kind) as listener, selectors.DefaultSelector() as sel:
         sel.register(listener.fileno(), selectors.EVENT_READ)
         assert sel.select(0.05) == []
-        sender = _dgram_sender(path)
-        sender.send(b"x")
+        if kind == "unix_dgram":
+            sender = _dgram_sender(path)
+            sender.send(b"x")
+        else:
+            sender = _stream_client(path)
+            assert len(sel.select(2.0)) == 1  # the connection itself
+            assert listener.read(0.05) == []
+            assert sel.select(0.05) == []  # accepted: nothing more to do
+            sender.sendall(b"x\n")  # data on the accepted connection, not the listener
         assert len(sel.select(2.0)) == 1
+        assert listener.read(0) == [b"x"]
+        assert sel.select(0.05) == []
         sender.close()
 
 
@@ -243,13 +253,47 @@ def test_path_too_long_is_an_error_naming_the_path(sockdir):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def _error_as_unprivileged_user(path: Path) -> str:
+    """str() of the ZeekNDMError SocketListener(path) raises, as a user without privileges.
+
+    Root ignores directory permissions, so under root the attempt runs in a forked child
+    that drops to nobody first.
+    """
+
+    def attempt() -> str:
+        try:
+            SocketListener(str(path)).close()
+        except ZeekNDMError as exc:
+            return str(exc)
+        return "no error"
+
+    if os.geteuid() != 0:
+        return attempt()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write_end, attempt().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
 def test_unwritable_directory_is_an_error_naming_the_path(sockdir):
     locked = sockdir / "locked"
-    locked.mkdir(mode=0o500)
-    with pytest.raises(ZeekNDMError, match="cannot bind") as info:
-        SocketListener(str(locked / "eve.sock"))
-    assert str(locked / "eve.sock") in str(info.value)
+    locked.mkdir()
+    locked.chmod(0o555)
+    sockdir.chmod(0o755)
+    message = _error_as_unprivileged_user(locked / "eve.sock")
+    assert "cannot bind" in message and "Permission denied" in message
+    assert str(locked / "eve.sock") in message
 
 
 def test_unknown_kind_lists_the_valid_ones(sockdir):

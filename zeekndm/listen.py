@@ -196,7 +196,18 @@ class SocketListener:
 
     # -- reading --------------------------------------------------------------------------
     def fileno(self) -> int:
-        """The listening (or, for dgram, receiving) socket, for the caller's selector."""
+        """A descriptor that polls readable when `read` has something to do.
+
+        For dgram that is the socket itself. For stream, data arrives on the accepted
+        connections, not on the listening socket, so this is the internal epoll descriptor
+        (readable whenever any connection or the listening socket is); on platforms
+        without one it falls back to the listening socket, and the caller must then call
+        `read` with a short timeout regularly rather than rely on the selector alone.
+        """
+        if self.kind == "unix_stream":
+            selector_fileno = getattr(self._selector, "fileno", None)
+            if selector_fileno is not None:
+                return selector_fileno()
         return self._sock.fileno()
 
     def read(self, timeout: float) -> list[bytes]:
