@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -296,6 +297,13 @@ def test_unwritable_directory_is_an_error_naming_the_path(sockdir):
     assert str(locked / "eve.sock") in message
 
 
+def test_parent_that_is_a_file_is_an_error_naming_it(sockdir):
+    (sockdir / "run").write_text("")
+    with pytest.raises(ZeekNDMError, match="is not a directory") as info:
+        SocketListener(str(sockdir / "run" / "eve.sock"))
+    assert str(sockdir / "run" / "eve.sock") in str(info.value)
+
+
 def test_unknown_kind_lists_the_valid_ones(sockdir):
     with pytest.raises(ZeekNDMError, match="unix_dgram, unix_stream"):
         SocketListener(str(sockdir / "eve.sock"), "udp")
@@ -370,20 +378,107 @@ def test_a_large_backlog_comes_back_in_budget_sized_reads(sockdir, kind):
     assert len(batches) >= 3
 
 
-# -- real eve lines ----------------------------------------------------------------------
+# -- how Suricata writes ---------------------------------------------------------------
+def _suricata_style_writer(path: Path, kind: str):
+    """A write(event) function that sends like Suricata's eve-log socket output.
+
+    Suricata connects, wraps the socket in a stdio FILE (fdopen) and does fwrite + fflush
+    per event, newline included. glibc then splits an event over 4 KiB into several
+    datagrams; this reproduces that through the real libc.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fdopen.restype = ctypes.c_void_p
+    libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+    libc.fwrite.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]
+    libc.fflush.argtypes = [ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    sock_type = socket.SOCK_DGRAM if kind == "unix_dgram" else socket.SOCK_STREAM
+    sock = socket.socket(socket.AF_UNIX, sock_type)
+    sock.connect(str(path))
+    fp = libc.fdopen(sock.detach(), b"w")
+    assert fp, "fdopen failed"
+
+    def write(event: bytes) -> None:
+        data = event + b"\n"
+        assert libc.fwrite(data, len(data), 1, fp) == 1
+        assert libc.fflush(fp) == 0
+
+    def close() -> None:
+        libc.fclose(fp)
+
+    return write, close
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "fdopen"), reason="needs a C library")
 @pytest.mark.parametrize("kind", ["unix_dgram", "unix_stream"])
+def test_events_larger_than_stdio_buffer_arrive_whole_as_suricata_writes_them(sockdir, kind):
+    path = sockdir / "eve.sock"
+    events = [b'{"n":%d,"pad":"%s"}' % (size, b"p" * size) for size in (10, 4070, 4100, 9000)]
+    events.append(b'{"tail":' + b"t" * 12_300 + b"}")
+    with SocketListener(str(path), kind) as listener:
+        write, close = _suricata_style_writer(path, kind)
+        for event in events:
+            write(event)
+        close()
+        start = time.monotonic()
+        assert _read_until(listener, len(events)) == events
+        assert time.monotonic() - start < 0.5  # no waiting for fragments that completed
+        assert listener.dropped == 0
+
+
+def test_dgram_block_sized_datagram_without_continuation_is_one_line_after_a_pause(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path)) as listener:
+        sender = _dgram_sender(path)
+        sender.send(b"b" * 4096)  # looks like the first piece of a split event
+        start = time.monotonic()
+        lines = _read_until(listener, 1)
+        assert lines == [b"b" * 4096]
+        assert 0.8 < time.monotonic() - start < 3.0
+        sender.close()
+
+
+def test_dgram_split_event_over_the_cap_is_dropped_and_next_event_arrives(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), max_line_bytes=6000) as listener:
+        write, close = _suricata_style_writer(path, "unix_dgram")
+        write(b"x" * 20_000)
+        write(b'{"next":1}')
+        close()
+        assert _read_until(listener, 1) == [b'{"next":1}']
+        assert listener.dropped == 1
+
+
+# -- real eve lines ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "writer"),
+    [
+        ("unix_dgram", "datagram per event"),
+        ("unix_dgram", "suricata stdio"),
+        ("unix_stream", "arbitrary chunks"),
+        ("unix_stream", "suricata stdio"),
+    ],
+)
 def test_real_eve_lines_through_the_socket_parse_into_the_same_flows_as_the_file(
-    sockdir, real, kind
+    sockdir, real, kind, writer
 ):
+    # eve-2.json has 13 events longer than 4 KiB (up to 7.7 KB), which Suricata's stdio
+    # writes split over several datagrams.
     eve = real("suricata/suricatalog/eve-2.json")
     raw = eve.read_bytes().splitlines()
     path = sockdir / "eve.sock"
     with SocketListener(str(path), kind) as listener:
 
         def send_all() -> None:
+            if writer == "suricata stdio":
+                write, close = _suricata_style_writer(path, kind)
+                for line in raw:
+                    write(line)
+                close()
+                return
             if kind == "unix_dgram":
                 sender = _dgram_sender(path)
-                for line in raw:  # Suricata: one event per datagram, newline-terminated
+                for line in raw:
                     sender.send(line + b"\n")
             else:
                 sender = _stream_client(path)
@@ -392,10 +487,10 @@ def test_real_eve_lines_through_the_socket_parse_into_the_same_flows_as_the_file
                     sender.sendall(blob[i : i + 4093])
             sender.close()
 
-        writer = threading.Thread(target=send_all, daemon=True)
-        writer.start()
+        sending = threading.Thread(target=send_all, daemon=True)
+        sending.start()
         lines = _read_until(listener, len(raw), limit=10.0)
-        writer.join(5)
+        sending.join(5)
     assert lines == raw
 
     parser = make_parser("suricata_eve")

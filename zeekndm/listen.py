@@ -6,7 +6,9 @@ to a socket that must already exist, so zeekndm binds it and reads.
 
 - `unix_dgram`: each datagram carries one event (Suricata) or several newline-separated
   ones (other writers); a datagram without a trailing newline is still one complete line,
-  because datagram boundaries are message boundaries.
+  because datagram boundaries are message boundaries. One exception: Suricata writes
+  through stdio, which splits an event over 4 KiB into 4096-byte-multiple datagrams; those
+  are joined back (see `SocketListener._receive_datagrams`).
 - `unix_stream`: newline-delimited events over any number of connections. Each client's
   unfinished last line is buffered until its newline arrives; a client that disconnects
   mid-line has its remainder returned as a line (Suricata ends every event with a newline,
@@ -51,6 +53,11 @@ DGRAM_BUFFER = 256 * 1024
 #: blocking (or, for a non-blocking writer, losing) Suricata. The kernel caps it at
 #: net.core.rmem_max without telling us, which is fine.
 DGRAM_RCVBUF = 8 * 1024 * 1024
+#: glibc's stdio buffer for a socket: Suricata's events longer than this arrive as several
+#: datagrams, all but the last a multiple of this size (see `_receive_datagrams`).
+STDIO_BLOCK = 4096
+#: How long a held datagram fragment waits for its continuation before it counts as whole.
+FRAGMENT_WAIT = 1.0
 #: Bytes read from one stream client per recv call (also bounds the budget overshoot).
 STREAM_CHUNK = 64 * 1024
 #: Longest AF_UNIX path: sun_path is 108 bytes on Linux, including the terminating NUL.
@@ -104,6 +111,7 @@ class SocketListener:
         self._dropped_since_warning = 0
         self._closed = False
         self._buffer = bytearray(DGRAM_BUFFER) if kind == "unix_dgram" else bytearray()
+        self._fragment_since: float | None = None
         if len(os.fsencode(self.path)) > MAX_PATH_BYTES:
             raise ZeekNDMError(
                 f"socket path is {len(os.fsencode(self.path))} bytes, longer than the "
@@ -114,6 +122,7 @@ class SocketListener:
         self._sock = self._bind(mode)
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
+        self._dgram = _Client(self._sock)  # the held fragment of a split datagram event
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._sock, selectors.EVENT_READ, None)
         log.info("listening for %s eve events on %s", kind, self.path)
@@ -131,6 +140,10 @@ class SocketListener:
         if parent:
             try:
                 os.makedirs(parent, exist_ok=True)
+            except FileExistsError as exc:
+                raise ZeekNDMError(
+                    f"{exc.filename or parent} exists and is not a directory", file=self.path
+                ) from exc
             except OSError as exc:
                 raise ZeekNDMError(
                     f"cannot create the socket's directory {parent}: {exc.strerror}",
@@ -220,11 +233,15 @@ class SocketListener:
         if self._closed:
             raise ZeekNDMError("read() on a closed socket listener", file=self.path)
         lines: list[bytes] = []
-        deadline = time.monotonic() + max(0.0, timeout)
+        now = time.monotonic()
+        deadline = now + max(0.0, timeout)
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - now
+            wait = remaining
+            if self._fragment_since is not None:
+                wait = min(wait, self._fragment_since + FRAGMENT_WAIT - now)
             try:
-                events = self._selector.select(max(0.0, remaining))
+                events = self._selector.select(max(0.0, wait))
             except InterruptedError:  # pragma: no cover - PEP 475 retries for us
                 events = []
             for key, _ in events:
@@ -237,6 +254,9 @@ class SocketListener:
                         self._accept_clients()
                 else:
                     self._receive_stream(key.data, lines)
+            now = time.monotonic()
+            if self._fragment_since is not None and now - self._fragment_since >= FRAGMENT_WAIT:
+                self._flush_fragment(lines)
             if lines or remaining <= 0:
                 break
         self.received += len(lines)
@@ -244,10 +264,17 @@ class SocketListener:
         return lines
 
     def _receive_datagrams(self, lines: list[bytes]) -> None:
-        buf = self._buffer
-        view = memoryview(buf)
+        """Drain queued datagrams into `lines`.
+
+        Suricata writes a socket through stdio (fwrite + fflush), so glibc sends an event
+        larger than its 4 KiB buffer as several datagrams: every one but the last is a
+        multiple of 4096 bytes long and does not end with a newline. Such a datagram is
+        held and joined with what follows, up to the line cap and at most `FRAGMENT_WAIT`
+        seconds. Any other datagram ends a line, with or without its trailing newline.
+        """
+        view = memoryview(self._buffer)
         recv_into = self._sock.recvmsg_into
-        max_len = self.max_line_bytes
+        state = self._dgram
         trunc = getattr(socket, "MSG_TRUNC", 0)
         while len(lines) < READ_BUDGET:
             try:
@@ -257,26 +284,35 @@ class SocketListener:
             except OSError as exc:  # nothing a sender does should stop us
                 log.debug("recv on %s failed: %s", self.path, exc)
                 return
+            if not n:
+                continue
             data = bytes(view[:n])
             if flags & trunc:
-                # The tail was cut off by the kernel: complete lines before the cut are
-                # kept, the cut one is dropped.
+                # The kernel cut the tail off: lines complete before the cut are kept,
+                # the cut one (and any fragment it continued) is dropped.
                 self._drop(1)
                 cut = data.rfind(b"\n")
                 if cut < 0:
+                    state.partial.clear()
+                    state.discarding = False
+                    self._fragment_since = None
                     continue
-                data = data[:cut]
-            if b"\n" not in data:
-                if len(data) > max_len:
-                    self._drop(1)
-                elif data and not data.isspace():
-                    lines.append(data)
-                continue
-            for line in data.split(b"\n"):
-                if len(line) > max_len:
-                    self._drop(1)
-                elif line and not line.isspace():
-                    lines.append(line)
+                data = data[: cut + 1]
+            if data[-1:] != b"\n":
+                if len(data) % STDIO_BLOCK == 0:
+                    self._split(state, data, lines)
+                    if self._fragment_since is None:
+                        self._fragment_since = time.monotonic()
+                    continue
+                data += b"\n"
+            self._split(state, data, lines)
+            self._fragment_since = None
+
+    def _flush_fragment(self, lines: list[bytes]) -> None:
+        """A held datagram got no continuation in time: it was a whole event after all."""
+        state = self._dgram
+        self._split(state, b"\n", lines)
+        self._fragment_since = None
 
     def _accept_clients(self) -> None:
         while True:
@@ -306,9 +342,10 @@ class SocketListener:
             if not chunk:
                 self._disconnect(client, lines)
                 return
-            self._split_stream(client, chunk, lines)
+            self._split(client, chunk, lines)
 
-    def _split_stream(self, client: _Client, chunk: bytes, lines: list[bytes]) -> None:
+    def _split(self, client: _Client, chunk: bytes, lines: list[bytes]) -> None:
+        """Append the lines `chunk` completes to `lines`; keep its unfinished tail."""
         max_len = self.max_line_bytes
         if client.discarding:
             end = chunk.find(b"\n")
