@@ -270,9 +270,14 @@ def verdicts(rows: list[Row]) -> list[str]:
     tsv = by["zeekndm replay, Zeek TSV"]
     eve = by["zeekndm replay, eve.json"]
     rss = max(r.rss_mb for r in rows[1:])
+    startup = tsv.records / tsv.wall_rate - tsv.records / tsv.own_rate
     out = [
         f"- zeekndm end to end on the TSV is {tsv.wall_rate / zat.wall_rate:.1f}x zat's reader "
-        f"(target ≥ 4x): {'met' if tsv.wall_rate >= 4 * zat.wall_rate else 'MISSED'}.",
+        f"on the wall clock (target ≥ 4x): "
+        f"{'met' if tsv.wall_rate >= 4 * zat.wall_rate else 'MISSED'}; "
+        f"{tsv.own_rate / zat.own_rate:.1f}x comparing the read loops alone (zeekndm's "
+        f"summary rate leaves out its ~{startup:.2f} s of start-up: interpreter, imports, "
+        "loading the models).",
         f"- eve.json end to end: {eve.wall_rate:,.0f} records/s (target ≥ 150,000): "
         f"{'met' if eve.wall_rate >= 150_000 else 'MISSED'}.",
         f"- highest peak RSS of any zeekndm run: {rss:.0f} MB (target < 200 MB): "
