@@ -30,6 +30,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -51,6 +52,7 @@ MAX_OPEN_FILES = 64
 STATE_VERSION = 1
 
 _HISTORY = 64  # how many ended/truncated files are remembered to recognise their copies
+_ADOPT_MARGIN = 60.0  # s before a saved state within which a rotated file may be unread
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,8 @@ class Follower:
         self._closed_heads: dict[str, bytes] = {}
         self._warned: set[tuple[str, str]] = set()
         self._first_tick = True
+        self._resume_ended: list[_Snapshot] = []
+        self._saved_at: float | None = None
         self._resume: list[dict] = self._parse_state(state)
         self._wake = threading.Event()
         self._next_tick = 0.0
@@ -222,6 +226,10 @@ class Follower:
                 return []
             self._wake.wait(min(deadline, self._next_tick) - now)
 
+    def wake(self) -> None:
+        """Make a waiting `read()` return early (from a signal handler or another thread)."""
+        self._wake.set()
+
     def state(self) -> dict:
         """JSON-serialisable positions of everything read() has returned so far: per file its
         identity (dev, inode, fingerprint of the first bytes + fingerprint length), path, byte
@@ -251,7 +259,19 @@ class Follower:
             )
         # Files not yet resumed (read() never called) keep their old positions.
         files.extend(self._resume)
-        return {"version": STATE_VERSION, "files": files}
+        # Files read to their end: a file rotated away while we are stopped is recognised by
+        # these (already read) or read whole (written after this state).
+        ended = [
+            {"fp": s.fp_hex, "fp_len": s.fp_len, "offset": s.offset, "line": s.line, "path": s.path}
+            for s in list(self._history) + self._resume_ended
+            if s.fp_len and not s.from_state
+        ]
+        return {
+            "version": STATE_VERSION,
+            "files": files,
+            "ended": ended[-_HISTORY:],
+            "saved_at": time.time(),
+        }
 
     def lag(self) -> list[FileLag]:
         """Bytes (and seconds, by mtime) between what was returned and each file's end."""
@@ -402,7 +422,7 @@ class Follower:
             if f.key not in self._files:
                 continue
             if f.origin in unfinished and not f.detached and f.path == f.origin:
-                continue  # the file it replaced is not finished yet
+                continue  # an older file of the same name is not finished yet
             done = self._service(f, chunks)
             if not done and f.path != f.origin:
                 unfinished.add(f.origin)
@@ -725,11 +745,30 @@ class Follower:
                 )
             except (KeyError, TypeError, ValueError):
                 log.warning("ignoring malformed follow state entry %r", e)
+        saved_at = state.get("saved_at")
+        self._saved_at = float(saved_at) if isinstance(saved_at, (int, float)) else None
+        for e in state.get("ended") or []:
+            try:
+                self._resume_ended.append(
+                    _Snapshot(
+                        int(e["fp_len"]),
+                        str(e["fp"]),
+                        None,
+                        int(e["offset"]),
+                        int(e["line"]),
+                        False,
+                        str(e.get("path", "")),
+                    )
+                )
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring malformed follow state entry %r", e)
         return good
 
     def _resume_from_state(self, found: dict[tuple[int, int], str], dirs: set[str]) -> None:
         """Pick up each file of the saved state where it was, or say what was lost."""
         entries, self._resume = self._resume, []
+        self._history.extend(self._resume_ended)
+        self._resume_ended = []
         everywhere: dict[tuple[int, int], str] | None = None
         for e in entries:
             ident = (e["dev"], e["ino"])
@@ -778,9 +817,81 @@ class Follower:
             f.head = os.pread(fd, FINGERPRINT_BYTES, 0)
             self._check_not_beyond_end(f, size)
             self._files[f.key] = f
+        if entries:
+            self._adopt_rotated_while_stopped(found)
         # Old files found renamed must be finished before new files at their old names.
         order = sorted(self._files.values(), key=lambda f: found.get((f.dev, f.ino)) is not None)
         self._files = {f.key: f for f in order}
+
+    def _adopt_rotated_while_stopped(self, found: dict[tuple[int, int], str]) -> None:
+        """Files that appeared and were renamed away from the watched names while we were
+        stopped (Zeek rotates to `conn.<time>.log` beside `conn.log`): files next to a
+        watched one, named like it, not known, are read too, oldest first, before the
+        current file. One already read to its end is recognised by its fingerprint.
+        Archives compressed by then (zeekctl gzips into a dated folder) are out of reach."""
+        if self._saved_at is None:
+            return
+        since_ns = int((self._saved_at - _ADOPT_MARGIN) * 1e9)
+        known = set(found) | {(f.dev, f.ino) for f in self._files.values()}
+        candidates = []
+        for directory, stem, origin in self._rotation_stems():
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(stem):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if stat.S_ISREG(st.st_mode) and ident not in known and st.st_mtime_ns >= since_ns:
+                    known.add(ident)
+                    candidates.append((st.st_mtime_ns, entry.path, ident, origin))
+        for _, path, ident, origin in sorted(candidates):
+            fd = self._open(path, ident)
+            if fd is None:
+                continue
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, FINGERPRINT_BYTES, 0)
+            snap = next((s for s in self._history if s.matches(fd, size)), None)
+            if head.startswith(b"\x1f\x8b") or (snap is not None and snap.offset >= size):
+                self._close_fd(fd)  # compressed, or already read to its end (kept in history)
+                continue
+            f = _File(
+                key=_key(*ident),
+                dev=ident[0],
+                ino=ident[1],
+                fd=fd,
+                path=path,
+                origin=origin,
+                detached=True,
+            )
+            if snap is not None:
+                self._history.remove(snap)
+                f.offset, f.line, f.skipping = snap.offset, snap.line, snap.skipping
+            else:
+                f.new_file = True
+                log.info("%s was rotated while zeekndm was stopped; reading it", path)
+            f.head = head
+            self._files[f.key] = f
+
+    def _rotation_stems(self) -> list[tuple[str, str, str]]:
+        """(directory, name prefix of its rotated files, watched path) per watched name."""
+        out = []
+        for t in self._targets:
+            real = os.path.realpath(t.path)
+            if os.path.isdir(real):
+                names = [(real, p) for p in t.patterns]
+            else:
+                names = [(os.path.dirname(real) or ".", os.path.basename(real))]
+            for directory, name in names:
+                base = re.split(r"[.*?\[]", name, maxsplit=1)[0]
+                if base and not any(c in name.split(".")[0] for c in "*?["):
+                    out.append((directory, base + ".", os.path.join(directory, name)))
+        return out
 
     def _find_renamed(self, e: dict, ident: tuple[int, int]) -> str | None:
         try:
