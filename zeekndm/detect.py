@@ -461,6 +461,14 @@ class Detector:
                 )
         return out
 
+    def advance(self, ts: float) -> list[Detection]:
+        """Move event time to `ts` without a record: live mode calls this when its inputs
+        have been idle, so episodes of a sensor that went quiet still end."""
+        if ts <= self.max_ts:
+            return []
+        self.max_ts = ts
+        return self._sweep() or []
+
     def finish(self) -> list[Detection]:
         """The input is over (end of a replay): end every open episode with its totals."""
         out = []
@@ -478,6 +486,8 @@ class Detector:
         return {
             "version": 1,
             "max_ts": self.max_ts if self.max_ts != float("-inf") else None,
+            # when the next sweep is due: restoring it makes a restart invisible in the alerts
+            "next_sweep": self._next_sweep if self._next_sweep != float("-inf") else None,
             "tracks": [[k[0], k[1], t.to_dict()] for k, t in self._tracks.items()],
         }
 
@@ -486,7 +496,8 @@ class Detector:
             raise ValueError("unsupported detector snapshot")
         max_ts = data.get("max_ts")
         self.max_ts = float("-inf") if max_ts is None else float(max_ts)
-        self._next_sweep = self.max_ts
+        next_sweep = data.get("next_sweep")
+        self._next_sweep = self.max_ts if next_sweep is None else float(next_sweep)
         self._tracks.clear()
         for model_name, src, tdata in data.get("tracks", []):
             if model_name in self._runtimes:

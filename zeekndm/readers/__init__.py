@@ -47,6 +47,7 @@ __all__ = [
     "AddressCache",
     "iter_lines",
     "make_parser",
+    "parse_line",
     "open_binary",
     "read_flows",
     "register_parser",
@@ -357,8 +358,9 @@ def _read(
         )
 
 
-def _parse_one(parser: LineParser, lineno: int, line: bytes, stats: ReadStats) -> Flow | None:
-    """Parse one line, turning every per-line failure into a count (the slow path)."""
+def parse_line(parser: LineParser, lineno: int, line: bytes, stats: ReadStats) -> Flow | None:
+    """Parse one line, turning every per-line failure into a count in `stats` (live mode
+    feeds lines one at a time; replay uses this on its slow path)."""
     try:
         return parser.parse(line)
     except BadLine as exc:
@@ -380,7 +382,7 @@ def _parse_lines(
         if line is LINE_TOO_LONG:
             stats.add_bad(lineno, "line too long")
             continue
-        record = _parse_one(parser, lineno, line, stats)
+        record = parse_line(parser, lineno, line, stats)
         if record is not None:
             stats.records += 1
             yield record

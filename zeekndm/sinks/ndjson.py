@@ -2,6 +2,12 @@
 
 Appends and flushes every batch; with a file path, also fsyncs, so an acknowledged
 batch is on disk before input offsets move.
+
+Live mode resumes from its last committed input offsets after a crash and re-detects the
+alerts of the records read since; those alerts are already in the file. `position()` is
+recorded with each commit, and `skip_written_since(offset)` makes the sink drop exactly
+the ids found in the file after that offset, so a file output gets each alert once, as
+Elasticsearch does through its 409 on a known `_id`.
 """
 
 from __future__ import annotations
@@ -44,7 +50,50 @@ class NDJSONSink:
         else:
             raise SinkError("NDJSONSink needs a path or a stream")
 
+        self._skip: set[str] = set()
+
+    def position(self) -> int | None:
+        """Bytes in the output file now (None for a stream)."""
+        if self.path is None:
+            return None
+        return self._stream.tell()
+
+    def skip_written_since(self, offset: int) -> int:
+        """Remember the ids of the alerts written after `offset`, and do not write them
+        again. A partial last line (the process died inside a write) is cut off first.
+        Returns how many ids will be skipped."""
+        if self.path is None:
+            return 0
+        self._stream.flush()
+        with open(self.path, "rb") as f:
+            f.seek(max(0, offset))
+            tail = f.read()
+        if tail and not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n") + 1
+            log.warning(
+                "%s ends with a partial alert line (%d bytes, from an interrupted write); "
+                "removing it",
+                self.path,
+                len(tail) - cut,
+            )
+            os.truncate(self.path, max(0, offset) + cut)
+            self._stream.seek(0, os.SEEK_END)
+            tail = tail[:cut]
+        for line in tail.splitlines():
+            try:
+                self._skip.add(orjson.loads(line)["event"]["id"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+        return len(self._skip)
+
     def send(self, batch: Sequence[Alert]) -> SendResult:
+        if self._skip:
+            kept = [a for a in batch if a.id not in self._skip]
+            self._skip.difference_update(a.id for a in batch)
+            skipped = len(batch) - len(kept)
+            batch = kept
+            if not batch:
+                return SendResult(acked=skipped)
         if not batch:
             return SendResult()
         data = b"".join(orjson.dumps(a.doc) + b"\n" for a in batch)
