@@ -1,0 +1,471 @@
+"""Live mode latency: time from a conn.log line being written to its alert being emitted.
+
+Issue 4 asks for the time between a line landing in the followed file and its alert being
+written by `zeekndm run`, as median and p99 at 10,000 records/s, and the CPU `run` uses at
+that rate. This script is both the sensor and the analyst:
+
+- It starts `python -m zeekndm run --input DIR --output alerts.ndjson --state-dir STATE`
+  (a fresh process, default config plus `logging.stats_interval: 5`) over an empty Zeek
+  conn.log (header only).
+- In one loop (a single thread, so no GIL hand-over adds to what is measured) it appends
+  Zeek TSV lines made by `zeekndm.synth` at a steady `--rate`, in batches every
+  `--batch-ms` (Zeek's writer buffers too; a batch is one `os.write`, visible at once),
+  with the `ts` column equal to the wall clock, as a live sensor's. Background traffic is
+  synth's ordinary mix (no alert in it); embedded in it, `--scans-per-second` outbound
+  MongoDB scans, each from its own internal source to exactly 25 distinct external hosts on
+  27017/tcp (S0) over `--scan-span` seconds. The 25th line of a scan crosses the model's
+  threshold (25 distinct destinations in 300 s), so it makes exactly one START alert; the
+  time right after the `os.write` that carried it is recorded.
+- Every millisecond it reads what was appended to alerts.ndjson and records when each alert
+  line appeared. A START alert's `source.ip` names its scan; latency = appearance - write.
+- CPU: zeekndm's user+system CPU seconds (psutil) over the steady part of the run (after
+  `--warmup`) divided by the wall time; peak RSS is the process's VmHWM. It also checks that
+  zeekndm kept up: its committed `totals.records` (STATE/registry.json) must reach the
+  number of lines written, and its own stats lines give records/s.
+
+Each configuration runs `--repeat` times (the machine is shared: report the best median and
+the worst p99). `--write-results` replaces the "Live mode latency" section of RESULTS.md.
+
+    cd /work/main && /work/venv/bin/python bench/bench_latency.py --rate 10000 --rate 1000 \\
+        --seconds 30 --repeat 3 --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zeekndm.synth import Conn, Traffic, write_zeek_tsv  # noqa: E402
+
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## Live mode latency"
+RULE = "mongodb_scan_internal_external"
+THRESHOLD = 25  # the shipped model's `low` distinct_destinations
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- traffic ----------------------------------------------------------------------------
+@dataclass
+class Traffic_:
+    """What the writer appends: a header, background rows and the scans' rows.
+
+    Rows are stored without their first two columns (ts, uid): those are filled in at write
+    time, so event time follows the wall clock and every uid is unique."""
+
+    header: bytes
+    background: list[str]
+    scans: list[tuple[str, list[str]]]  # (source ip, its 25 rows in order)
+
+
+def _rows(conns: list[Conn]) -> tuple[list[str], list[str]]:
+    buf = io.StringIO()
+    write_zeek_tsv(conns, buf)
+    lines = buf.getvalue().splitlines()
+    header = [ln for ln in lines if ln.startswith("#") and not ln.startswith("#close")]
+    rows = [ln.split("\t", 2)[2] for ln in lines if not ln.startswith("#")]
+    return header, rows
+
+
+def make_traffic(n_scans: int, pool: int = 20000, seed: int = 11) -> Traffic_:
+    t = Traffic(seed=seed)
+    t.background(pool, duration=3600.0)
+    header, background = _rows(t.conns)
+    r = t.rng
+    scans = []
+    for k in range(n_scans):
+        src = f"10.200.{k // 250}.{k % 250 + 1}"
+        dsts: list[str] = []
+        while len(dsts) < THRESHOLD:
+            d = t.public_ip()
+            if d not in dsts:
+                dsts.append(d)
+        conns = [
+            Conn(0.0, "C", src, r.randint(1024, 65535), d, 27017, "tcp", "S0") for d in dsts
+        ]
+        scans.append((src, _rows(conns)[1]))
+    return Traffic_(("\n".join(header) + "\n").encode(), background, scans)
+
+
+# -- one run ----------------------------------------------------------------------------
+@dataclass
+class Run:
+    rate: int
+    seconds: float
+    lines_written: int = 0
+    write_seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    scans: int = 0
+    missing: int = 0
+    unexpected: int = 0
+    cpu_percent: float = 0.0
+    bench_cpu_percent: float = 0.0
+    peak_rss_mb: float = 0.0
+    committed_records: int = 0
+    stats_rates: list[float] = field(default_factory=list)
+    caught_up_after: float = float("nan")
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.lines_written / self.write_seconds if self.write_seconds else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): a value that was actually measured."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
+class AlertTail:
+    """Reads the lines appended to the NDJSON output and notes when each appeared."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = None
+        self._buf = b""
+        self.seen: list[tuple[float, dict]] = []
+
+    def poll(self) -> None:
+        if self._f is None:
+            try:
+                self._f = open(self.path, "rb")  # noqa: SIM115 - kept open across polls
+            except FileNotFoundError:
+                return
+        data = self._f.read()
+        if not data:
+            return
+        now = time.monotonic()
+        self._buf += data
+        *complete, self._buf = self._buf.split(b"\n")
+        for line in complete:
+            if line.strip():
+                self.seen.append((now, orjson.loads(line)))
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+def _wait_for(pred, timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def _committed_records(state: Path) -> int:
+    try:
+        data = orjson.loads((state / "registry.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return 0
+    return int(data.get("totals", {}).get("records", 0))
+
+
+def run_once(args: argparse.Namespace, rate: int, work: Path) -> Run:
+    seconds = float(args.seconds)
+    span = float(args.scan_span)
+    warmup = float(args.warmup)
+    scan_times: list[tuple[float, int, int]] = []  # (offset s, scan, row)
+    n_scans = 0
+    t0 = warmup
+    while t0 + span < seconds - 1.0:
+        for m in range(THRESHOLD):
+            scan_times.append((t0 + m * span / (THRESHOLD - 1), n_scans, m))
+        n_scans += 1
+        t0 += 1.0 / args.scans_per_second
+    scan_times.sort()
+    traffic = make_traffic(n_scans)
+
+    logs = work / "logs"
+    logs.mkdir(parents=True)
+    conn_log = logs / "conn.log"
+    conn_log.write_bytes(traffic.header)
+    out = work / "alerts.ndjson"
+    state = work / "state"
+    cfg = work / "zeekndm.yaml"
+    cfg.write_text("logging:\n  stats_interval: 5\n")
+    log_path = work / "zeekndm.log"
+    cmd = [
+        sys.executable, "-m", "zeekndm", "run", "--config", str(cfg), "--log-level", "info",
+        "--input", str(logs), "--output", str(out), "--state-dir", str(state),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    with open(log_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+    result = Run(rate, seconds, scans=n_scans)
+    tail = AlertTail(out)
+    try:
+        if not _wait_for(lambda: b"zeekndm run: following" in log_path.read_bytes(), 20):
+            raise RuntimeError(f"zeekndm did not start:\n{log_path.read_text()}")
+        _wait_for(lambda: b"reading " in log_path.read_bytes(), 5)
+        zproc = psutil.Process(proc.pid)
+        me = psutil.Process()
+        crossing: dict[str, float] = {}  # source ip -> monotonic time of the write
+        fd = os.open(conn_log, os.O_WRONLY | os.O_APPEND)
+        batch = args.batch_ms / 1000.0
+        bg = traffic.background
+        bg_i = 0
+        scan_i = 0
+        written = 0
+        uid = 0
+        cpu_mark = me_mark = None
+        start = time.monotonic()
+        next_write = start
+        while True:
+            now = time.monotonic()
+            elapsed = now - start
+            if elapsed >= seconds:
+                break
+            if cpu_mark is None and elapsed >= warmup:
+                cpu_mark = (now, sum(zproc.cpu_times()[:2]))
+                me_mark = sum(me.cpu_times()[:2])
+            if now >= next_write:
+                due = int(elapsed * rate) - written
+                rows: list[str] = []
+                cross_srcs: list[str] = []
+                while scan_i < len(scan_times) and scan_times[scan_i][0] <= elapsed:
+                    _, k, m = scan_times[scan_i]
+                    src, scan_rows = traffic.scans[k]
+                    rows.append(scan_rows[m])
+                    if m == THRESHOLD - 1:
+                        cross_srcs.append(src)
+                    scan_i += 1
+                for _ in range(max(0, due - len(rows))):
+                    rows.append(bg[bg_i])
+                    bg_i = (bg_i + 1) % len(bg)
+                if rows:
+                    ts = f"{time.time():.6f}"
+                    parts = []
+                    for row in rows:
+                        uid += 1
+                        parts.append(f"{ts}\tC{uid:017d}\t{row}\n")
+                    os.write(fd, "".join(parts).encode())
+                    wrote_at = time.monotonic()
+                    for src in cross_srcs:
+                        crossing[src] = wrote_at
+                    written += len(rows)
+                next_write += batch
+                if next_write < now:  # fell behind: do not try to catch up in a burst
+                    next_write = now + batch
+            tail.poll()
+            time.sleep(max(0.0, min(next_write - time.monotonic(), 0.001)))
+        end = time.monotonic()
+        os.close(fd)
+        result.lines_written = written
+        result.write_seconds = end - start
+        if cpu_mark is not None:
+            wall = end - cpu_mark[0]
+            result.cpu_percent = 100 * (sum(zproc.cpu_times()[:2]) - cpu_mark[1]) / wall
+            result.bench_cpu_percent = 100 * (sum(me.cpu_times()[:2]) - me_mark) / wall
+        result.peak_rss_mb = _vm_hwm_mb(proc.pid)
+        # The last alerts, then every record committed.
+        expected = len(crossing)
+        _wait_for(lambda: (tail.poll(), _starts(tail) >= expected)[1], 10, step=0.001)
+        caught = _wait_for(lambda: _committed_records(state) >= written, 15)
+        result.caught_up_after = time.monotonic() - end if caught else float("nan")
+        result.committed_records = _committed_records(state)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        tail.poll()
+        tail.close()
+    seen_srcs = set()
+    for at, doc in tail.seen:
+        src = doc.get("source", {}).get("ip")
+        action = doc.get("event", {}).get("action")
+        if doc.get("rule", {}).get("name") == RULE and action == "scan-start" and src in crossing:
+            if src in seen_srcs:
+                result.unexpected += 1
+                continue
+            seen_srcs.add(src)
+            result.latencies_ms.append(1000 * (at - crossing[src]))
+        else:
+            result.unexpected += 1
+    result.missing = len(crossing) - len(seen_srcs)
+    for m in re.finditer(r"stats: records=\d+ \((\d+)/s\)", log_path.read_text()):
+        result.stats_rates.append(float(m.group(1)))
+    return result
+
+
+def _starts(tail: AlertTail) -> int:
+    return sum(1 for _, d in tail.seen if d.get("event", {}).get("action") == "scan-start")
+
+
+def _vm_hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+# -- report -----------------------------------------------------------------------------
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} vCPU, Python {platform.python_version()}"
+
+
+def row(r: Run, label: str) -> str:
+    lat = r.latencies_ms
+    steady = r.stats_rates[1:-1] or r.stats_rates
+    return (
+        f"| {label} | {r.achieved_rate:,.0f} | {len(lat)} | "
+        f"{statistics.median(lat) if lat else float('nan'):.1f} | {percentile(lat, 90):.1f} | "
+        f"{percentile(lat, 99):.1f} | {max(lat) if lat else float('nan'):.1f} | "
+        f"{r.missing} | {r.cpu_percent:.0f} % | {r.peak_rss_mb:.0f} | "
+        f"{statistics.median(steady) if steady else float('nan'):,.0f} | "
+        f"{'yes' if r.committed_records >= r.lines_written else 'NO'} |"
+    )
+
+
+HEADER = (
+    "| run | records/s written | alerts | median ms | p90 ms | p99 ms | max ms | missed | "
+    "zeekndm CPU (1 core = 100 %) | peak RSS MB | zeekndm records/s (stats) | all committed |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def summary(runs: list[Run]) -> list[str]:
+    out = []
+    for rate in sorted({r.rate for r in runs}, reverse=True):
+        rs = [r for r in runs if r.rate == rate and r.latencies_ms]
+        if not rs:
+            continue
+        best_median = min(statistics.median(r.latencies_ms) for r in rs)
+        worst_p99 = max(percentile(r.latencies_ms, 99) for r in rs)
+        cpu = statistics.median(r.cpu_percent for r in rs)
+        out.append(
+            f"| {rate:,} | {len(rs)} | {best_median:.1f} | {worst_p99:.1f} | {cpu:.0f} % | "
+            f"{max(r.peak_rss_mb for r in rs):.0f} |"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rate", type=int, action="append", help="records/s (repeatable)")
+    p.add_argument("--seconds", type=float, default=30.0, help="writing time per run")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds before scans and CPU")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--batch-ms", type=float, default=5.0, help="ms between appends")
+    p.add_argument("--scans-per-second", type=float, default=10.0)
+    p.add_argument("--scan-span", type=float, default=2.0, help="seconds one scan lasts")
+    p.add_argument("--workdir", type=Path, help="keep run directories here")
+    p.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
+    args = p.parse_args(argv)
+    rates = args.rate or [10000]
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="zeekndm-latency-"))
+    runs: list[Run] = []
+    lines = []
+    for rate in rates:
+        for i in range(args.repeat):
+            work = base / f"rate{rate}-run{i + 1}"
+            _note(f"run {i + 1}/{args.repeat} at {rate:,} records/s in {work} ...")
+            r = run_once(args, rate, work)
+            runs.append(r)
+            lines.append(row(r, f"{rate:,}/s #{i + 1}"))
+            _note(lines[-1])
+            if r.unexpected:
+                _note(f"  warning: {r.unexpected} alerts that are not a scan's START")
+            _note(f"  bench process CPU {r.bench_cpu_percent:.0f} %, caught up "
+                  f"{r.caught_up_after:.1f} s after the writer stopped")  # fmt: skip
+    table = "\n".join([HEADER, *lines])
+    summ = "\n".join(
+        [
+            "| records/s | runs | median ms (best run) | p99 ms (worst run) | zeekndm CPU "
+            "(median run) | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|---:|",
+            *summary(runs),
+        ]
+    )
+    print(summ + "\n\n" + table)
+    if args.write_results:
+        write_results(args, rates, summ, table, runs)
+        _note(f"updated {RESULTS}")
+    return 0
+
+
+def write_results(
+    args: argparse.Namespace, rates: list[int], summ: str, table: str, runs: list[Run]
+) -> None:
+    cmd = (
+        "cd /work/main && /work/venv/bin/python bench/bench_latency.py "
+        + " ".join(f"--rate {r}" for r in rates)
+        + f" --seconds {args.seconds:g} --repeat {args.repeat} --write-results"
+    )
+    bench_cpu = statistics.median(r.bench_cpu_percent for r in runs) if runs else 0.0
+    text = f"""{SECTION}
+
+Command ({machine()}, {dt.date.today().isoformat()}):
+
+    {cmd}
+
+`zeekndm run --input DIR` (default config, inotify through watchdog) follows a Zeek
+conn.log that the benchmark appends to at a steady rate: every {args.batch_ms:g} ms one
+`write()` of the lines due (Zeek's log writer buffers too), `ts` = wall clock, synth's
+ordinary traffic plus {args.scans_per_second:g} outbound MongoDB scans per second (each to
+exactly 25 external hosts on 27017/tcp, S0, over {args.scan_span:g} s), so each scan's
+25th line crosses the threshold and makes one START alert. Latency = when the alert line
+appeared in alerts.ndjson (polled every 1 ms) minus when the write carrying the crossing
+line returned. {args.seconds:g} s of writing per run, scans and CPU accounting from
+{args.warmup:g} s on; CPU is zeekndm's user+system time over that wall time (100 % = one
+core; the writer/tailer itself used about {bench_cpu:.0f} % of another); peak RSS is
+VmHWM. "all committed": the registry's `totals.records` reached the lines written.
+
+{summ}
+
+Every run:
+
+{table}
+"""
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = current.find(SECTION)
+    if start < 0:
+        RESULTS.write_text(current.rstrip("\n") + "\n\n" + text)
+        return
+    end = current.find("\n## ", start + len(SECTION))
+    rest = current[end + 1 :] if end >= 0 else ""
+    RESULTS.write_text(current[:start] + text + ("\n" + rest if rest else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
