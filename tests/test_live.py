@@ -436,3 +436,79 @@ def test_corrupt_registry_is_an_error_not_a_fresh_start(tmp_path):
     )
     assert r.returncode != 0
     assert "registry.json: the registry is not valid JSON" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["unix_dgram", "unix_stream"])
+def test_suricata_socket_input_detects_like_replay(tmp_path, zeekndm_proc, kind):
+    import socket
+    import tempfile
+
+    lines = eve_lines()
+    sockdir = Path(tempfile.mkdtemp(dir="/tmp", prefix="zndm"))  # AF_UNIX paths are short
+    try:
+        path = sockdir / "eve.sock"
+        z = zeekndm_proc(tmp_path, f"{kind}:{path}")
+        z.start()
+        if kind == "unix_dgram":
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.connect(str(path))
+            for ln in lines:
+                s.send(ln.encode() + b"\n")
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(path))
+            s.sendall("".join(ln + "\n" for ln in lines).encode())
+        s.close()
+        total = records_in(lines)
+        z.wait_records(total)
+        assert z.stop()[0] == 0
+        assert not path.exists()  # the socket file is removed at exit
+        got = sorted(a["event"]["id"] for a in z.alerts())
+        assert got == sorted(replay_ids(tmp_path, lines, "eve.json"))
+        assert {a["observer"]["vendor"] for a in z.alerts()} == {"OISF"}
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_elasticsearch_outage_and_sigkill_deliver_every_alert_once(tmp_path, zeekndm_proc, es):
+    """The cluster goes down mid-stream, zeekndm is SIGKILLed while it is down and restarted:
+    alerts are spooled, drained once the cluster is back, and each is indexed once."""
+    header, data = zeek_tsv_parts()
+    subprocess.run(
+        [sys.executable, "-m", "zeekndm", "setup", "--elasticsearch", es.url],
+        check=True,
+        capture_output=True,
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "zeekndm.yaml"
+    cfg.write_text(
+        "output:\n  ndjson: {enabled: false}\n  elasticsearch:\n"
+        f"    hosts: ['{es.url}']\n    max_retries: 1\n    backoff_initial: 0.05\n"
+        "    backoff_max: 0.1\n    flush_interval: 0.5\n    request_timeout: 2\n"
+    )
+    z = zeekndm_proc(tmp_path, str(logs), config=cfg)
+    z.start()
+    log = logs / "conn.log"
+    third = len(data) // 3
+    log.write_text("\n".join(header + data[:third]) + "\n")
+    z.wait_records(third)
+    es.down()
+    with open(log, "a") as fh:
+        fh.write("\n".join(data[third : 2 * third]) + "\n")
+    z.wait_records(2 * third)  # committed while down: the alerts are in the spool
+    z.kill()
+    with open(log, "a") as fh:
+        fh.write("\n".join(data[2 * third :]) + "\n")
+    z.start()
+    time.sleep(1.0)
+    es.up()
+    z.wait_records(len(data))
+    deadline = time.monotonic() + 20
+    want = sorted(replay_ids(tmp_path, header + data, "all.log"))
+    ds = "logs-zeekndm.alert-default"
+    while sorted(es.docs(ds)) != want:
+        assert time.monotonic() < deadline, (sorted(es.docs(ds)), want)
+        time.sleep(0.2)
+    assert z.stop()[0] == 0
+    assert es.count(ds) == len(want)

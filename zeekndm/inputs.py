@@ -70,6 +70,7 @@ def parse_inputs(raw: list[Any], errors: list, file: str | None = None) -> list[
                 ConfigError(
                     f"must be a mapping with type and path, not {type(item).__name__}",
                     file=file,
+                    line=getattr(raw, "line", None),
                     key=where,
                 )
             )
@@ -92,20 +93,10 @@ def parse_inputs(raw: list[Any], errors: list, file: str | None = None) -> list[
         if kind is None or not path:
             continue  # already reported
         if not patterns or not all(isinstance(p, str) and p for p in patterns):
-            errors.append(
-                ConfigError(
-                    "must be a non-empty list of file name patterns",
-                    file=file,
-                    key=f"{where}.patterns",
-                )
-            )
+            r.fail("must be a non-empty list of file name patterns", name="patterns")
             continue
         if kind in SOCKET_KINDS and fmt not in (None, "suricata_eve"):
-            errors.append(
-                ConfigError(
-                    "a socket input carries Suricata eve events", file=file, key=f"{where}.format"
-                )
-            )
+            r.fail("a socket input carries Suricata eve events", name="format")
             continue
         specs.append(InputSpec(kind, path, tuple(patterns), fmt))
     return specs

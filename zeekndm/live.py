@@ -196,6 +196,7 @@ class LiveRunner:
             output=self.output,
             elasticsearch_url=self.elasticsearch_url,
             stdout=self.stdout,
+            allow_unreachable=True,
         )
         self._resume_ndjson(sinks, saved.get("ndjson") or {})
         self.pipeline = Pipeline(self.detector, sinks, Observer(hostname=config.sensor_name))
@@ -266,9 +267,13 @@ class LiveRunner:
                 if idle_base is None:
                     idle_base = self.detector.max_ts - (now - last_record)
                 self.pipeline.add_detections(self.detector.advance(idle_base + now - last_record))
-            if now >= next_flush or self.pipeline.pending >= self.pipeline.batch_size:
+            if now >= next_flush:
                 self._commit_if_delivered()
                 next_flush = now + self.flush_interval
+            elif self.pipeline.pending:
+                # Alerts go out as soon as they exist (they are few); the registry is
+                # committed at the flush interval, after everything before it is settled.
+                self.pipeline.deliver()
             if self.reload_requested or now >= next_config_check:
                 self._maybe_reload()
                 next_config_check = now + 1.0

@@ -44,13 +44,15 @@ def build_sinks(
     output: str | None = None,
     elasticsearch_url: str | None = None,
     stdout: IO[bytes] | None = None,
+    allow_unreachable: bool = False,
 ) -> list[Any]:
     """The sinks to write to: NDJSON (a file, or `stdout` for "-") and Elasticsearch.
 
     `output` overrides `output.ndjson.path`; "-" means `stdout` (ignored when `stdout` is
     None). `elasticsearch_url` adds or overrides the cluster of `output.elasticsearch`.
-    The Elasticsearch sink is checked at once, so an unreachable-but-configured cluster
-    is reported (and spooled for) and an unsupported server fails here with one line.
+    The Elasticsearch sink is checked at once, so an unreachable cluster fails here with
+    one line, as does an unsupported server; with `allow_unreachable` (live mode) an
+    unreachable cluster is only a warning and alerts are spooled until it is back.
     """
     from zeekndm.sinks.ndjson import NDJSONSink
 
@@ -67,7 +69,9 @@ def build_sinks(
 
         sink = ElasticsearchSink(es, state_dir)
         try:
-            log.info("%s", sink.check())
+            ok = sink.check(allow_unreachable=allow_unreachable)
+            if ok:
+                log.info("%s", ok)
         except BaseException:
             for s in sinks + [sink]:
                 s.close()

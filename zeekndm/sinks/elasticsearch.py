@@ -422,11 +422,25 @@ class ElasticsearchSink:
             log.debug("closing the Elasticsearch client failed", exc_info=True)
 
     # -- check ----------------------------------------------------------------------------
-    def check(self) -> str:
-        """Connect once; one line on success, one clear SinkError line otherwise."""
+    def check(self, allow_unreachable: bool = False) -> str:
+        """Connect once; one line on success, one clear SinkError line otherwise.
+
+        With `allow_unreachable` (a service starting while the cluster is down), a
+        cluster that cannot be reached at all is not an error: alerts go to the spool
+        until it is back. Wrong credentials or an unsupported server still are."""
         try:
             info = self._client.info()
         except Exception as exc:  # noqa: BLE001 - every client failure becomes one line
+            from elastic_transport import ConnectionError as TransportConnectionError
+
+            if allow_unreachable and isinstance(exc, TransportConnectionError):
+                self._note_failure()
+                log.warning(
+                    "%s; alerts are spooled in %s until it is back",
+                    connection_problem(exc, self.settings),
+                    self.spool.directory,
+                )
+                return ""
             raise connection_problem(exc, self.settings) from None
         return verify_info(info.body if hasattr(info, "body") else info, self.settings)
 
