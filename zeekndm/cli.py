@@ -350,6 +350,8 @@ def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
     w(f"config: {config.path or '(built-in defaults)'}\n")
     w(f"internal_networks: {', '.join(config.internal_networks)}\n")
     w(f"trust_local_fields: {str(config.trust_local_fields).lower()}\n")
+    for spec in config.inputs:
+        w(f"input: {spec.describe()}\n")
     for m in config.models.values():
         levels = ", ".join(f"{s} {n}" for s, n in m.threshold.levels)
         state = "enabled" if m.enabled else "disabled"
