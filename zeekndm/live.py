@@ -169,6 +169,7 @@ class LiveRunner:
         self._unrecognised: set[str] = set()
         self.totals = _Totals()
         self._since_commit = 0
+        self._commit_took = 0.0
         self._config_mtime = self._mtime(config.path)
 
     # -- lifecycle ------------------------------------------------------------------
@@ -269,7 +270,8 @@ class LiveRunner:
                 self.pipeline.add_detections(self.detector.advance(idle_base + now - last_record))
             if now >= next_flush:
                 self._commit_if_delivered()
-                next_flush = now + self.flush_interval
+                # A huge window state makes commits slow: keep them under ~5% of the time.
+                next_flush = time.monotonic() + max(self.flush_interval, 20 * self._commit_took)
             elif self.pipeline.pending:
                 # Alerts go out as soon as they exist (they are few); the registry is
                 # committed at the flush interval, after everything before it is settled.
@@ -405,7 +407,9 @@ class LiveRunner:
         if not self.pipeline.deliver(flush=True):
             return False
         if self._since_commit or final:
+            started = time.monotonic()
             self.registry.commit(self._state())
+            self._commit_took = time.monotonic() - started
             self._since_commit = 0
         return True
 
