@@ -9,7 +9,9 @@ CPU (zeekndm is single-threaded), run one after another:
    (interpreter start-up included) and the records/s zeekndm's own summary reports. Each
    as shipped (records on ports no model watches are only shape-checked) and with
    `--parse-all` (every record parsed into a Flow and seen by the detector).
-3. Peak RSS of each run (`ru_maxrss` of that very child, from `os.wait4`).
+3. Peak RSS of each run: the child's own `VmHWM`, which it writes to stderr on exit.
+   (`ru_maxrss` from `wait4` would not do: a forked child starts with its parent's
+   resident pages counted, so it can never report less than this script's own RSS.)
 4. An adversarial memory run: 1,000,000 internal sources each touching two external
    27017 destinations, interleaved with one source touching 1,000,000 distinct external
    destinations (3,000,000 records in one hour), plus the same shape at a quarter of the
@@ -159,12 +161,19 @@ class Run:
 
     wall: float  # seconds, process start to exit
     cpu: float  # user + system seconds of the child
-    max_rss_mb: float
     stderr: str
+
+    @property
+    def max_rss_mb(self) -> float:
+        """Peak RSS the child reported (`VmHWM` of its own address space, after exec)."""
+        found = _HWM.findall(self.stderr)
+        if not found:
+            raise RuntimeError(f"no peak RSS in the child's stderr:\n{self.stderr}")
+        return int(found[-1]) / 1024
 
 
 def run_child(argv: list[str], cpu: int | None) -> Run:
-    """Run `argv` pinned to `cpu`; its own peak RSS comes from `wait4`, not from polling."""
+    """Run `argv` pinned to `cpu`; wall and CPU time from this side, via `wait4`."""
     with tempfile.TemporaryFile("w+") as err:
         pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
         started = time.perf_counter()
@@ -178,16 +187,29 @@ def run_child(argv: list[str], cpu: int | None) -> Run:
         text = err.read()
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} exited {child.returncode}:\n{text}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text)
+    return Run(wall, usage.ru_utime + usage.ru_stime, text)
 
 
-ZAT = (
-    "import sys, time; from zat.zeek_log_reader import ZeekLogReader\n"
+# Both children write their own peak RSS to stderr as they exit (an atexit hook runs after
+# zeekndm's SystemExit); `python -c` plus runpy is `python -m zeekndm` with that hook.
+_REPORT_HWM = (
+    "import atexit, re, sys\n"
+    "atexit.register(lambda: sys.stderr.write('peak-rss-kb %s\\n' % re.search("
+    "r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)))\n"
+)
+ZEEKNDM = _REPORT_HWM + (
+    "import runpy; sys.argv[0] = 'zeekndm'\n"
+    "runpy.run_module('zeekndm', run_name='__main__', alter_sys=True)\n"
+)
+ZAT = _REPORT_HWM + (
+    "import time; from zat.zeek_log_reader import ZeekLogReader\n"
     "t = time.perf_counter(); n = sum(1 for _ in ZeekLogReader(sys.argv[1]).readrows())\n"
     "print(n, time.perf_counter() - t, file=sys.stderr)\n"
 )
 _SUMMARY = re.compile(r"([\d,]+) records in [\d.]+ s \(([\d,]+) records/s\)")
 _ALERTS = re.compile(r"alerts: (\d+)")
+_ZAT_DONE = re.compile(r"^(\d+) ([\d.e-]+)$", re.M)
+_HWM = re.compile(r"^peak-rss-kb (\d+)$", re.M)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,21 +225,23 @@ class Row:
 
 def bench_zat(path: Path, repeat: int, cpu: int | None) -> Row:
     runs = [run_child([sys.executable, "-c", ZAT, str(path)], cpu) for _ in range(repeat)]
-    parsed = [r.stderr.split() for r in runs]
-    records = int(parsed[0][0])
+    parsed = [_ZAT_DONE.search(r.stderr) for r in runs]
+    if not all(parsed):
+        raise RuntimeError(f"no count in zat's stderr:\n{runs[0].stderr}")
+    records = int(parsed[0].group(1))
     best = min(runs, key=lambda r: r.wall)
     return Row(
         "zat ZeekLogReader.readrows() (baseline)",
         records,
         records / best.wall,
-        max(records / float(p[1]) for p in parsed),
+        max(records / float(p.group(2)) for p in parsed),
         max(r.max_rss_mb for r in runs),
         best.cpu,
     )
 
 
 def bench_zeekndm(what: str, path: Path, repeat: int, cpu: int | None, *extra: str) -> Row:
-    argv = [sys.executable, "-m", "zeekndm", "replay", str(path), "--output", "/dev/null"]
+    argv = [sys.executable, "-c", ZEEKNDM, "replay", str(path), "--output", "/dev/null"]
     runs = [run_child(argv + list(extra), cpu) for _ in range(repeat)]
     summaries = [_SUMMARY.search(r.stderr) for r in runs]
     if not all(summaries):
@@ -360,7 +384,7 @@ def main() -> None:
             "Suricata eve.json (eve adds one dns event per ten flows, skipped and counted). "
             "Each run is a fresh process pinned to one CPU, output to /dev/null; "
             '"wall" includes interpreter start-up, "own summary" is the rate the tool '
-            "prints (zat: its read loop only). Peak RSS is the child's `ru_maxrss`.",
+            "prints (zat: its read loop only). Peak RSS is the child's own `VmHWM` at exit.",
             "",
             table(rows, args.repeat),
             "",
