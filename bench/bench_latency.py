@@ -101,9 +101,7 @@ def make_traffic(n_scans: int, pool: int = 20000, seed: int = 11) -> Traffic_:
             d = t.public_ip()
             if d not in dsts:
                 dsts.append(d)
-        conns = [
-            Conn(0.0, "C", src, r.randint(1024, 65535), d, 27017, "tcp", "S0") for d in dsts
-        ]
+        conns = [Conn(0.0, "C", src, r.randint(1024, 65535), d, 27017, "tcp", "S0") for d in dsts]
         scans.append((src, _rows(conns)[1]))
     return Traffic_(("\n".join(header) + "\n").encode(), background, scans)
 
@@ -113,6 +111,7 @@ def make_traffic(n_scans: int, pool: int = 20000, seed: int = 11) -> Traffic_:
 class Run:
     rate: int
     seconds: float
+    batch_ms: float
     lines_written: int = 0
     write_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
@@ -121,6 +120,7 @@ class Run:
     unexpected: int = 0
     cpu_percent: float = 0.0
     bench_cpu_percent: float = 0.0
+    main_thread_cpu_percent: float = 0.0  # zeekndm's loop; the rest is watchdog's threads
     peak_rss_mb: float = 0.0
     committed_records: int = 0
     stats_rates: list[float] = field(default_factory=list)
@@ -186,8 +186,15 @@ def _committed_records(state: Path) -> int:
     return int(data.get("totals", {}).get("records", 0))
 
 
-def run_once(args: argparse.Namespace, rate: int, work: Path) -> Run:
-    seconds = float(args.seconds)
+def run_once(
+    args: argparse.Namespace,
+    rate: int,
+    work: Path,
+    batch_ms: float | None = None,
+    seconds: float | None = None,
+) -> Run:
+    seconds = float(seconds if seconds is not None else args.seconds)
+    batch_ms = float(batch_ms if batch_ms is not None else args.batch_ms)
     span = float(args.scan_span)
     warmup = float(args.warmup)
     scan_times: list[tuple[float, int, int]] = []  # (offset s, scan, row)
@@ -210,14 +217,16 @@ def run_once(args: argparse.Namespace, rate: int, work: Path) -> Run:
     cfg = work / "zeekndm.yaml"
     cfg.write_text("logging:\n  stats_interval: 5\n")
     log_path = work / "zeekndm.log"
+    profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
     cmd = [
-        sys.executable, "-m", "zeekndm", "run", "--config", str(cfg), "--log-level", "info",
-        "--input", str(logs), "--output", str(out), "--state-dir", str(state),
+        sys.executable, *profile, "-m", "zeekndm", "run", "--config", str(cfg),
+        "--log-level", "info", "--input", str(logs), "--output", str(out),
+        "--state-dir", str(state),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     with open(log_path, "wb") as err:
         proc = subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
-    result = Run(rate, seconds, scans=n_scans)
+    result = Run(rate, seconds, batch_ms, scans=n_scans)
     tail = AlertTail(out)
     try:
         if not _wait_for(lambda: b"zeekndm run: following" in log_path.read_bytes(), 20):
@@ -227,7 +236,7 @@ def run_once(args: argparse.Namespace, rate: int, work: Path) -> Run:
         me = psutil.Process()
         crossing: dict[str, float] = {}  # source ip -> monotonic time of the write
         fd = os.open(conn_log, os.O_WRONLY | os.O_APPEND)
-        batch = args.batch_ms / 1000.0
+        batch = batch_ms / 1000.0
         bg = traffic.background
         bg_i = 0
         scan_i = 0
@@ -243,6 +252,7 @@ def run_once(args: argparse.Namespace, rate: int, work: Path) -> Run:
                 break
             if cpu_mark is None and elapsed >= warmup:
                 cpu_mark = (now, sum(zproc.cpu_times()[:2]))
+                main_mark = _main_thread_cpu(zproc)
                 me_mark = sum(me.cpu_times()[:2])
             if now >= next_write:
                 due = int(elapsed * rate) - written
@@ -282,6 +292,7 @@ def run_once(args: argparse.Namespace, rate: int, work: Path) -> Run:
             wall = end - cpu_mark[0]
             result.cpu_percent = 100 * (sum(zproc.cpu_times()[:2]) - cpu_mark[1]) / wall
             result.bench_cpu_percent = 100 * (sum(me.cpu_times()[:2]) - me_mark) / wall
+            result.main_thread_cpu_percent = 100 * (_main_thread_cpu(zproc) - main_mark) / wall
         result.peak_rss_mb = _vm_hwm_mb(proc.pid)
         # The last alerts, then every record committed.
         expected = len(crossing)
@@ -315,6 +326,14 @@ def run_once(args: argparse.Namespace, rate: int, work: Path) -> Run:
     for m in re.finditer(r"stats: records=\d+ \((\d+)/s\)", log_path.read_text()):
         result.stats_rates.append(float(m.group(1)))
     return result
+
+
+def _main_thread_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of the process's main thread (the one whose id is the pid)."""
+    for t in proc.threads():
+        if t.id == proc.pid:
+            return t.user_time + t.system_time
+    return float("nan")
 
 
 def _starts(tail: AlertTail) -> int:
@@ -351,7 +370,8 @@ def row(r: Run, label: str) -> str:
         f"| {label} | {r.achieved_rate:,.0f} | {len(lat)} | "
         f"{statistics.median(lat) if lat else float('nan'):.1f} | {percentile(lat, 90):.1f} | "
         f"{percentile(lat, 99):.1f} | {max(lat) if lat else float('nan'):.1f} | "
-        f"{r.missing} | {r.cpu_percent:.0f} % | {r.peak_rss_mb:.0f} | "
+        f"{r.missing} | {r.cpu_percent:.0f} % | {r.main_thread_cpu_percent:.0f} % | "
+        f"{r.peak_rss_mb:.0f} | "
         f"{statistics.median(steady) if steady else float('nan'):,.0f} | "
         f"{'yes' if r.committed_records >= r.lines_written else 'NO'} |"
     )
@@ -359,9 +379,27 @@ def row(r: Run, label: str) -> str:
 
 HEADER = (
     "| run | records/s written | alerts | median ms | p90 ms | p99 ms | max ms | missed | "
-    "zeekndm CPU (1 core = 100 %) | peak RSS MB | zeekndm records/s (stats) | all committed |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    "zeekndm CPU (1 core = 100 %) | of which main thread | peak RSS MB | "
+    "zeekndm records/s (stats) | all committed |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
+
+
+SWEEP_HEADER = (
+    "| append every | writes/s | alerts | median ms | p99 ms | zeekndm CPU | main thread | "
+    "other threads (watchdog) |\n"
+    "|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def sweep_row(r: Run) -> str:
+    lat = r.latencies_ms
+    return (
+        f"| {r.batch_ms:g} ms | {1000 / r.batch_ms:,.0f} | {len(lat)} | "
+        f"{statistics.median(lat) if lat else float('nan'):.1f} | {percentile(lat, 99):.1f} | "
+        f"{r.cpu_percent:.0f} % | {r.main_thread_cpu_percent:.0f} % | "
+        f"{r.cpu_percent - r.main_thread_cpu_percent:.0f} % |"
+    )
 
 
 def summary(runs: list[Run]) -> list[str]:
@@ -390,6 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scans-per-second", type=float, default=10.0)
     p.add_argument("--scan-span", type=float, default=2.0, help="seconds one scan lasts")
     p.add_argument("--workdir", type=Path, help="keep run directories here")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        help="run zeekndm under cProfile, stats to this file (its latencies are then not "
+        "representative); read with: python -m pstats FILE",
+    )
+    p.add_argument(
+        "--batch-sweep",
+        default="",
+        help="also one run per append interval in this comma-separated list of ms, at the "
+        "first rate (at most 15 s each): how CPU and latency depend on how often the file "
+        "is written",
+    )
     p.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
     args = p.parse_args(argv)
     rates = args.rate or [10000]
@@ -406,8 +457,22 @@ def main(argv: list[str] | None = None) -> int:
             _note(lines[-1])
             if r.unexpected:
                 _note(f"  warning: {r.unexpected} alerts that are not a scan's START")
-            _note(f"  bench process CPU {r.bench_cpu_percent:.0f} %, caught up "
+            _note(f"  zeekndm main thread {r.main_thread_cpu_percent:.0f} % (other threads "
+                  f"{r.cpu_percent - r.main_thread_cpu_percent:.0f} %); "
+                  f"bench process CPU {r.bench_cpu_percent:.0f} %, caught up "
                   f"{r.caught_up_after:.1f} s after the writer stopped")  # fmt: skip
+    sweep: list[Run] = []
+    for ms in [float(x) for x in args.batch_sweep.split(",") if x.strip()]:
+        work = base / f"rate{rates[0]}-batch{ms:g}ms"
+        _note(f"sweep: appends every {ms:g} ms at {rates[0]:,} records/s in {work} ...")
+        sweep.append(run_once(args, rates[0], work, batch_ms=ms, seconds=min(15.0, args.seconds)))
+        _note(sweep_row(sweep[-1]))
+    if sweep:
+        default = [r for r in runs if r.rate == rates[0]]
+        if default:
+            sweep.append(min(default, key=lambda r: statistics.median(r.latencies_ms or [0])))
+        sweep.sort(key=lambda r: r.batch_ms)
+    sweep_table = "\n".join([SWEEP_HEADER, *(sweep_row(r) for r in sweep)]) if sweep else ""
     table = "\n".join([HEADER, *lines])
     summ = "\n".join(
         [
@@ -417,9 +482,9 @@ def main(argv: list[str] | None = None) -> int:
             *summary(runs),
         ]
     )
-    print(summ + "\n\n" + table)
+    print(summ + "\n\n" + table + ("\n\n" + sweep_table if sweep_table else ""))
     if args.write_results:
-        write_results(args, rates, summ, table, runs)
+        write_results(args, rates, summ, table, runs, sweep_table)
         _note(f"updated {RESULTS}")
     return 0
 
