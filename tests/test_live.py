@@ -512,3 +512,16 @@ def test_elasticsearch_outage_and_sigkill_deliver_every_alert_once(tmp_path, zee
         time.sleep(0.2)
     assert z.stop()[0] == 0
     assert es.count(ds) == len(want)
+
+
+def test_json_logs_are_one_object_per_line(tmp_path, zeekndm_proc):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "zeekndm.yaml"
+    cfg.write_text("logging: {format: json}\n")
+    z = zeekndm_proc(tmp_path, str(logs), config=cfg)
+    z.start()
+    assert z.stop()[0] == 0
+    docs = [json.loads(line) for line in z.log.read_text().splitlines()]
+    assert {"@timestamp", "log.level", "log.logger", "message"} <= set(docs[0])
+    assert any(d["message"].startswith("stopped: records=0") for d in docs)

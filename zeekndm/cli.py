@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -207,14 +208,35 @@ def _error(env: Environment, exc: ZeekNDMError) -> None:
             env.stderr.write(f"  {line}\n")
 
 
-def _setup_logging(env: Environment, level: str) -> None:
+class JSONLogFormatter(logging.Formatter):
+    """One JSON object per log line (`logging.format: json`), for journald → Filebeat/ELK."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "@timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "log.level": record.levelname.lower(),
+            "log.logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["error.stack_trace"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def _setup_logging(env: Environment, level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_zeekndm", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(env.stderr)
     handler._zeekndm = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JSONLogFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
 
@@ -339,7 +361,7 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
     except ImportError as exc:  # pragma: no cover
         raise ZeekNDMError(f"live mode is not available: {exc}") from None
     config = _load(args)
-    _setup_logging(env, args.log_level or config.log_level)
+    _setup_logging(env, args.log_level or config.log_level, config.log_format)
     return run_live(args, config, env)
 
 

@@ -23,6 +23,7 @@ from zeekndm.yamlfile import FieldReader, LocatedDict, load_yaml_file
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Config:
     inputs: tuple[Any, ...] = ()  # parsed by zeekndm.inputs when live mode is configured
     log_level: str = "info"
     stats_interval: float = 60.0
+    log_format: str = "text"
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -87,7 +89,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
     state_dir = r.take("state_dir", str, default=None)
     ndjson_path, es = _output(r)
     inputs = _inputs(r)
-    log_level, stats_interval = _logging(r)
+    log_level, stats_interval, log_format = _logging(r)
     r.finish()
     if errors:
         return None
@@ -104,6 +106,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
         inputs=inputs,
         log_level=log_level,
         stats_interval=stats_interval,
+        log_format=log_format,
         raw=dict(data),
     )
 
@@ -238,7 +241,7 @@ def _inputs(r: FieldReader) -> tuple[Any, ...]:
     return tuple(parse_inputs(raw, r.errors, file=r.file))
 
 
-def _logging(r: FieldReader) -> tuple[str, float]:
+def _logging(r: FieldReader) -> tuple[str, float, str]:
     lg = FieldReader(r.take("logging", dict, default={}), "logging", r.errors, file=r.file)
     level = lg.take(
         "level",
@@ -249,5 +252,11 @@ def _logging(r: FieldReader) -> tuple[str, float]:
         ),
     )
     interval = lg.take("stats_interval", float, default=60.0, check=_positive)
+    fmt = lg.take(
+        "format",
+        str,
+        default="text",
+        check=lambda v: None if v in LOG_FORMATS else f"must be one of {', '.join(LOG_FORMATS)}",
+    )
     lg.finish()
-    return (level or "info").lower(), float(interval)
+    return (level or "info").lower(), float(interval), fmt or "text"
