@@ -525,3 +525,63 @@ def test_json_logs_are_one_object_per_line(tmp_path, zeekndm_proc):
     docs = [json.loads(line) for line in z.log.read_text().splitlines()]
     assert {"@timestamp", "log.level", "log.logger", "message"} <= set(docs[0])
     assert any(d["message"].startswith("stopped: records=0") for d in docs)
+
+
+def test_episode_ends_when_the_sensor_goes_quiet(tmp_path, monkeypatch):
+    """No more records at all: event time advances with the wall clock while idle, so the
+    scan's END alert still comes once the window and the allowed lateness have passed.
+    (The loop's clock runs 100x fast here, so 300 s of window pass in 3 s.)"""
+    import types
+
+    import zeekndm.live as live
+    from zeekndm.config import load_config
+
+    t0 = time.monotonic()
+    monkeypatch.setattr(
+        live,
+        "time",
+        types.SimpleNamespace(monotonic=lambda: t0 + (time.monotonic() - t0) * 100, time=time.time),
+    )
+    header, data = zeek_tsv_parts()
+    fields = next(h for h in header if h.startswith("#fields")).split("\t")[1:]
+    col = {name: fields.index(name) for name in ("id.orig_h", "id.resp_h", "id.resp_p")}
+    rows = [ln.split("\t") for ln in data]
+    targets: dict[str, set] = {}
+    for r in rows:
+        if r[col["id.resp_p"]] == "27017" and r[col["id.orig_h"]].startswith("10."):
+            targets.setdefault(r[col["id.orig_h"]], set()).add(r[col["id.resp_h"]])
+    scanner = max(targets, key=lambda k: len(targets[k]))
+    last = max(i for i, r in enumerate(rows) if r[col["id.orig_h"]] == scanner)
+    data = data[: last + 1]  # the sensor goes quiet right after the scan
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "zeekndm.yaml"
+    cfg.write_text(
+        "detector: {allowed_lateness: 1}\n"
+        "models:\n  ldap_scanning_inside_to_outside: {enabled: false}\n"
+    )
+    out = tmp_path / "alerts.ndjson"
+    runner = live.LiveRunner(
+        load_config(cfg), inputs=[str(logs)], output=str(out), state_dir=str(tmp_path / "s")
+    )
+    (logs / "conn.log").write_text("\n".join(header + data) + "\n")
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            docs = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+            ends = [d for d in docs if d["event"]["action"] == "scan-end"]
+            starts = [d for d in docs if d["event"]["action"] == "scan-start"]
+            # the last scanner's episode can only end through the idle sweep
+            if starts and len(ends) == len(starts):
+                break
+            assert time.monotonic() < deadline, docs
+            time.sleep(0.1)
+    finally:
+        runner.stop_requested = True
+        thread.join(10)
+    assert runner.totals.records == len(data)
+    assert {d["zeekndm"]["end_reason"] for d in ends} == {"quiet"}
+    assert {d["source"]["ip"] for d in ends} == {d["source"]["ip"] for d in starts}
+    assert not thread.is_alive()
