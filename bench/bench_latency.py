@@ -33,6 +33,7 @@ the worst p99). `--write-results` replaces the "Live mode latency" section of RE
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import io
 import math
@@ -537,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
         sweep.sort(key=lambda r: r.batch_ms)
     sweep_table = "\n".join([SWEEP_HEADER, *(sweep_row(r) for r in sweep)]) if sweep else ""
     table = "\n".join([HEADER, *lines])
+    raw = [dataclasses.asdict(r) for r in runs + sweep]
+    (base / "runs.json").write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
+    _note(f"raw figures of every run in {base / 'runs.json'}")
     commit_table = "\n".join([COMMIT_HEADER, *commit_rows(runs)])
     summ = "\n".join(
         [
@@ -565,9 +569,14 @@ emitter thread, its dispatch thread, then `Follower._wake`); the loop runs one
 (`live.py:LiveRunner._loop` -> `Pipeline.deliver` -> `NDJSONSink.send`: write and flush,
 when the line becomes visible, then fsync). The median is that fixed path; about 0.5 ms of
 it is the benchmark's own 1 ms polling of the output file. The tail (p99, max) comes from
-pauses between chunks: the once-a-second registry commit (its share is in the table
-above), the NDJSON fsync after each alert batch, and the other work on this shared
-2-vCPU machine.
+pauses between chunks, above all the once-a-second registry commit: {tail}
+In one `--profile` run (cProfile inflates it) a commit took about 16 ms of the loop:
+`detect.py:Detector.snapshot` of every tracked source about 9 ms, the registry write and
+fsync (`checkpoint.py:Registry.commit`) about 7 ms. Alerts that arrive meanwhile wait for
+it. To cut the tail (zeekndm/live.py and checkpoint.py, not changed by this benchmark):
+serialise and fsync the registry in a worker thread (the snapshot dict is taken in the
+loop, so what is committed is unchanged), or snapshot only the tracks changed since the
+last commit.
 
 CPU: at these rates most of zeekndm's CPU is paid per wake-up, not per record. It is
 nearly the same at 1,000 as at 10,000 records/s, and it follows how often the file is
@@ -579,6 +588,19 @@ the poll tick, not on a modify event of a file already followed; skip a tick whe
 followed file grew (one fstat) instead of scanning; and watch with a raw inotify descriptor
 instead of watchdog's two threads and event objects.
 """
+
+
+def tail_sentence(runs: list[Run]) -> str:
+    with_c = [x for r in runs for x in r.with_commit_ms]
+    without = [x for r in runs for x in r.without_commit_ms]
+    if not with_c or not without:
+        return "no alert waited on one in these runs."
+    return (
+        f"{len(with_c)} of {len(with_c) + len(without)} alerts waited while one ran (median "
+        f"{statistics.median(with_c):.0f} ms, max {max(with_c):.0f} ms); the other "
+        f"{len(without)} had p99 {percentile(without, 99):.1f} ms and max "
+        f"{max(without):.1f} ms (all runs pooled)."
+    )
 
 
 def write_results(
@@ -638,6 +660,7 @@ temp file, fsync, rename; the benchmark sees the rename within 1 ms), all runs p
 {commit_table}
 {sweep}
 {ANALYSIS}"""
+    text = text.replace("{tail}", tail_sentence(runs))
     current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     start = current.find(SECTION)
     if start < 0:
