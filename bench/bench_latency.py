@@ -569,8 +569,9 @@ emitter thread, its dispatch thread, then `Follower._wake`); the loop runs one
 (`live.py:LiveRunner._loop` -> `Pipeline.deliver` -> `NDJSONSink.send`: write and flush,
 when the line becomes visible, then fsync). The median is that fixed path plus the
 processing of the chunk the crossing line came in (larger chunks show in the 50 ms row);
-about 0.5 ms of it is the benchmark's own 1 ms polling of the output file. The tail (p99, max) comes from
-pauses between chunks, above all the once-a-second registry commit: {tail}
+about 0.5 ms of it is the benchmark's own 1 ms polling of the output file.
+The tail (p99, max) comes from pauses between chunks, above all the once-a-second
+registry commit: {tail}
 In one `--profile` run (cProfile inflates it) a commit took about 16 ms of the loop:
 `detect.py:Detector.snapshot` of every tracked source about 9 ms, the registry write and
 fsync (`checkpoint.py:Registry.commit`) about 7 ms. Alerts that arrive meanwhile wait for
