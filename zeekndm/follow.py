@@ -142,6 +142,13 @@ class _File:
     partial_warned: bool = False
 
 
+def _opened(ident: tuple[int, int], fd: int, path: str, origin: str, **state: object) -> _File:
+    """A `_File` for the descriptor `fd` of the file `ident` found at `path`."""
+    return _File(
+        key=_key(*ident), dev=ident[0], ino=ident[1], fd=fd, path=path, origin=origin, **state
+    )
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -492,7 +499,7 @@ class Follower:
             ):
                 self._close_fd(fd)  # could still become a copy of a file we know: wait
                 continue
-            f = _File(key=key, dev=ident[0], ino=ident[1], fd=fd, path=path, origin=path)
+            f = _opened(ident, fd, path, path)
             owner = next((g for g in self._files.values() if self._is_copy_of(g, fd, size)), None)
             if owner is not None:
                 # A copy of a file we still follow: its content is read through the original
@@ -802,13 +809,11 @@ class Follower:
                 self._close_fd(fd)
                 self._history.append(snap)  # same inode, other content: a new file
                 continue
-            f = _File(
-                key=_key(*ident),
-                dev=ident[0],
-                ino=ident[1],
-                fd=fd,
-                path=path,
-                origin=e["origin"],
+            f = _opened(
+                ident,
+                fd,
+                path,
+                e["origin"],
                 offset=e["offset"],
                 line=e["line"],
                 skipping=e["skipping"],
@@ -860,13 +865,11 @@ class Follower:
             if head.startswith(b"\x1f\x8b") or (snap is not None and snap.offset >= size):
                 self._close_fd(fd)  # compressed, or already read to its end (kept in history)
                 continue
-            f = _File(
-                key=_key(*ident),
-                dev=ident[0],
-                ino=ident[1],
-                fd=fd,
-                path=path,
-                origin=origin,
+            f = _opened(
+                ident,
+                fd,
+                path,
+                origin,
                 detached=True,
             )
             if snap is not None:
