@@ -436,22 +436,22 @@ def _parse_blocks(
                 yield from _parse_line_by_line(parser, io.BytesIO(block), stats, max_line_bytes)
                 continue
             base = stats.lines
-            lineno = base + 1
-            prev = 0
             for start in starts:
-                lineno += block.count(b"\n", prev, start)
-                prev = start
                 line = block[start : block.index(b"\n", start)].rstrip(b"\r")
                 try:
                     record = parse(line)
                 except Skip as exc:
                     skipped[exc.reason] += 1
                     continue
-                except BadLine as exc:
-                    stats.add_bad(lineno, exc.reason, exc.detail)
+                except BadLine as exc:  # the line number is only worked out when needed
+                    stats.add_bad(base + 1 + block.count(b"\n", 0, start), exc.reason, exc.detail)
                     continue
                 except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
-                    stats.add_bad(lineno, "malformed record", f"{type(exc).__name__}: {exc}")
+                    stats.add_bad(
+                        base + 1 + block.count(b"\n", 0, start),
+                        "malformed record",
+                        f"{type(exc).__name__}: {exc}",
+                    )
                     continue
                 if record is not None:
                     stats.records += 1

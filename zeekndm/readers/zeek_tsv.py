@@ -176,7 +176,9 @@ class ZeekTSVParser:
         if self._pick_key != key:
             self._pick_key = key
             esc = re.escape(sep)
-            column = rb"[^" + esc + rb"\n]*" + esc
+            # possessive: a column never gives characters back, so a line whose port does
+            # not match fails at once instead of backtracking through every column
+            column = rb"[^" + esc + rb"\n]*+" + esc
             ports = b"|".join(re.escape(p) for p in sorted(dports))
             # a newline, the columns before the responder port, a watched port, a separator
             self._pick_re = re.compile(
