@@ -70,7 +70,6 @@ class Zeekndm:
             self.args += ["--input", i]
         self.args += ["--output", str(self.out), "--state-dir", str(self.state)]
         self.proc: subprocess.Popen | None = None
-        self.starts = 0
 
     def start(self, wait: bool = True) -> None:
         """Start it; with `wait`, return once it is following (its signal handlers are in
@@ -79,7 +78,6 @@ class Zeekndm:
         started = self._log_text().count("zeekndm run: following")
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(self.args, stderr=err, stdout=subprocess.DEVNULL, env=env)
-        self.starts += 1
         deadline = time.monotonic() + 15
         while wait and self._log_text().count("zeekndm run: following") <= started:
             assert self.proc.poll() is None, self._log_text()

@@ -268,7 +268,7 @@ def build_sinks(
 
 # -- replay ----------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
-    from zeekndm.readers import ReadStats, read_flows
+    from zeekndm.readers import ReadStats, read_flows, sensor_type
 
     config = _load(args)
     _setup_logging(env, args.log_level or "warning")
@@ -292,10 +292,10 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
         for f in files:
             stats = ReadStats(str(f))
             all_stats.append(stats)
-            pipeline.observer = Observer(config.sensor_name, _sensor_type(fmt))
+            pipeline.observer = Observer(config.sensor_name, sensor_type(fmt))
             flows = read_flows(f, stats, fmt=fmt, dports=dports, models=config.models)
             first = next(flows, None)
-            pipeline.observer = Observer(config.sensor_name, _sensor_type(stats.format))
+            pipeline.observer = Observer(config.sensor_name, sensor_type(stats.format))
             if first is not None:
                 pipeline.push(first)
                 pipeline.push_many(flows)
@@ -311,12 +311,6 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
         )
         return ExitStatus.ERROR
     return ExitStatus.OK
-
-
-def _sensor_type(fmt: str | None) -> str | None:
-    if fmt is None:
-        return None
-    return "suricata" if fmt.startswith("suricata") else "zeek"
 
 
 def watched_ports(models) -> set[int]:

@@ -34,7 +34,7 @@ from zeekndm.follow import Chunk, Follower, FollowTarget
 from zeekndm.inputs import InputSpec, input_from_arg
 from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
-from zeekndm.readers import ReadStats, make_parser, parse_line, sniff_format
+from zeekndm.readers import ReadStats, make_parser, parse_line, sensor_type, sniff_format
 from zeekndm.readers.base import LineParser
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,7 @@ class LiveReadStats(ReadStats):
         self._logged = 0
         self.suppressed = 0
 
-    def add_bad(self, lineno: int, reason: str, detail: str = "") -> None:
-        self.bad_lines += 1
-        self.bad_by_reason[reason] += 1
+    def _report(self, lineno: int, reason: str, detail: str) -> None:
         now = time.monotonic()
         if now - self._window_start >= 60.0:
             if self.suppressed:
@@ -86,7 +84,6 @@ class _Stream:
     """One file being read (or one socket): its parser and counters."""
 
     parser: LineParser | None
-    fmt: str | None
     stats: LiveReadStats
     observer: Observer
 
@@ -118,6 +115,10 @@ class _Totals:
             int(data.get("notices", 0)),
             Counter({str(k): int(v) for k, v in dict(data.get("alerts", {})).items()}),
         )
+
+
+def _none() -> None:
+    return None
 
 
 def run_live(args: Any, config: Config, env: Any) -> int:
@@ -335,8 +336,7 @@ class LiveRunner:
                     parse_line(parser, 0, line, stats)
                 elif line.strip():
                     break
-        sensor = "suricata" if fmt.startswith("suricata") else "zeek"
-        stream = _Stream(parser, fmt, stats, Observer(self.config.sensor_name, sensor))
+        stream = _Stream(parser, stats, Observer(self.config.sensor_name, sensor_type(fmt)))
         stats.format = fmt
         self._streams[chunk.key] = stream
         if not resumed:
@@ -385,7 +385,6 @@ class LiveRunner:
             stats.format = "suricata_eve"
             self._streams[f"socket:{spec.path}"] = _Stream(
                 make_parser("suricata_eve"),
-                "suricata_eve",
                 stats,
                 Observer(self.config.sensor_name, "suricata"),
             )
@@ -414,23 +413,24 @@ class LiveRunner:
         return True
 
     def _state(self) -> dict[str, Any]:
-        totals = self.totals.as_dict()
-        for model, n in self.pipeline.alerts_by_model.items():
-            totals["alerts"][model] = self._alerts_at_start.get(model, 0) + n
+        totals = {**self.totals.as_dict(), "alerts": dict(self._alerts())}
+        positions = {
+            str(getattr(s, "path", "")): getattr(s, "position", _none)()
+            for s in self.pipeline.sinks
+        }
         return {
             "follow": self.follower.state(),
             "detector": self.detector.snapshot(),
             "totals": totals,
-            "ndjson": {
-                str(s.path): s.position()
-                for s in self.pipeline.sinks
-                if getattr(s, "position", None) and s.position() is not None
-            },
+            "ndjson": {path: pos for path, pos in positions.items() if pos is not None},
             "committed_at": time.time(),
         }
 
+    def _alerts(self) -> Counter:
+        """Alerts per model over every run: those committed before this start, plus ours."""
+        return self.totals.alerts + self.pipeline.alerts_by_model
+
     def _resume_ndjson(self, sinks: list[Any], saved: dict[str, Any]) -> None:
-        self._alerts_at_start = dict(self.totals.alerts)
         for sink in sinks:
             if getattr(sink, "path", None) is None or not hasattr(sink, "skip_written_since"):
                 continue
@@ -527,8 +527,7 @@ class LiveRunner:
         lag_text = ", ".join(
             f"{Path(x.path).name} {x.bytes_behind}B/{x.seconds_behind:.0f}s" for x in lag
         )
-        alerts = Counter(self._alerts_at_start)
-        alerts.update(self.pipeline.alerts_by_model)
+        alerts = self._alerts()
         spool = sum(
             s.spool.count() for s in self.pipeline.sinks if getattr(s, "spool", None) is not None
         )

@@ -51,6 +51,7 @@ __all__ = [
     "open_binary",
     "read_flows",
     "register_parser",
+    "sensor_type",
     "sniff_format",
 ]
 
@@ -94,9 +95,13 @@ class ReadStats:
         return sum(self.skipped_by_reason.values())
 
     def add_bad(self, lineno: int, reason: str, detail: str = "") -> None:
-        """Count one bad line; keep and log the first `SAMPLE_CAP` as `file:line: reason`."""
+        """Count one bad line and report it (`_report`)."""
         self.bad_lines += 1
         self.bad_by_reason[reason] += 1
+        self._report(lineno, reason, detail)
+
+    def _report(self, lineno: int, reason: str, detail: str) -> None:
+        """Keep and log the first `SAMPLE_CAP` bad lines as `file:line: reason`."""
         if len(self.samples) < SAMPLE_CAP:
             self.samples.append((lineno, reason))
             if detail:
@@ -199,6 +204,13 @@ def sniff_format(head: bytes, *, file: str | None = None) -> str:
         f"first line starts {seen!r}",
         file=file,
     )
+
+
+def sensor_type(fmt: str | None) -> str | None:
+    """Which sensor writes a format: "suricata" or "zeek" (None when not known yet)."""
+    if fmt is None:
+        return None
+    return "suricata" if fmt.startswith("suricata") else "zeek"
 
 
 def make_parser(fmt: str) -> LineParser:

@@ -8,6 +8,7 @@ re-parsing the same address thousands of times.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -60,6 +61,30 @@ class LineParser(Protocol):
     format: str
 
     def parse(self, line: bytes) -> Flow | None: ...
+
+
+#: Header lines that set how values are written, and the parser attribute each one sets.
+ZEEK_MARKERS = {
+    "#unset_field": "unset_field",
+    "#empty_field": "empty_field",
+    "#set_separator": "set_separator",
+}
+
+
+def split_zeek_header(line: str, separator: str) -> tuple[str, str]:
+    """(key, value) of one Zeek TSV header line, such as ("#fields", "ts<TAB>uid...").
+
+    `#separator \\x09` gives the separator decoded from its escape ("\\t" when empty);
+    other lines split at the current separator, or at a space (btest baselines write
+    `#open XXXX`)."""
+    if line.startswith("#separator"):
+        raw = line[len("#separator") :].strip().encode("ascii", "backslashreplace")
+        sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
+        return "#separator", sep or "\t"
+    key, sep, value = line.partition(separator)
+    if not sep:
+        key, _, value = line.partition(" ")
+    return key, value
 
 
 class AddressCache:

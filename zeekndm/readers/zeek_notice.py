@@ -24,7 +24,6 @@ deterministic, so replaying the same notice.log twice gives the same ids.
 
 from __future__ import annotations
 
-import codecs
 import functools
 import re
 from collections.abc import Mapping
@@ -35,7 +34,14 @@ import orjson
 
 from zeekndm.detection import ESCALATED, START, Detection
 from zeekndm.models import Model, load_builtin_models
-from zeekndm.readers.base import AddressCache, BadLine, Skip, classify_json_error
+from zeekndm.readers.base import (
+    ZEEK_MARKERS,
+    AddressCache,
+    BadLine,
+    Skip,
+    classify_json_error,
+    split_zeek_header,
+)
 from zeekndm.readers.zeek_json import json_ts
 from zeekndm.yamlfile import load_yaml_text
 
@@ -144,25 +150,17 @@ class ZeekNoticeParser:
         self._skip: str | None = None
 
     def _header(self, s: str) -> None:
-        if s.startswith("#separator"):
+        key, value = split_zeek_header(s, self.separator)
+        if key == "#separator":
             self._reset_block()
-            raw = s[len("#separator") :].strip().encode("ascii", "backslashreplace")
-            sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
-            self.separator = sep or "\t"
+            self.separator = value
             return
-        key, sep, value = s.partition(self.separator)
-        if not sep:
-            key, _, value = s.partition(" ")
         if key == "#fields":
             self.fields = value.split(self.separator)
         elif key == "#path":
             self._skip = None if value in ("notice", "") else f"path={value}"
-        elif key == "#unset_field":
-            self.unset_field = value
-        elif key == "#empty_field":
-            self.empty_field = value
-        elif key == "#set_separator":
-            self.set_separator = value
+        elif key in ZEEK_MARKERS:
+            setattr(self, ZEEK_MARKERS[key], value)
 
     def _tsv_record(self, line: bytes) -> dict[str, Any]:
         try:
@@ -279,11 +277,10 @@ class ZeekNoticeParser:
         # medium...), so they share one episode; without the column, the notice time.
         begin = rec.get("zeekndm_begin", sub.get("begin"))
         first_seen = ts if begin is None else json_ts(begin)
-        return Detection(
-            model=model,
+        return _zeek_detection(
+            model,
+            severity,
             source=source,
-            state=START if severity == model.threshold.levels[0][0] else ESCALATED,
-            severity=severity,
             threshold=threshold,
             first_seen=first_seen,
             last_seen=ts,
@@ -297,8 +294,6 @@ class ZeekNoticeParser:
             distinct_is_lower_bound=lower in _TRUE,
             total_distinct_destinations=distinct,
             sensor=sensor,
-            detector="zeek",
-            sensor_type="zeek",
         )
 
     def _address_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
@@ -348,11 +343,10 @@ class ZeekNoticeParser:
         scanner is inbound; a local one may sweep inside or out, so no direction. The
         message is Zeek's own sentence (it says "ports" for a port scan)."""
         severity, threshold = _severity(model, None, counted)
-        return Detection(
-            model=model,
+        return _zeek_detection(
+            model,
+            severity,
             source=source,
-            state=START if severity == model.threshold.levels[0][0] else ESCALATED,
-            severity=severity,
             threshold=threshold,
             first_seen=ts,
             last_seen=ts,
@@ -366,11 +360,23 @@ class ZeekNoticeParser:
             distinct_is_lower_bound=True,  # scan.zeek: "at least N"
             total_distinct_destinations=distinct,
             sensor=sensor,
-            detector="zeek",
-            sensor_type="zeek",
             direction="inbound" if rec.get("sub") == "remote" else None,
             message=str(rec.get("msg")),
         )
+
+
+def _zeek_detection(model: Model, severity: str, **evidence: Any) -> Detection:
+    """A Detection Zeek raised: a notice at the model's first level starts an episode,
+    one at a higher level escalates it."""
+    first_level = model.threshold.levels[0][0]
+    return Detection(
+        model=model,
+        severity=severity,
+        state=START if severity == first_level else ESCALATED,
+        detector="zeek",
+        sensor_type="zeek",
+        **evidence,
+    )
 
 
 def _int_or_none(value: Any) -> int | None:

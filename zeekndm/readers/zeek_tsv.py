@@ -12,14 +12,21 @@ of dict look-ups; header lines are rare and may be slow.
 
 from __future__ import annotations
 
-import codecs
 import math
 import re
 from collections.abc import Iterable
 from operator import itemgetter
 
 from zeekndm.flow import Flow, Outcome, Transport
-from zeekndm.readers.base import ZEEK_OUTCOME, ZEEK_TRANSPORT, AddressCache, BadLine, Skip
+from zeekndm.readers.base import (
+    ZEEK_MARKERS,
+    ZEEK_OUTCOME,
+    ZEEK_TRANSPORT,
+    AddressCache,
+    BadLine,
+    Skip,
+    split_zeek_header,
+)
 
 # Accepted names per logical column, in order of preference.
 _COLUMNS: dict[str, tuple[str, ...]] = {
@@ -105,29 +112,20 @@ class ZeekTSVParser:
         raise BadLine(f"#fields lacks {self._missing}")
 
     def _header(self, s: str) -> None:
-        if s.startswith("#separator"):
-            # `#separator \x09`: a space, then the separator as an escape sequence.
+        key, value = split_zeek_header(s, self.separator)
+        if key == "#separator":
             self._reset_block()
-            raw = s[len("#separator") :].strip().encode("ascii", "backslashreplace")
-            sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
-            self.separator = sep or "\t"
-            self._bseparator = self.separator.encode("latin-1")
+            self.separator = value
+            self._bseparator = value.encode("latin-1")
             self._update_ready()
             return
-        key, sep, value = s.partition(self.separator)
-        if not sep:  # btest baselines write `#open XXXX` with a space
-            key, _, value = s.partition(" ")
         if key == "#fields":
             self._set_fields(value.split(self.separator))
         elif key == "#path":
             self.path = value
             self._skip = None if value in ("conn", "") else f"path={value}"
-        elif key == "#unset_field":
-            self.unset_field = value
-        elif key == "#empty_field":
-            self.empty_field = value
-        elif key == "#set_separator":
-            self.set_separator = value
+        elif key in ZEEK_MARKERS:
+            setattr(self, ZEEK_MARKERS[key], value)
         # #open, #close, #types and free comments (`### BTest baseline ...`) carry
         # nothing a connection record needs.
         self._update_ready()

@@ -33,6 +33,7 @@ class NDJSONSink:
         """Write to `stream` (binary) or append to `path`; `-` means the given stream."""
         self._own = False
         self._fsync = False
+        self._skip: set[str] = set()  # ids already written (see skip_written_since)
         self.path = None if path in (None, "-") else Path(path)
         if self.path is not None:
             try:
@@ -49,8 +50,6 @@ class NDJSONSink:
             self._stream = stream
         else:
             raise SinkError("NDJSONSink needs a path or a stream")
-
-        self._skip: set[str] = set()
 
     def position(self) -> int | None:
         """Bytes in the output file now (None for a stream)."""
