@@ -28,8 +28,8 @@ TRANSPORTS = ("tcp", "udp")
 DIRECTIONS = ("outbound",)
 TRACK_BY = ("source",)
 MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
-TECHNIQUE_ID = re.compile(r"^T\d{4}(\.\d{3})?$")
-TACTIC_ID = re.compile(r"^TA\d{4}$")
+TECHNIQUE_ID = attack.TECHNIQUE_ID  # T + 4 digits, optional .NNN (sub-technique)
+TACTIC_ID = attack.TACTIC_ID
 PORT_SPEC = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?/(tcp|udp)$")
 MAX_PORT_SPAN = 1024  # a model is about a service, not "every port"
 
@@ -343,14 +343,18 @@ def _threat(r: FieldReader, errors: list) -> tuple[ThreatEntry, ...]:
         ta.finish()
         if tactic_id is None:
             continue
-        if tactic_id not in attack.TACTICS:
-            ta.fail(f"unknown ATT&CK tactic {tactic_id}", name="id")
-            continue
-        if tactic_name is not None and tactic_name != attack.TACTICS[tactic_id]:
+        known_tactic = attack.tactic(tactic_id)
+        if known_tactic is None:
             ta.fail(
-                f"{tactic_id} is named {attack.TACTICS[tactic_id]!r}, not {tactic_name!r}",
-                name="name",
+                f"unknown ATT&CK tactic {tactic_id} (not in MITRE ATT&CK Enterprise "
+                f"v{attack.ATTACK_VERSION}, which zeekndm vendors)",
+                name="id",
             )
+            continue
+        if known_tactic.deprecated:
+            ta.fail(f"ATT&CK tactic {tactic_id} is deprecated", name="id")
+        if tactic_name is not None and tactic_name != known_tactic.name:
+            ta.fail(f"{tactic_id} is named {known_tactic.name!r}, not {tactic_name!r}", name="name")
         techniques = []
         for j, tech in enumerate(techniques_data):
             te = FieldReader(
@@ -367,26 +371,33 @@ def _threat(r: FieldReader, errors: list) -> tuple[ThreatEntry, ...]:
             te.finish()
             if tech_id is None:
                 continue
-            known = attack.TECHNIQUES.get(tech_id)
+            known = attack.technique(tech_id)
             if known is None:
                 te.fail(
-                    f"unknown ATT&CK technique {tech_id} (not in zeekndm's vendored table)",
+                    f"unknown ATT&CK technique {tech_id} (not in MITRE ATT&CK Enterprise "
+                    f"v{attack.ATTACK_VERSION}, which zeekndm vendors)",
                     name="id",
                 )
                 continue
-            if tech_name is not None and tech_name != known[0]:
-                te.fail(f"{tech_id} is named {known[0]!r}, not {tech_name!r}", name="name")
-            if tactic_id not in known[1]:
+            if known.retired:
+                # An error, not a warning: every alert would carry the stale id into
+                # Kibana, and the note names the technique to use instead.
+                te.fail(str(attack.retirement_note(tech_id)), name="id")
+                continue
+            if tech_name is not None and tech_name != known.name:
+                te.fail(f"{tech_id} is named {known.name!r}, not {tech_name!r}", name="name")
+            if tactic_id not in known.tactics:
                 te.fail(
-                    f"{tech_id} does not belong to tactic {tactic_id} ({', '.join(known[1])})",
+                    f"{tech_id} does not belong to tactic {tactic_id} {known_tactic.name}: "
+                    f"it is {attack.describe(tech_id)}",
                     name="id",
                 )
-            techniques.append(Technique(tech_id, known[0], attack.technique_reference(tech_id)))
-        if not techniques:
+            techniques.append(Technique(tech_id, known.name, attack.technique_reference(tech_id)))
+        if not techniques_data:  # (rejected techniques already have their own error)
             e.fail("list at least one technique under the tactic")
         out.append(
             ThreatEntry(
-                Tactic(tactic_id, attack.TACTICS[tactic_id], attack.tactic_reference(tactic_id)),
+                Tactic(tactic_id, known_tactic.name, attack.tactic_reference(tactic_id)),
                 tuple(techniques),
             )
         )
