@@ -495,7 +495,7 @@ def test_json_other_path_is_skipped(tmp_path):
         (jline(dict(CONN_JSON, **{"id.resp_p": "ldap"})), "bad port"),
         (jline(dict(CONN_JSON, **{"id.resp_h": "300.1.1.1"})), "bad ip"),
         (jline({k: v for k, v in CONN_JSON.items() if k != "id.orig_h"}), "missing id.orig_h"),
-        (jline(dict(CONN_JSON, proto=["tcp"])), "malformed record"),
+        (jline(dict(CONN_JSON, proto=["tcp"])), "bad proto"),
         (b'{"ts": 1.0, "uid": "\xff"}\n', "invalid utf-8"),
         (b'{"ts": 1.0,\x00 "uid": "C"}\n', "nul byte"),
     ],

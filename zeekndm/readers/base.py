@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import codecs
 import ipaddress
+import math
 import socket
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -23,6 +24,19 @@ IP_CACHE_MAX = 200_000
 _AF_INET = socket.AF_INET
 _pton = socket.inet_pton
 _ntop = socket.inet_ntop
+
+#: Record times must fall between the epoch and 9999-12-31T23:59:59Z: what the ECS date
+#: fields (and Python's datetime, which formats them) can hold. Network logs from before
+#: 1970 do not exist; a value beyond the end is a unit mistake (milliseconds) or damage.
+MIN_TS = 0.0
+MAX_TS = 253402300799.0
+#: Distinct skip reasons one parser names; past this, new values share one "other"
+#: reason, so a stream of made-up event types cannot grow the counters without bound.
+REASON_CAP = 32
+#: A port as sensors write it: canonical decimal digits, 0-65535 ("80", never "080",
+#: "+80", "8_0" or non-ASCII digits, all of which `int()` would take). One table look-up
+#: replaces `int()` plus the range check on the hot path, and is stricter.
+PORTS: dict[str, int] = {str(i): i for i in range(65536)}
 
 
 class BadLine(Exception):
@@ -48,6 +62,75 @@ class Skip(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """A short, safe description of a value for a bad-line detail.
+
+    Never `repr()` of a container (a JSON array nested 1,000 deep makes repr() raise
+    RecursionError) nor of a huge integer (repr() of a 5,000-digit int raises
+    ValueError): those are named by their type instead."""
+    if type(value) is str or type(value) is bytes:
+        return repr(value[:limit])
+    if type(value) is int:
+        return repr(value) if value.bit_length() <= 64 else f"<{value.bit_length()}-bit integer>"
+    if value is None or type(value) is bool or type(value) is float:
+        return repr(value)
+    return {"list": "<JSON array>", "dict": "<JSON object>"}.get(
+        type(value).__name__, f"<{type(value).__name__}>"
+    )
+
+
+def bad_ts(raw: object, t: float | None = None) -> BadLine:
+    """BadLine("bad ts") for `raw`, with a hint when it looks like milli- or microseconds."""
+    detail = brief(raw, 40)
+    if t is not None and t > MAX_TS and math.isfinite(t):
+        if t / 1e3 <= MAX_TS:
+            detail += ": epoch milliseconds? ts must be seconds"
+        elif t / 1e6 <= MAX_TS:
+            detail += ": epoch microseconds? ts must be seconds"
+    elif t is not None and not math.isnan(t):
+        detail += ": outside 1970-01-01 .. 9999-12-31"
+    return BadLine("bad ts", detail)
+
+
+def check_ts(t: float, raw: object) -> float:
+    """`t` if it is a usable record time (see MIN_TS/MAX_TS), else raise BadLine("bad ts")."""
+    if MIN_TS <= t <= MAX_TS:  # False for NaN too
+        return t
+    raise bad_ts(raw, t)
+
+
+class ReasonTable:
+    """Skip reasons such as "event_type=dns", made once per value and bounded.
+
+    Each distinct value gets its own reason up to `cap` values; later new values are
+    all counted as `<prefix>other`. Values must be hashable (str or bytes)."""
+
+    __slots__ = ("prefix", "cap", "_known", "_other")
+
+    def __init__(self, prefix: str, cap: int = REASON_CAP) -> None:
+        self.prefix = prefix
+        self.cap = cap
+        self._known: dict[Hashable, str] = {}
+        self._other = f"{prefix}other"
+
+    def __call__(self, value: str | bytes) -> str:
+        reason = self._known.get(value)
+        if reason is None:
+            if len(self._known) >= self.cap:
+                return self._other
+            name = value.decode("utf-8", "replace") if type(value) is bytes else str(value)
+            reason = self._known[value] = f"{self.prefix}{name[:40]}"
+        return reason
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def strip_bom(line: bytes) -> bytes | None:
+    """`line` without a leading UTF-8 byte order mark, or None when it has none."""
+    return line[3:] if line.startswith(BOM) else None
 
 
 class LineParser(Protocol):
@@ -113,13 +196,13 @@ class AddressCache:
             return hit
         try:
             if ":" in raw:
-                norm = ipaddress.ip_address(raw).compressed
+                norm = _normalise_v6(raw)
             else:
                 # IPv4 through the C socket functions: ~8x faster than ipaddress on the
                 # miss path (a scan hits a new address per line), same dotted-quad result.
                 norm = _ntop(_AF_INET, _pton(_AF_INET, raw))
         except (ValueError, OSError, TypeError):
-            raise BadLine("bad ip", repr(raw)[:60]) from None
+            raise BadLine("bad ip", brief(raw)) from None
         if norm == raw:
             norm = raw  # share one string object: the usual case, half the memory
         known = self.known
@@ -127,6 +210,15 @@ class AddressCache:
             known.clear()
         known[raw] = norm
         return norm
+
+
+def _normalise_v6(raw: str) -> str:
+    """The compressed form of an IPv6 address; an IPv4-mapped one (`::ffff:10.0.0.5`) is
+    its IPv4 address, and a zone id (`fe80::1%eth0`, which names the sensor's interface,
+    not another host) is dropped, so neither makes a second name for one destination."""
+    addr = ipaddress.IPv6Address(raw.partition("%")[0])
+    mapped = addr.ipv4_mapped
+    return str(mapped) if mapped is not None else addr.compressed
 
 
 # Zeek `proto` values. Anything else (unknown_transport, sctp ...) is OTHER.
@@ -192,7 +284,11 @@ def parse_iso_ts(text: str) -> float:
         dt = _fromisoformat_py310(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_UTC)
-    return dt.timestamp()
+    try:
+        t = dt.timestamp()
+    except (OverflowError, ValueError, OSError):  # year 1 at +01:00 is before year 1 UTC
+        raise bad_ts(text) from None
+    return check_ts(t, text)
 
 
 def _fromisoformat_py310(text: object) -> datetime:
@@ -206,23 +302,22 @@ def _fromisoformat_py310(text: object) -> datetime:
                 return datetime.fromisoformat(fixed)
             except ValueError:
                 pass
-    raise BadLine("bad ts", repr(text)[:60])
+    raise bad_ts(text)
 
 
 def check_port(value: object, what: str) -> int:
-    """An int port 0-65535 from a JSON value (int, or a string of digits)."""
+    """An int port 0-65535 from a JSON value: an integer, or a string of canonical digits
+    (see PORTS); a bool, a float, "080" or "8_0" is a bad port."""
     if type(value) is int:
-        port = value
+        if 0 <= value <= 65535:
+            return value
     elif type(value) is str:
-        try:
-            port = int(value)
-        except ValueError:
-            raise BadLine("bad port", f"{what}={value!r}"[:60]) from None
-    else:
-        raise BadLine("bad port" if value is not None else f"missing {what}", repr(value)[:60])
-    if not 0 <= port <= 65535:
-        raise BadLine("bad port", f"{what}={port}")
-    return port
+        port = PORTS.get(value)
+        if port is not None:
+            return port
+    elif value is None:
+        raise BadLine(f"missing {what}")
+    raise BadLine("bad port", f"{what}={brief(value, 20)}")
 
 
 def classify_json_error(line: bytes) -> BadLine:
@@ -246,6 +341,11 @@ class JSONPortFilter:
     short or holds a NUL byte is parsed in full (and counted as bad); other values of
     unwatched records are not validated. A line where the key is written differently
     (spaces) is parsed in full, so nothing watched is ever dropped.
+
+    A line holding the key twice (`"dest_port":80,"dest_port":27017`) is parsed in full
+    too: the JSON parser keeps the last value, and the filter must never decide on a
+    different one than the parser would (the same holds for a nested object that repeats
+    the key). Only the canonical digits the parser accepts as a port are compared.
     """
 
     DPORT_KEY: bytes = b""
@@ -266,7 +366,7 @@ class JSONPortFilter:
         if end <= at:
             return False
         value = line[at:end]
-        if value in dports or not value.isdigit():
+        if value in dports or not value.isdigit() or line.find(key, end) >= 0:
             return False
         # A truncated line or one with a NUL byte is parsed in full and counted as bad.
         if not line.endswith(b"}") or b"\x00" in line:

@@ -21,14 +21,20 @@ import orjson
 
 from zeekndm.flow import Flow, Outcome, Transport
 from zeekndm.readers.base import (
+    MAX_TS,
+    MIN_TS,
     OFFSET_EPOCHS,
     AddressCache,
     BadLine,
     JSONPortFilter,
+    ReasonTable,
     Skip,
+    bad_ts,
+    brief,
     check_port,
     classify_json_error,
     parse_iso_ts,
+    strip_bom,
 )
 
 _loads = orjson.loads
@@ -46,6 +52,11 @@ _TRANSPORT = {
     "udp": Transport.UDP,
     "icmp": Transport.ICMP,
     "ipv6-icmp": Transport.ICMP,
+    # Some eve writers (and converters) give the IP protocol number instead of its name.
+    6: Transport.TCP,
+    17: Transport.UDP,
+    1: Transport.ICMP,
+    58: Transport.ICMP,
 }
 _TCP = Transport.TCP
 _UDP = Transport.UDP
@@ -72,19 +83,11 @@ class SuricataEveParser(JSONPortFilter):
 
     def __init__(self, addresses: AddressCache | None = None) -> None:
         self.addresses = addresses or AddressCache()
-        self._skip_reasons: dict[object, str] = {}
+        #: Per event type, bounded: the fast path names it by its raw bytes.
+        self._skip_reason = ReasonTable("event_type=")
         #: Records dropped by the destination-port filter (see `set_dport_filter`).
         self.filtered = 0
         self._dports = None
-
-    def _skip_reason(self, event_type: object) -> str:
-        reason = self._skip_reasons.get(event_type)
-        if reason is None:
-            name = event_type
-            if type(name) is bytes:
-                name = name.decode("utf-8", "replace")
-            reason = self._skip_reasons.setdefault(event_type, f"event_type={name}")
-        return reason
 
     def parse(self, line: bytes) -> Flow | None:
         if not line:
@@ -110,6 +113,9 @@ class SuricataEveParser(JSONPortFilter):
         except _JSONDecodeError:
             if line.isspace():
                 return None
+            unmarked = strip_bom(line)
+            if unmarked is not None:  # a UTF-8 byte order mark at the start of the file
+                return self.parse(unmarked)
             raise classify_json_error(line) from None
         if type(d) is not dict:
             raise BadLine("not a JSON object")
@@ -129,6 +135,8 @@ class SuricataEveParser(JSONPortFilter):
             if len(start) != 31:
                 raise KeyError(start)
             t = (_fromisoformat(start[:26]) - _OFFSET_EPOCHS[start[26:]]).total_seconds()
+            if not MIN_TS <= t <= MAX_TS:
+                raise KeyError(start)
             src = d["src_ip"]
             dst = d["dest_ip"]
             if type(src) is not str or type(dst) is not str:
@@ -170,8 +178,16 @@ class SuricataEveParser(JSONPortFilter):
                 if to_client is None:
                     raise KeyError(to_client)
                 outcome = _ESTABLISHED if to_client else _NO_ANSWER
-            flow_id = d.get("flow_id")
             get = d.get
+            flow_id = get("flow_id")
+            cid = get("community_id")
+            host = get("host")
+            if (
+                not (type(flow_id) is int or flow_id is None)
+                or not (type(cid) is str or cid is None)
+                or not (type(host) is str or host is None)
+            ):
+                raise KeyError(host)
             return _new_flow(
                 Flow,
                 (
@@ -183,8 +199,8 @@ class SuricataEveParser(JSONPortFilter):
                     transport,
                     outcome,
                     None if flow_id is None else str(flow_id),
-                    get("community_id"),
-                    get("host"),
+                    cid,
+                    host,
                     None,
                     None,
                 ),
@@ -204,8 +220,10 @@ class SuricataEveParser(JSONPortFilter):
             netflow = True
         elif event_type is None:
             raise BadLine("no event_type (not an eve event)")
+        elif type(event_type) is str:
+            raise Skip(self._skip_reason(event_type.encode("utf-8", "replace")))
         else:
-            raise Skip(self._skip_reason(event_type))
+            raise BadLine("bad event_type", brief(event_type, 20))
         if type(block) is not dict:
             raise BadLine(f"missing {event_type} object")
         start = block.get("start")
@@ -216,16 +234,24 @@ class SuricataEveParser(JSONPortFilter):
             try:
                 t = (_fromisoformat(start[:26]) - epoch).total_seconds()
             except ValueError:
-                raise BadLine("bad ts", start) from None
+                raise bad_ts(start) from None
+            if not MIN_TS <= t <= MAX_TS:  # 9999-12-31T23:59:59-1400 is in year 10000
+                raise bad_ts(start)
         else:
             t = parse_iso_ts(start)
         src = get("src_ip")
         dst = get("dest_ip")
         if type(src) is not str:
-            raise BadLine("missing src_ip" if src is None else "bad ip")
+            raise BadLine("missing src_ip" if src is None else "bad ip", brief(src, 20))
         if type(dst) is not str:
-            raise BadLine("missing dest_ip" if dst is None else "bad ip")
-        transport = _TRANSPORT.get(get("proto"), _OTHER)
+            raise BadLine("missing dest_ip" if dst is None else "bad ip", brief(dst, 20))
+        proto = get("proto")
+        if type(proto) is str or type(proto) is int:  # never a bool: True == 1 (ICMP)
+            transport = _TRANSPORT.get(proto, _OTHER)
+        elif proto is None:
+            transport = _OTHER
+        else:
+            raise BadLine("bad proto", brief(proto, 20))
         if transport is _ICMP:
             # As in Zeek, ICMP "ports" are the type and code.
             sport = get("icmp_type", 0)
@@ -266,6 +292,14 @@ class SuricataEveParser(JSONPortFilter):
             outcome = _UNKNOWN
 
         flow_id = get("flow_id")
+        if not (flow_id is None or type(flow_id) is int or type(flow_id) is str):
+            raise BadLine("bad flow_id", brief(flow_id, 20))
+        cid = get("community_id")
+        if not (cid is None or type(cid) is str):
+            raise BadLine("bad community_id", brief(cid, 20))
+        host = get("host")
+        if not (host is None or type(host) is str):
+            raise BadLine("bad host", brief(host, 20))
         known = self.addresses.known
         return _new_flow(
             Flow,
@@ -278,8 +312,8 @@ class SuricataEveParser(JSONPortFilter):
                 transport,
                 outcome,
                 None if flow_id is None else str(flow_id),
-                get("community_id"),
-                get("host"),
+                cid,
+                host,
                 None,
                 None,
             ),

@@ -35,12 +35,16 @@ import orjson
 from zeekndm.detection import ESCALATED, START, Detection
 from zeekndm.models import Model, load_builtin_models
 from zeekndm.readers.base import (
+    PORTS,
     ZEEK_MARKERS,
     AddressCache,
     BadLine,
+    ReasonTable,
     Skip,
+    brief,
     classify_json_error,
     split_zeek_header,
+    strip_bom,
 )
 from zeekndm.readers.zeek_json import json_ts
 from zeekndm.yamlfile import load_yaml_text
@@ -64,8 +68,14 @@ _PORT_SCAN_MSG = re.compile(
     r"^(?P<src>\S+) scanned at least (?P<n>\d+) unique ports of host (?P<dst>\S+) "
     r"in (?P<dur>\d+m\d+s)$"
 )
-_PORT_TEXT = re.compile(r"^(\d{1,5})/(tcp|udp)$")
+_PORT_TEXT = re.compile(r"^([0-9]{1,5})/(tcp|udp)$")
 _TRUE = {"T", "true", "True", True}
+_TRANSPORTS = ("tcp", "udp", "icmp")
+#: Counts in a notice (distinct destinations, attempts ...) above this are damage, not
+#: evidence; it is also the largest integer every JSON consumer reads exactly.
+MAX_COUNT = 2**53 - 1
+#: Longest sensor or model name taken from a notice.
+MAX_NAME = 256
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,6 +142,8 @@ class ZeekNoticeParser:
             for name, model in load_notice_models().items():
                 self.models.setdefault(name, model)
         self.addresses = addresses or AddressCache()
+        self._path_reason = ReasonTable("path=")
+        self._model_reason = ReasonTable("no model ")
         self._reset_block()
 
     def set_models(self, models: Mapping[str, Model]) -> None:
@@ -158,7 +170,7 @@ class ZeekNoticeParser:
         if key == "#fields":
             self.fields = value.split(self.separator)
         elif key == "#path":
-            self._skip = None if value in ("notice", "") else f"path={value}"
+            self._skip = None if value in ("notice", "") else self._path_reason(value)
         elif key in ZEEK_MARKERS:
             setattr(self, ZEEK_MARKERS[key], value)
 
@@ -186,8 +198,12 @@ class ZeekNoticeParser:
         if value is None:
             return []
         if isinstance(value, list):
-            return [str(v) for v in value]
-        text = str(value)
+            if not all(type(v) is str for v in value):
+                raise BadLine("bad address list", brief(value, 20))
+            return value
+        if type(value) is not str:
+            raise BadLine("bad address list", brief(value, 20))
+        text = value
         if text == self.empty_field or not text:
             return []
         return text.split(self.set_separator)
@@ -196,6 +212,7 @@ class ZeekNoticeParser:
     def parse(self, line: bytes) -> Detection | None:
         if not line or line.isspace():
             return None
+        line = strip_bom(line) or line
         start = line.lstrip()[:1]
         if start == b"#":
             try:
@@ -212,7 +229,9 @@ class ZeekNoticeParser:
                 raise BadLine("not a JSON object")
             path = record.get("_path")
             if path is not None and path != "notice":
-                raise Skip(f"path={path}")
+                if type(path) is not str:
+                    raise BadLine("bad _path", brief(path, 20))
+                raise Skip(self._path_reason(path))
         else:
             record = self._tsv_record(line)
         return self.detection(record)
@@ -223,7 +242,7 @@ class ZeekNoticeParser:
         if not isinstance(note, str) or not note:
             raise BadLine("missing note")
         ts = json_ts(rec.get("ts"))
-        sensor = rec.get("_node_name") or rec.get("_system_name")
+        sensor = _name(rec.get("_node_name") or rec.get("_system_name"), "_node_name")
         if note.startswith(ZEEKNDM_PREFIX):
             return self._zeekndm(note, ts, rec, sensor)
         if note == ADDRESS_SCAN:
@@ -235,7 +254,7 @@ class ZeekNoticeParser:
     def _model(self, name: str) -> Model:
         model = self.models.get(name)
         if model is None:
-            raise Skip(f"no model {name}")
+            raise Skip(self._model_reason(name))
         return model
 
     def _address(self, value: Any, what: str) -> str:
@@ -246,22 +265,16 @@ class ZeekNoticeParser:
     def _zeekndm(self, note: str, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
         sub = parse_sub(rec.get("sub") if isinstance(rec.get("sub"), str) else None)
         name = rec.get("zeekndm_model") or sub.get("model") or note[len(ZEEKNDM_PREFIX) :].lower()
-        model = self._model(str(name))
+        model = self._model(_name(name, "zeekndm_model") or "")
         source = self._address(rec.get("src"), "src")
 
         def number(field: str, key: str, default: int | None = None) -> int | None:
             value = rec.get(field, sub.get(key))
             if value is None:
                 return default
-            try:
-                n = int(value)
-            except (TypeError, ValueError):
-                raise BadLine(f"bad {key}", repr(value)[:40]) from None
-            if n < 0:
-                raise BadLine(f"bad {key}", repr(value)[:40])
-            return n
+            return _count(value, key)
 
-        distinct = number("zeekndm_distinct", "distinct", _int_or_none(rec.get("n")))
+        distinct = number("zeekndm_distinct", "distinct", _int_or_none(rec.get("n"), "n"))
         if distinct is None:
             raise BadLine("missing distinct count")
         severity, threshold = _severity(
@@ -272,6 +285,8 @@ class ZeekNoticeParser:
         failures = min(number("zeekndm_failures", "failures", 0) or 0, attempts)
         sample = self._list(rec.get("zeekndm_sample")) or self._list(sub.get("sample") or None)
         lower = rec.get("zeekndm_lower_bound", sub.get("lower_bound"))
+        if not (type(lower) is str or type(lower) is bool):
+            lower = None
         ports, transports = _ports(sub.get("ports"), model)
         # The SumStats epoch's start is the same for every notice of one scan (low, then
         # medium...), so they share one episode; without the column, the notice time.
@@ -297,31 +312,37 @@ class ZeekNoticeParser:
         )
 
     def _address_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
-        m = _ADDRESS_SCAN_MSG.match(str(rec.get("msg") or ""))
+        msg = _msg(rec)
+        m = _ADDRESS_SCAN_MSG.match(msg)
         if m is None:
-            raise BadLine("unparseable Scan::Address_Scan msg", str(rec.get("msg"))[:60])
+            raise BadLine("unparseable Scan::Address_Scan msg", brief(msg))
         model = self._model(SCAN_NOTICE_MODELS[ADDRESS_SCAN])
         source = self._address(rec.get("src") or m["src"], "src")
-        distinct = int(m["n"])
+        distinct = _count(m["n"], "n")
         number, transport = _port_text(m["port"])
-        p = _int_or_none(rec.get("p"))
+        p = rec.get("p")
         if p is not None:
-            number, transport = p, str(rec.get("proto") or transport)
+            number = _port(p)
+            proto = rec.get("proto") or transport
+            if proto not in _TRANSPORTS:
+                raise BadLine("bad proto", brief(proto, 20))
+            transport = proto
         return self._scan_detection(
             model, source, ts, distinct, distinct, (), (number,), (transport,), sensor, rec
         )
 
     def _port_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
-        m = _PORT_SCAN_MSG.match(str(rec.get("msg") or ""))
+        msg = _msg(rec)
+        m = _PORT_SCAN_MSG.match(msg)
         if m is None:
-            raise BadLine("unparseable Scan::Port_Scan msg", str(rec.get("msg"))[:60])
+            raise BadLine("unparseable Scan::Port_Scan msg", brief(msg))
         model = self._model(SCAN_NOTICE_MODELS[PORT_SCAN])
         source = self._address(rec.get("src") or m["src"], "src")
         victim = self._address(rec.get("dst") or m["dst"], "dst")
         # One victim, many ports: the count Zeek measured is of ports, so it sets the
         # severity and the attempts, while there is one distinct destination.
         return self._scan_detection(
-            model, source, ts, 1, int(m["n"]), (victim,), (), ("tcp",), sensor, rec
+            model, source, ts, 1, _count(m["n"], "n"), (victim,), (), ("tcp",), sensor, rec
         )
 
     @staticmethod
@@ -361,7 +382,7 @@ class ZeekNoticeParser:
             total_distinct_destinations=distinct,
             sensor=sensor,
             direction="inbound" if rec.get("sub") == "remote" else None,
-            message=str(rec.get("msg")),
+            message=_msg(rec),
         )
 
 
@@ -379,11 +400,56 @@ def _zeek_detection(model: Model, severity: str, **evidence: Any) -> Detection:
     )
 
 
-def _int_or_none(value: Any) -> int | None:
+def _int_or_none(value: Any, what: str) -> int | None:
+    """A count that may be absent or unusable (`n` is optional evidence)."""
     try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
+        return None if value is None else _count(value, what)
+    except BadLine:
         return None
+
+
+def _count(value: Any, what: str) -> int:
+    """A non-negative count from a JSON number or TSV digits, at most MAX_COUNT.
+
+    An alert carries it as a JSON integer, so 1e300 or 2**64 (which no encoder writes as
+    an integer) is a bad line here rather than an alert no output can send."""
+    if type(value) is int:
+        n = value
+    elif type(value) is float and value.is_integer():
+        n = int(value) if abs(value) <= MAX_COUNT else -1
+    elif type(value) is str and value.isascii() and value.isdigit() and len(value) <= 16:
+        n = int(value)
+    else:
+        raise BadLine(f"bad {what}", brief(value, 40))
+    if not 0 <= n <= MAX_COUNT:
+        raise BadLine(f"bad {what}", brief(value, 40))
+    return n
+
+
+def _port(value: Any) -> int:
+    port = PORTS.get(value) if type(value) is str else value
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise BadLine("bad port", brief(value, 20))
+    return port
+
+
+def _name(value: Any, what: str) -> str | None:
+    """An optional name (sensor, model): a non-empty string of sane length, else None;
+    any other type is a bad line (it would reach the alert as an object)."""
+    if value is None or value == "":
+        return None
+    if type(value) is not str or len(value) > MAX_NAME:
+        raise BadLine(f"bad {what}", brief(value, 20))
+    return value
+
+
+def _msg(rec: Mapping[str, Any]) -> str:
+    msg = rec.get("msg")
+    if msg is None:
+        return ""
+    if type(msg) is not str:
+        raise BadLine("bad msg", brief(msg, 20))
+    return msg
 
 
 def _severity(model: Model, named: Any, count: int) -> tuple[str, int]:
@@ -400,9 +466,10 @@ def _severity(model: Model, named: Any, count: int) -> tuple[str, int]:
 
 def _port_text(text: str) -> tuple[int, str]:
     m = _PORT_TEXT.match(text)
-    if m is None or not 0 <= int(m[1]) <= 65535:
-        raise BadLine("bad port", text[:20])
-    return int(m[1]), m[2]
+    port = None if m is None else PORTS.get(m[1])
+    if port is None:
+        raise BadLine("bad port", brief(text, 20))
+    return port, m[2]  # type: ignore[index]
 
 
 def _ports(text: str | None, model: Model) -> tuple[tuple[int, ...], tuple[str, ...]]:

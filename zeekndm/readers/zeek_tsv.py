@@ -12,20 +12,26 @@ of dict look-ups; header lines are rare and may be slow.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from operator import itemgetter
 
 from zeekndm.flow import Flow, Outcome, Transport
 from zeekndm.readers.base import (
+    MAX_TS,
+    MIN_TS,
+    PORTS,
     ZEEK_MARKERS,
     ZEEK_OUTCOME,
     ZEEK_TRANSPORT,
     AddressCache,
     BadLine,
+    ReasonTable,
     Skip,
+    bad_ts,
+    brief,
     split_zeek_header,
+    strip_bom,
 )
 
 # Accepted names per logical column, in order of preference.
@@ -46,7 +52,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 _REQUIRED = ("ts", "src", "sport", "dst", "dport", "proto")
 _BOOL = {"T": True, "F": False}
 _new_flow = tuple.__new__  # Flow(...) without the NamedTuple __new__ wrapper: same tuple
-_isfinite = math.isfinite
+_PORTS = PORTS
 
 
 class ZeekTSVParser:
@@ -61,6 +67,7 @@ class ZeekTSVParser:
         self._dports: frozenset[bytes] | None = None
         self._pick_key: tuple | None = None
         self._pick_re: re.Pattern[bytes] | None = None
+        self._path_reason = ReasonTable("path=")
         self._reset_block()
 
     def set_dport_filter(self, dports: Iterable[int] | None) -> None:
@@ -103,6 +110,9 @@ class ZeekTSVParser:
         """Why a data line cannot be parsed in the current header state (the slow path)."""
         if line.isspace():
             return None
+        unmarked = strip_bom(line)
+        if unmarked is not None:  # a UTF-8 byte order mark before the first header
+            return self.parse(unmarked)
         if b"\x00" in line:
             raise BadLine("nul byte")
         if self._skip is not None:
@@ -123,7 +133,7 @@ class ZeekTSVParser:
             self._set_fields(value.split(self.separator))
         elif key == "#path":
             self.path = value
-            self._skip = None if value in ("conn", "") else f"path={value}"
+            self._skip = None if value in ("conn", "") else self._path_reason(value)
         elif key in ZEEK_MARKERS:
             setattr(self, ZEEK_MARKERS[key], value)
         # #open, #close, #types and free comments (`### BTest baseline ...`) carry
@@ -234,16 +244,13 @@ class ZeekTSVParser:
         try:
             t = float(ts)
         except ValueError:
-            raise BadLine("bad ts", ts[:40]) from None
-        if not _isfinite(t):
-            raise BadLine("bad ts", ts[:40])
-        try:
-            sp = int(sport)
-            dp = int(dport)
-        except ValueError:
-            raise BadLine("bad port", f"{sport[:20]} / {dport[:20]}") from None
-        if not (0 <= sp <= 65535 and 0 <= dp <= 65535):
-            raise BadLine("bad port", f"{sp} / {dp}")
+            raise bad_ts(ts) from None
+        if not MIN_TS <= t <= MAX_TS:  # also false for NaN
+            raise bad_ts(ts, t)
+        sp = _PORTS.get(sport)
+        dp = _PORTS.get(dport)
+        if sp is None or dp is None:
+            raise BadLine("bad port", f"{brief(sport, 20)} / {brief(dport, 20)}")
         known = self.addresses.known
         normalise = self.addresses.normalise
         return _new_flow(
