@@ -3,13 +3,19 @@ record that reaches the detector is a valid Flow and an alert built from it enco
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import os
+import random
+import threading
+import zlib
 
 import orjson
 import pytest
 from test_readers import CONN_JSON, compact, eve_flow, header, read, row, write
 
-from zeekndm.readers import PARSERS, ReadStats, make_parser, parse_line
+from zeekndm.readers import PARSERS, ReadStats, make_parser, parse_line, read_flows
 from zeekndm.readers.base import REASON_CAP, AddressCache, BadLine
 
 
@@ -278,3 +284,142 @@ def test_an_alert_from_a_notice_with_extreme_valid_values_encodes():
     assert detection is not None, stats.bad_by_reason
     doc = enrich(detection).doc
     assert json.loads(orjson.dumps(doc))["@timestamp"].startswith("9999-12-31T23:59:59")
+
+
+# -- item 4: damaged gzip keeps what `gzip -dc` would give -----------------------------------
+def gzip_dc(data: bytes) -> bytes:
+    """What `gzip -dc` writes before it stops at damage: fed one byte at a time."""
+    d = zlib.decompressobj(31)
+    out = []
+    for i in range(len(data)):
+        try:
+            out.append(d.decompress(data[i : i + 1]))
+        except zlib.error:
+            break
+    return b"".join(out)
+
+
+def complete_rows(decoded: bytes) -> int:
+    return sum(1 for line in decoded.split(b"\n")[:-1] if line and not line.startswith(b"#"))
+
+
+def random_rows(n: int) -> str:
+    rng = random.Random(7)  # incompressible enough that damage lands mid-stream
+    return "".join(
+        row(ts=f"17134{rng.randrange(10**5):05d}.{rng.randrange(10**6):06d}",
+            uid=f"C{rng.getrandbits(64):x}")
+        for _ in range(n)
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
+def test_truncated_gzip_keeps_every_record_gzip_dc_decodes(tmp_path, cut):
+    data = gzip.compress((header() + random_rows(3000)).encode())
+    damaged = data[: int(len(data) * cut)]
+    flows, stats = read(write(tmp_path, damaged, "conn.log.gz"))
+    assert len(flows) == complete_rows(gzip_dc(damaged))
+    assert f"at byte {len(damaged):,} of the compressed file" in stats.unreadable
+    assert stats.bad_lines <= 1  # the row the cut went through
+
+
+def test_bad_crc_keeps_every_record_and_says_so(tmp_path):
+    data = bytearray(gzip.compress((header() + random_rows(500)).encode()))
+    data[-6] ^= 0xFF  # inside the CRC32 of the trailer
+    flows, stats = read(write(tmp_path, bytes(data), "conn.log.gz"))
+    assert len(flows) == 500 and stats.bad_lines == 0
+    assert "CRC check failed" in stats.unreadable
+
+
+def test_corrupt_deflate_data_keeps_the_records_before_the_damage(tmp_path):
+    data = bytearray(gzip.compress((header() + random_rows(3000)).encode()))
+    for at in range(len(data) // 2, len(data) // 2 + 4):
+        data[at] ^= 0x55
+    expected = complete_rows(gzip_dc(bytes(data)))
+    flows, stats = read(write(tmp_path, bytes(data), "conn.log.gz"))
+    assert stats.unreadable is not None
+    assert len(flows) + stats.bad_lines >= expected > 0
+
+
+def test_small_truncated_gzip_is_read_not_refused(tmp_path):
+    data = gzip.compress((header() + row() * 3).encode())
+    flows, stats = read(write(tmp_path, data[:-8], "conn.log.gz"))  # trailer cut off
+    assert len(flows) == 3 and "trailer" in stats.unreadable
+
+
+def test_concatenated_gzip_members_are_all_read(tmp_path):
+    data = gzip.compress((header() + row() * 2).encode()) + gzip.compress(row().encode())
+    flows, stats = read(write(tmp_path, data + b"\0" * 16, "conn.log.gz"))
+    assert len(flows) == 3 and stats.unreadable is None
+
+
+# -- item 25: standard input, FIFOs, BOM, other Zeek logs ------------------------------------
+@pytest.mark.parametrize("gz", [False, True])
+def test_stream_input_loses_none_of_its_first_bytes(gz):
+    text = (header() + row() * 5).encode()
+    data = gzip.compress(text) if gz else text
+    stats = ReadStats("-")
+    flows = list(read_flows("-", stats, stream=io.BytesIO(data)))
+    assert len(flows) == 5 and stats.format == "zeek_tsv" and stats.bad_lines == 0
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_fifo_is_read_from_its_first_byte(tmp_path, gz):
+    fifo = tmp_path / "conn.fifo"
+    os.mkfifo(fifo)
+    text = (header() + row() * 50).encode()
+    data = gzip.compress(text) if gz else text
+
+    def writer():
+        with open(fifo, "wb") as fh:
+            for i in range(0, len(data), 7):  # small writes: the reader sees short reads
+                fh.write(data[i : i + 7])
+                fh.flush()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    flows, stats = read(fifo)
+    thread.join(10)
+    assert len(flows) == 50 and stats.bad_lines == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("conn.log", header() + row()),
+        ("conn.json", compact(CONN_JSON)),
+        ("eve.json", compact(eve_flow())),
+    ],
+)
+def test_utf8_byte_order_mark_is_accepted(tmp_path, name, text):
+    flows, stats = read(write(tmp_path, b"\xef\xbb\xbf" + text.encode(), name))
+    assert len(flows) == 1 and stats.bad_lines == 0
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"ts": 1.0, "uid": "C1", "id.orig_h": "10.0.0.5", "id.orig_p": 5353,
+         "id.resp_h": "8.8.8.8", "id.resp_p": 27017, "proto": "udp", "query": "example.com"},
+        {"ts": 1.0, "uid": "C1", "id.orig_h": "10.0.0.5", "id.orig_p": 5353,
+         "id.resp_h": "8.8.8.8", "id.resp_p": 389, "method": "GET", "uri": "/"},
+        dict(CONN_JSON, _path="ssl"),
+    ],
+)  # fmt: skip
+def test_json_log_that_is_not_conn_is_never_read_as_connections(tmp_path, record):
+    flows, stats = read(write(tmp_path, compact(record) * 3, "log.json"))
+    assert flows == [] and stats.passed_over.startswith("not a connection log")
+    # line by line (live mode) the same records are skipped, never connections
+    parser = make_parser("zeek_json")
+    assert parse_line(parser, 1, compact(record).encode(), stats) is None
+    assert stats.records == 0 and stats.skipped == 1
+
+
+def test_every_line_is_a_record_bad_skipped_filtered_or_ignored(tmp_path):
+    text = (
+        header() + row() + "\n" + "#comment\n" + row(**{"id__resp_p": "80"})
+        + row(ts="x") + header(path="dns") + row()
+    )  # fmt: skip
+    p = write(tmp_path, text)
+    for dports in (None, {27017}):
+        _, s = read(p, dports=dports)
+        assert s.lines == s.records + s.bad_lines + s.skipped + s.filtered + s.ignored

@@ -15,36 +15,45 @@ resembles. A sniffer should return False, not raise, on input it does not unders
 Lines are read with a cap (`iter_lines`): a line longer than `max_line_bytes` is
 discarded in chunks and reported as "line too long", so a corrupt file cannot make the
 reader hold gigabytes in memory.
+
+Every line ends up in exactly one count of `ReadStats`: a record, a bad line, a skipped
+line, a line filtered by port, or an ignored one (header, comment, blank). A gzip file
+that is truncated or damaged yields every record decoded before the damage; the
+unreadable tail is reported with its byte offset in `ReadStats.unreadable`.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
 from zeekndm.errors import ReaderError
 from zeekndm.flow import Flow
-from zeekndm.readers.base import AddressCache, BadLine, LineParser, Skip
+from zeekndm.readers.base import BOM, AddressCache, BadLine, LineParser, Skip
+from zeekndm.readers.gzipstream import MAGIC as _GZIP_MAGIC
+from zeekndm.readers.gzipstream import GzipStream
 from zeekndm.readers.suricata_eve import SuricataEveParser
 from zeekndm.readers.zeek_json import ZeekJSONParser
 from zeekndm.readers.zeek_tsv import ZeekTSVParser
 
 __all__ = [
     "BadLine",
+    "EmptyInput",
     "LINE_TOO_LONG",
     "LineParser",
     "PARSERS",
     "ReadStats",
     "Skip",
     "AddressCache",
+    "find_logs",
     "iter_lines",
     "make_parser",
     "parse_line",
@@ -62,7 +71,6 @@ SNIFF_LINES = 10
 #: How many bad lines per file are kept in `ReadStats.samples` and logged.
 SAMPLE_CAP = 5
 DEFAULT_MAX_LINE_BYTES = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
 _DISCARD_CHUNK = 1 << 16
 _BLOCK = 1 << 20
 
@@ -89,6 +97,12 @@ class ReadStats:
     samples: list[tuple[int, str]] = field(default_factory=list)
     #: Lines not parsed because their destination port is not watched (`dports=`).
     filtered: int = 0
+    #: Header, comment and blank lines.
+    ignored: int = 0
+    #: Why the rest of the file could not be read (a damaged gzip stream), with where.
+    unreadable: str | None = None
+    #: Set when the whole file was passed over: "not a connection log (path=dns)".
+    passed_over: str | None = None
 
     @property
     def skipped(self) -> int:
@@ -108,6 +122,10 @@ class ReadStats:
                 log.warning("%s:%d: %s (%s)", self.path, lineno, reason, detail)
             else:
                 log.warning("%s:%d: %s", self.path, lineno, reason)
+
+
+class EmptyInput(ReaderError):
+    """The input holds no log lines at all (replay warns and goes on)."""
 
 
 # -- registry ----------------------------------------------------------------------------
@@ -184,9 +202,11 @@ def sniff_format(head: bytes, *, file: str | None = None) -> str:
     for name, sniff in _BUILTIN_SNIFFERS:
         if sniff(head):
             return name
+    if head.startswith(BOM):
+        return sniff_format(head[len(BOM) :], file=file)
     start = head.lstrip()
     if not start:
-        raise ReaderError("empty: no log lines to read", file=file)
+        raise EmptyInput("empty: no log lines to read", file=file)
     if start.startswith(b"["):
         raise ReaderError(
             "a JSON array, not one eve event per line (NDJSON); "
@@ -222,15 +242,58 @@ def make_parser(fmt: str) -> LineParser:
 
 
 # -- files and lines ---------------------------------------------------------------------
-def open_binary(path: str | os.PathLike) -> BinaryIO:
-    """Open `path` for binary reading, decompressing if it starts with the gzip magic."""
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == _GZIP_MAGIC:
-        # GzipFile.readline runs Python code per call; a BufferedReader on top reads
-        # large decompressed blocks and splits lines in C.
-        return io.BufferedReader(gzip.open(path, "rb"), buffer_size=1 << 17)  # type: ignore[arg-type]
-    return open(path, "rb", buffering=1 << 17)
+class _Prepended(io.RawIOBase):
+    """`head` followed by the rest of `raw`: for a pipe whose first bytes were read to
+    look for the gzip magic (a pipe cannot seek back)."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        super().__init__()
+        self._head = head
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._raw.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def open_binary(path: str | os.PathLike | None, stream: BinaryIO | None = None) -> BinaryIO:
+    """A buffered binary reader over `path` (or over `stream`, e.g. standard input),
+    decompressing when the content starts with the gzip magic.
+
+    The file is opened once and the magic is peeked at, never read and re-opened, so a
+    pipe, a FIFO or `/dev/stdin` loses none of its first bytes to the probe. A gzip
+    stream is decoded by `GzipStream` (which keeps everything before damage); its
+    `error` is reachable as the returned reader's `gzip` attribute."""
+    if stream is None:
+        assert path is not None
+        stream = open(path, "rb", buffering=1 << 17)
+    elif not isinstance(stream, io.BufferedReader):
+        stream = io.BufferedReader(_Prepended(b"", stream), buffer_size=1 << 17)  # type: ignore[arg-type]
+    magic = stream.peek(2)[:2]
+    if len(magic) == 1 and magic == _GZIP_MAGIC[:1]:  # a pipe delivered a single byte
+        magic = stream.read(2)
+        stream = io.BufferedReader(_Prepended(magic, stream), buffer_size=1 << 17)  # type: ignore[arg-type]
+    if magic != _GZIP_MAGIC:
+        return stream
+    gz = GzipStream(stream)
+    # A BufferedReader on top reads large decompressed blocks and splits lines in C.
+    reader = io.BufferedReader(gz, buffer_size=1 << 17)  # type: ignore[arg-type]
+    reader.gzip = gz  # type: ignore[attr-defined]
+    return reader
 
 
 def iter_lines(
@@ -292,13 +355,20 @@ def read_flows(
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     dports: Collection[int] | None = None,
     models: Mapping[str, Any] | None = None,
+    stream: BinaryIO | None = None,
 ) -> Iterator[Flow]:
     """Every connection record of the file at `path`, in file order.
 
     Opens the file (gzip or plain) and sniffs its format at call time, so a missing,
-    unreadable or unrecognisable file raises ReaderError (naming the file) right away;
-    the records then come lazily. Bad lines never raise: they are counted in `stats`
-    (a fresh ReadStats if none is given) and the first few are logged at WARNING.
+    unreadable or unrecognisable file raises ReaderError (naming the file) right away,
+    and one without a single log line raises EmptyInput (a ReaderError); the records
+    then come lazily. Bad lines never raise: they are counted in `stats` (a fresh
+    ReadStats if none is given) and the first few are logged at WARNING. A Zeek log that
+    is not a connection log (dns.log, http.log, ...) yields nothing and says so in
+    `stats.passed_over`.
+
+    `stream` (optional) is read instead of opening `path` (standard input); `path` then
+    only names it in messages.
 
     `dports` (optional) is the set of responder ports anything downstream cares about,
     e.g. every port of the enabled models. Lines for other ports are then dropped before
@@ -315,7 +385,7 @@ def read_flows(
     if fmt is not None and fmt not in PARSERS:
         make_parser(fmt)  # raises with the list of valid names
     try:
-        fileobj = open_binary(path)
+        fileobj = open_binary(path, stream)
     except FileNotFoundError:
         raise ReaderError("no such file", file=name) from None
     except IsADirectoryError:
@@ -325,8 +395,17 @@ def read_flows(
     try:
         lines = iter_lines(fileobj, max_line_bytes)
         buffered, head = _head(lines)
+        if buffered and buffered[0][1].startswith(BOM):  # a UTF-8 byte order mark
+            buffered[0] = (buffered[0][0], buffered[0][1][len(BOM) :])
+            head = head[len(BOM) :]
         if fmt is None:
-            fmt = sniff_format(head, file=name)
+            try:
+                fmt = sniff_format(head, file=name)
+            except EmptyInput:
+                gz = getattr(fileobj, "gzip", None)
+                if gz is not None and gz.error:  # a damaged gzip file, not an empty one
+                    raise ReaderError(_gzip_damage(gz), file=name) from None
+                raise
         parser = make_parser(fmt)
         if dports is not None:
             set_filter = getattr(parser, "set_dport_filter", None)
@@ -339,11 +418,67 @@ def read_flows(
     except ReaderError:
         fileobj.close()
         raise
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    except OSError as exc:
         fileobj.close()
-        raise ReaderError(f"cannot read: {exc}", file=name) from None
+        raise ReaderError(f"cannot read: {exc.strerror or exc}", file=name) from None
     stats.format = fmt
+    other = not_a_connection_log(fmt, head)
+    if other is not None:
+        fileobj.close()
+        stats.passed_over = f"not a connection log ({other})"
+        log.warning("%s: %s; passed over", name, stats.passed_over)
+        return iter(())
     return _read(fileobj, parser, buffered, stats, max_line_bytes)
+
+
+def not_a_connection_log(fmt: str, head: bytes) -> str | None:
+    """What a Zeek log is when its head shows it is not conn.log ("path=dns"), else None.
+
+    TSV: the `#path` of the first header block. JSON: the first record's `_path`, or,
+    without one, a record lacking `conn_state` but holding fields of another log."""
+    if fmt == "zeek_tsv":
+        for line in head.split(b"\n"):
+            line = line.strip()
+            if not line.startswith(b"#"):
+                return None
+            if line.startswith(b"#path"):
+                value = line[5:].strip().decode("utf-8", "replace")
+                return None if value in ("conn", "") else f"path={value[:40]}"
+        return None
+    if fmt == "zeek_json":
+        from zeekndm.readers.zeek_json import OTHER_LOG_FIELDS
+
+        obj = _first_json_object(head)
+        if obj is None:
+            return None
+        path = obj.get("_path")
+        if path is not None:
+            return None if path == "conn" else f"path={str(path)[:40]}"
+        if "conn_state" not in obj:
+            fields = [k for k in OTHER_LOG_FIELDS if k in obj]
+            if fields:
+                return f"no conn_state, has {fields[0]}"
+    return None
+
+
+def find_logs(directory: str | os.PathLike) -> list[Path]:
+    """The logs `replay DIR` reads: regular files in `directory` (not below it) whose name
+    starts with `conn`, `eve` or `notice`, plain or gzip, oldest first by modification
+    time (rotated logs before the current one), ties by name. Hidden files are left out."""
+    found = []
+    for entry in os.scandir(directory):
+        name = entry.name
+        if name.startswith(LOG_PREFIXES) and entry.is_file():
+            found.append((entry.stat().st_mtime_ns, name, Path(entry.path)))
+    return [p for _, _, p in sorted(found)]
+
+
+#: Name prefixes of the files `find_logs` picks from a directory.
+LOG_PREFIXES = ("conn", "eve", "notice")
+
+
+def _gzip_damage(gz: GzipStream) -> str:
+    return f"gzip: {gz.error} at byte {gz.error_offset:,} of the compressed file"
 
 
 def _read(
@@ -357,10 +492,21 @@ def _read(
         try:
             yield from _parse_lines(parser, buffered, stats)
             yield from _parse_rest(parser, fileobj, stats, max_line_bytes)
-        except (OSError, EOFError) as exc:
-            # A truncated or corrupt gzip stream (a file still being written, a bad copy):
-            # the records read so far stand; the rest is unreadable.
-            stats.add_bad(stats.lines + 1, "unreadable rest of file", str(exc))
+        except OSError as exc:
+            # An I/O error under the file (EIO, a vanished network share): the records
+            # read so far stand; the rest is unreadable.
+            stats.unreadable = f"read error after line {stats.lines:,}: {exc.strerror or exc}"
+        gz = getattr(fileobj, "gzip", None)
+        if gz is not None and gz.error and stats.unreadable is None:
+            stats.unreadable = f"{_gzip_damage(gz)} (after line {stats.lines:,})"
+    if stats.unreadable:
+        log.warning(
+            "%s: the rest of the file is unreadable: %s; the %s record%s before it were read",
+            stats.path,
+            stats.unreadable,
+            f"{stats.records:,}",
+            "" if stats.records == 1 else "s",
+        )
     if stats.bad_lines > SAMPLE_CAP:
         log.warning(
             "%s: %d bad lines in total (%s)",
@@ -394,10 +540,17 @@ def _parse_lines(
         if line is LINE_TOO_LONG:
             stats.add_bad(lineno, "line too long")
             continue
+        filtered = getattr(parser, "filtered", 0)
+        accounted = stats.bad_lines + stats.skipped
         record = parse_line(parser, lineno, line, stats)
         if record is not None:
             stats.records += 1
             yield record
+        elif (
+            stats.bad_lines + stats.skipped == accounted
+            and getattr(parser, "filtered", 0) == filtered
+        ):
+            stats.ignored += 1
 
 
 def _parse_rest(
@@ -468,6 +621,8 @@ def _parse_blocks(
                 if record is not None:
                     stats.records += 1
                     yield record
+                else:
+                    stats.ignored += 1
             nlines = block.count(b"\n")
             parser.filtered += nlines - len(starts)  # type: ignore[attr-defined]
             stats.lines = base + nlines
@@ -498,6 +653,8 @@ def _parse_line_by_line(
     limit = max_line_bytes + 1
     n_lines = stats.lines
     n_records = stats.records
+    n_none = 0  # headers, comments, blank lines and port-filtered lines
+    filtered_before = getattr(parser, "filtered", 0)
     try:
         while True:
             line = readline(limit)
@@ -521,6 +678,7 @@ def _parse_line_by_line(
                 stats.add_bad(n_lines, "malformed record", f"{type(exc).__name__}: {exc}")
                 continue
             if record is None:
+                n_none += 1
                 continue
             n_records += 1
             stats.lines = n_lines
@@ -530,6 +688,7 @@ def _parse_line_by_line(
         stats.lines = n_lines
         stats.records = n_records
         stats.filtered = getattr(parser, "filtered", 0)
+        stats.ignored += n_none - (stats.filtered - filtered_before)
 
 
 # Zeek notice.log (notices raised by zeek_scripts/ and scan.zeek) is read through the same
