@@ -51,9 +51,9 @@ def test_replay_summary_names_files_records_and_bad_lines(tmp_path):
     run = Run(["replay", log])
     assert run.status == ExitStatus.OK
     assert f"{log}: zeek_tsv, 4,200 records (" in run.err
-    assert "on unwatched ports not parsed), 1 bad lines (wrong column count: 1)" in run.err
+    assert "on unwatched ports not parsed), 1 bad line (wrong column count: 1)" in run.err
     run = Run(["replay", "--parse-all", log])
-    assert f"{log}: zeek_tsv, 4,200 records, 1 bad lines (wrong column count: 1)" in run.err
+    assert f"{log}: zeek_tsv, 4,200 records, 1 bad line (wrong column count: 1)" in run.err
 
 
 def test_prefilter_still_counts_malformed_lines_on_unwatched_ports(tmp_path):

@@ -8,6 +8,7 @@ import argparse
 import enum
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,14 @@ class Environment:
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     stderr: IO[str] = field(default_factory=lambda: sys.stderr)
     clock: Callable[[], float] = time.monotonic
+    #: What `replay -` reads (binary); None: the process's standard input.
+    stdin: IO[bytes] | None = None
+
+    @property
+    def stdin_bytes(self) -> IO[bytes]:
+        if self.stdin is not None:
+            return self.stdin
+        return sys.stdin.buffer
 
     @property
     def stdout_bytes(self) -> IO[bytes]:
@@ -87,11 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="read log files once, detect, write alerts",
         description="Read Zeek conn.log (TSV/JSON, plain or .gz), Zeek notice.log or Suricata "
-        "eve.json files in the order given, detect, and write one ECS alert per line.",
+        "eve.json files in the order given, detect, and write one ECS alert per line. "
+        "FILE may be - (standard input), a FIFO, or a directory: its conn*, eve* and "
+        "notice* files are read oldest first (by modification time).",
         epilog="example: zeekndm replay demo/conn.log --output alerts.ndjson",
     )
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--output", "-o", metavar="PATH|-", help="NDJSON alerts (default: stdout)")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH|-",
+        help="NDJSON alerts (default: stdout); an existing file is replaced, see --append",
+    )
+    p.add_argument(
+        "--append", action="store_true", help="append to the --output file instead of replacing it"
+    )
     p.add_argument("--elasticsearch", metavar="URL", help="also index alerts into this cluster")
     p.add_argument(
         "--format",
@@ -267,21 +286,56 @@ def build_sinks(
 
 
 # -- replay ----------------------------------------------------------------------------
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """ "1 record", "2 records", "1,000 bad lines"."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def replay_inputs(names: list[str]) -> list[str]:
+    """The inputs of `replay`, in order: `-` stays (standard input), a directory becomes
+    its logs (`readers.find_logs`); anything else must exist. Raises before any work."""
+    from zeekndm.readers import LOG_PREFIXES, find_logs
+
+    out: list[str] = []
+    for name in names:
+        if name == "-":
+            out.append(name)
+            continue
+        path = Path(name)
+        if path.is_dir():
+            found = find_logs(path)
+            if not found:
+                prefixes = "*, ".join(LOG_PREFIXES)
+                raise ZeekNDMError(f"directory holds no {prefixes}* logs", file=name)
+            out.extend(str(p) for p in found)
+        elif not os.path.exists(name):
+            raise ZeekNDMError("no such file", file=name)
+        else:
+            out.append(name)
+    return out
+
+
 def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
-    from zeekndm.readers import ReadStats, read_flows, sensor_type
+    from zeekndm.readers import EmptyInput, ReadStats, read_flows, sensor_type
+    from zeekndm.sinks.ndjson import NDJSONSink
 
     config = _load(args)
     _setup_logging(env, args.log_level or "warning")
-    files = [Path(f) for f in args.files]
-    for f in files:  # fail before doing any work, naming the file
-        if not f.exists():
-            raise ZeekNDMError("no such file", file=str(f))
-        if f.is_dir():
-            raise ZeekNDMError("is a directory, not a log file", file=str(f))
+    files = replay_inputs(args.files)  # fail before doing any work, naming the file
     state_dir = _state_dir(args, config)
     sinks = build_sinks(args, config, env, state_dir)
+    for sink in sinks:
+        if isinstance(sink, NDJSONSink) and sink.path is not None:
+            sink.dead_letter_path = state_dir / "dead-letter.ndjson"
+            if not args.append:
+                sink.truncate()  # a second replay must not duplicate the first one's alerts
     detector = Detector(config.enabled_models, config.classifier(), config.detector)
-    pipeline = Pipeline(detector, sinks, Observer(hostname=config.sensor_name))
+    pipeline = Pipeline(
+        detector,
+        sinks,
+        Observer(hostname=config.sensor_name),
+        event_time=config.event_time,
+    )
     fmt = None if args.format == "auto" else args.format
     # Records on ports no model watches are only checked for shape, not parsed: on a
     # busy sensor's log that is most lines, and it makes a replay several times faster.
@@ -290,15 +344,24 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
     all_stats = []
     try:
         for f in files:
-            stats = ReadStats(str(f))
+            label = "<stdin>" if f == "-" else f
+            stats = ReadStats(label)
             all_stats.append(stats)
             pipeline.observer = Observer(config.sensor_name, sensor_type(fmt))
-            flows = read_flows(f, stats, fmt=fmt, dports=dports, models=config.models)
+            stream = env.stdin_bytes if f == "-" else None
+            try:
+                flows = read_flows(
+                    f, stats, fmt=fmt, dports=dports, models=config.models, stream=stream
+                )
+            except EmptyInput as exc:
+                log.warning("%s; going on with the other files", exc)
+                stats.passed_over = "empty"
+                continue
             first = next(flows, None)
             pipeline.observer = Observer(config.sensor_name, sensor_type(stats.format))
             if first is not None:
-                pipeline.push(first)
-                pipeline.push_many(flows)
+                pipeline.push(first, stats, stats.lines)
+                pipeline.push_many(flows, stats)
         pipeline.finish_input()
         delivered = pipeline.deliver(flush=True)
     finally:
@@ -307,7 +370,8 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
     _summary(env, all_stats, pipeline, elapsed)
     if not delivered:
         env.stderr.write(
-            f"zeekndm: error: {pipeline.pending} alerts could not be delivered to every output\n"
+            f"zeekndm: error: {plural(pipeline.pending, 'alert')} could not be delivered to "
+            "every output\n"
         )
         return ExitStatus.ERROR
     return ExitStatus.OK
@@ -321,23 +385,30 @@ def _summary(env: Environment, all_stats: list, pipeline: Pipeline, elapsed: flo
     records = sum(s.records + s.filtered for s in all_stats)
     w = env.stderr.write
     w(
-        f"zeekndm replay: {len(all_stats)} file(s), {records:,} records in {elapsed:.2f} s "
-        f"({records / elapsed:,.0f} records/s)\n"
+        f"zeekndm replay: {plural(len(all_stats), 'file')}, {plural(records, 'record')} in "
+        f"{elapsed:.2f} s ({records / elapsed:,.0f} records/s)\n"
     )
     for s in all_stats:
+        if s.passed_over:
+            w(f"  {s.path}: {s.passed_over}, not read\n")
+            continue
         bad = ", ".join(f"{reason}: {n}" for reason, n in s.bad_by_reason.most_common())
         skipped = sum(s.skipped_by_reason.values())
         w(
-            f"  {s.path}: {s.format or 'unknown'}, {s.records + s.filtered:,} records"
+            f"  {s.path}: {s.format or 'unknown'}, {plural(s.records + s.filtered, 'record')}"
             + (f" ({s.filtered:,} on unwatched ports not parsed)" if s.filtered else "")
-            + f", {s.bad_lines:,} bad lines"
+            + f", {plural(s.bad_lines, 'bad line')}"
             + (f" ({bad})" if bad else "")
             + (f", {skipped:,} skipped" if skipped else "")
+            + (f"; unreadable rest: {s.unreadable}" if s.unreadable else "")
             + "\n"
         )
     d = pipeline.detector.stats
     if d.late_records:
-        w(f"  {d.late_records:,} records later than the allowed lateness were not counted\n")
+        w(
+            f"  {plural(d.late_records, 'record was', 'records were')} later than the allowed "
+            "lateness and not counted\n"
+        )
     if pipeline.alerts_by_model:
         per_model = ", ".join(f"{m} {n}" for m, n in sorted(pipeline.alerts_by_model.items()))
         per_state = ", ".join(f"{s} {n}" for s, n in sorted(pipeline.alerts_by_state.items()))
@@ -345,7 +416,7 @@ def _summary(env: Environment, all_stats: list, pipeline: Pipeline, elapsed: flo
     else:
         w("  alerts: 0\n")
     for sink, n in pipeline.rejected.items():
-        w(f"  {n} alerts rejected by {sink} (see its dead-letter file)\n")
+        w(f"  {plural(n, 'alert')} rejected by {sink} (see its dead-letter file)\n")
 
 
 # -- run (live mode) -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 from zeekndm.detect import DetectorSettings
 from zeekndm.errors import ConfigError, ConfigErrors, ZeekNDMError
+from zeekndm.eventtime import EventTimeSettings
 from zeekndm.models import Model, ModelErrors, builtin_model_dicts, merge_model
 from zeekndm.networks import DEFAULT_INTERNAL, NetworkClassifier
 from zeekndm.yamlfile import FieldReader, LocatedDict, load_yaml_file
@@ -33,6 +34,7 @@ class Config:
     trust_local_fields: bool = True
     sensor_name: str | None = None
     detector: DetectorSettings = field(default_factory=DetectorSettings)
+    event_time: EventTimeSettings = field(default_factory=EventTimeSettings)
     models: dict[str, Model] = field(default_factory=dict)
     state_dir: str | None = None
     ndjson_path: str | None = "-"
@@ -84,7 +86,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
             )
     trust = r.take("trust_local_fields", bool, default=True)
     sensor_name = r.take("sensor_name", str, default=None)
-    detector = _detector(r)
+    detector, event_time = _detector(r)
     models = _models(r)
     state_dir = r.take("state_dir", str, default=None)
     ndjson_path, es = _output(r)
@@ -99,6 +101,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
         trust_local_fields=trust,
         sensor_name=sensor_name,
         detector=DetectorSettings(trust_local_fields=trust, **detector),
+        event_time=event_time,
         models=models,
         state_dir=state_dir,
         ndjson_path=ndjson_path,
@@ -115,16 +118,45 @@ def _positive(v: float) -> str | None:
     return None if v > 0 else "must be > 0"
 
 
-def _detector(r: FieldReader) -> dict[str, Any]:
+#: Upper bound of any duration in the config (seconds): ten years. Beyond it a value is a
+#: typo or an attempt to overflow something, never a setting.
+MAX_SECONDS = 10 * 365 * 86400.0
+
+
+def _seconds(low: float, *, inclusive: bool = True):
+    """A check for a duration: finite, >= (or >) `low`, at most MAX_SECONDS."""
+
+    def check(v: float) -> str | None:
+        if not (v >= low if inclusive else v > low):
+            return f"must be {'>=' if inclusive else '>'} {low:g}"
+        if v > MAX_SECONDS:
+            return f"must be at most {MAX_SECONDS:.0f} s (ten years)"
+        return None
+
+    return check
+
+
+def _detector(r: FieldReader) -> tuple[dict[str, Any], EventTimeSettings]:
     d = FieldReader(r.take("detector", dict, default={}), "detector", r.errors, file=r.file)
     defaults = DetectorSettings()
+    clock = EventTimeSettings()
+    event_time = EventTimeSettings(
+        max_future=_optional_seconds(d, "max_future", clock.max_future),
+        max_jump=_optional_seconds(d, "max_time_jump", clock.max_jump),
+        confirmations=d.take(
+            "time_jump_confirmations",
+            int,
+            default=clock.confirmations,
+            check=lambda v: None if 1 <= v <= 1000 else "must be 1-1000",
+        ),
+    )
     out = {
         "allowed_lateness": float(
             d.take(
                 "allowed_lateness",
                 float,
                 default=defaults.allowed_lateness,
-                check=lambda v: None if v >= 0 else "must be >= 0",
+                check=_seconds(0),
             )
         ),
         "max_tracked_sources": d.take(
@@ -144,7 +176,16 @@ def _detector(r: FieldReader) -> dict[str, Any]:
         ),
     }
     d.finish()
-    return out
+    return out, event_time
+
+
+def _optional_seconds(d: FieldReader, name: str, default: float | None) -> float | None:
+    """A bound in seconds that `off` (or `false`) switches off; null means the default."""
+    if d.has(name) and d.data[name] in ("off", False):
+        d.raw(name)
+        return None
+    value = d.take(name, float, default=default, check=_seconds(0, inclusive=False))
+    return None if value is None else float(value)
 
 
 def _models(r: FieldReader) -> dict[str, Model]:
@@ -251,7 +292,7 @@ def _logging(r: FieldReader) -> tuple[str, float, str]:
             None if v.lower() in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
         ),
     )
-    interval = lg.take("stats_interval", float, default=60.0, check=_positive)
+    interval = lg.take("stats_interval", float, default=60.0, check=_seconds(0, inclusive=False))
     fmt = lg.take(
         "format",
         str,

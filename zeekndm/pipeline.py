@@ -5,17 +5,23 @@ dead-lettered). `deliver()` says whether anything is still waiting for a retry, 
 what lets live mode commit an input offset only after the alerts of the records before
 it are safe: a crash can then duplicate alerts (harmless, ids are deterministic) but
 never lose one.
+
+Every Flow passes the `EventClock` before the detector, so a record whose time is not
+believable (far ahead of the wall clock, or a jump no later record confirms) is counted
+as a bad ts line of its file instead of moving event time (see `zeekndm.eventtime`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from zeekndm.detect import Detector
 from zeekndm.detection import Detection
 from zeekndm.enrich import Alert, Observer, enrich
+from zeekndm.eventtime import BadLineSink, EventClock, EventTimeSettings
 from zeekndm.flow import Flow
 from zeekndm.sinks.base import AlertSink, SendResult
 
@@ -29,8 +35,11 @@ class Pipeline:
         sinks: Sequence[AlertSink],
         observer: Observer | None = None,
         batch_size: int = 500,
+        event_time: EventTimeSettings | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.detector = detector
+        self.clock = EventClock(event_time, wall_clock, start=detector.max_ts)
         self.sinks = list(sinks)
         self.observer = observer or Observer()
         self.batch_size = batch_size
@@ -41,26 +50,53 @@ class Pipeline:
         self.notices = 0
 
     # -- input side ----------------------------------------------------------------
-    def push(self, item: Flow | Detection) -> None:
-        """One record from a reader: a Flow to detect on, or a ready Detection (a Zeek notice)."""
+    def push(
+        self, item: Flow | Detection, source: BadLineSink | None = None, lineno: int = 0
+    ) -> None:
+        """One record from a reader: a Flow to detect on, or a ready Detection (a Zeek
+        notice). `source` (the reader's ReadStats) and `lineno` say where a record the
+        event clock rejects is counted."""
         if isinstance(item, Flow):
-            detections = self.detector.observe(item)
-            if not detections:
-                return
-        else:
-            self.notices += 1
-            detections = [item]
-        self.add_detections(detections)
-
-    def push_many(self, items: Iterable[Flow | Detection]) -> None:
-        observe = self.detector.observe
-        for item in items:
-            if type(item) is Flow:
-                detections = observe(item)
+            observe = self.detector.observe
+            for flow in self.clock.admit(item, source, lineno):
+                detections = observe(flow)
                 if detections:
                     self.add_detections(detections)
-            else:
-                self.push(item)
+        else:
+            self.notices += 1
+            self.add_detections([item])
+
+    def push_many(self, items: Iterable[Flow | Detection], source: Any = None) -> None:
+        """Every record of `items`; `source` is the ReadStats of the reader producing
+        them (its `lines` is the line of the record just yielded)."""
+        observe = self.detector.observe
+        clock = self.clock
+        ceiling = clock.ceiling
+        high = clock.high
+        try:
+            for item in items:
+                if type(item) is Flow:
+                    ts = item[0]
+                    if ts > high:
+                        if ts > ceiling:
+                            clock.high = high
+                            for flow in clock._decide(
+                                item, source, source.lines if source is not None else 0
+                            ):
+                                detections = observe(flow)
+                                if detections:
+                                    self.add_detections(detections)
+                            ceiling, high = clock.ceiling, clock.high
+                            continue
+                        high = ts
+                    detections = observe(item)
+                    if detections:
+                        self.add_detections(detections)
+                else:
+                    self.push(item)
+        finally:
+            if high > clock.high:
+                clock.high = high
 
     def add_detections(self, detections: Iterable[Detection]) -> None:
         for detection in detections:
@@ -73,7 +109,8 @@ class Pipeline:
             self.deliver()
 
     def finish_input(self) -> None:
-        """The input is over (replay): end open episodes with their totals."""
+        """The input is over (replay): settle a held time jump, end open episodes."""
+        self.clock.finish()
         self.add_detections(self.detector.finish())
 
     # -- output side ---------------------------------------------------------------
@@ -82,8 +119,9 @@ class Pipeline:
         return max((len(q) for q in self._pending.values()), default=0)
 
     def deliver(self, flush: bool = False) -> bool:
-        """Send what is pending to every sink. True when nothing waits for a retry."""
-        complete = True
+        """Send what is pending to every sink. True when nothing waits for a retry and
+        no record waits for the event clock (so an input offset may be committed)."""
+        complete = not self.clock.holding
         for sink in self.sinks:
             queue = self._pending[sink.name]
             retry: list[Alert] = []

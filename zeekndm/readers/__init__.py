@@ -601,6 +601,8 @@ def _parse_blocks(
                 yield from _parse_line_by_line(parser, io.BytesIO(block), stats, max_line_bytes)
                 continue
             base = stats.lines
+            at = 0  # stats.lines is the line of each record yielded: counted incrementally
+            at_line = base
             for start in starts:
                 line = block[start : block.index(b"\n", start)].rstrip(b"\r")
                 try:
@@ -620,6 +622,9 @@ def _parse_blocks(
                     continue
                 if record is not None:
                     stats.records += 1
+                    at_line += block.count(b"\n", at, start)
+                    at = start
+                    stats.lines = at_line + 1
                     yield record
                 else:
                     stats.ignored += 1
