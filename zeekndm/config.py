@@ -19,7 +19,7 @@ from zeekndm.errors import ConfigError, ConfigErrors, ZeekNDMError
 from zeekndm.eventtime import EventTimeSettings
 from zeekndm.models import Model, ModelErrors, builtin_model_dicts, merge_model
 from zeekndm.networks import DEFAULT_INTERNAL, NetworkClassifier
-from zeekndm.yamlfile import FieldReader, LocatedDict, load_yaml_file
+from zeekndm.yamlfile import FieldReader, LocatedDict, line_of, load_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,11 @@ class Config:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate a config file (None: built-in defaults). Raises ConfigErrors."""
+    """Load and validate a config file (None: built-in defaults).
+
+    Raises ConfigError (ConfigErrors for several problems) and nothing else, whatever the
+    file holds: live mode relies on that to keep its running config when a reload fails.
+    """
     if path is None:
         data: Any = LocatedDict()
         label = None
@@ -64,7 +68,21 @@ def load_config(path: str | Path | None = None) -> Config:
         if data is None:
             data = LocatedDict()
     errors: list[ZeekNDMError] = []
-    config = parse_config(data, errors, file=label)
+    try:
+        config = parse_config(data, errors, file=label)
+    except ZeekNDMError as exc:
+        errors.append(exc)
+        config = None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        # A value of a shape no check anticipated: still a config error naming the file.
+        errors.append(
+            ConfigError(
+                f"invalid configuration ({type(exc).__name__}: {str(exc)[:80]})",
+                file=label,
+                line=getattr(data, "line", None) or 1,
+            )
+        )
+        config = None
     if errors:
         raise ConfigErrors(errors)
     assert config is not None
@@ -181,7 +199,7 @@ def _detector(r: FieldReader) -> tuple[dict[str, Any], EventTimeSettings]:
 
 def _optional_seconds(d: FieldReader, name: str, default: float | None) -> float | None:
     """A bound in seconds that `off` (or `false`) switches off; null means the default."""
-    if d.has(name) and d.data[name] in ("off", False):
+    if d.has(name) and (d.data[name] is False or d.data[name] == "off"):
         d.raw(name)
         return None
     value = d.take(name, float, default=default, check=_seconds(0, inclusive=False))
@@ -206,6 +224,21 @@ def _models(r: FieldReader) -> dict[str, Model]:
     ids = {m.id: m.name for m in models.values()}
     for name, data in (overrides or {}).items():
         if name in builtin or not isinstance(data, dict):
+            continue
+        guess = _closest(name, builtin)
+        if guess is not None and "id" not in data:
+            # An override of a shipped model with its name mistyped, not a new model
+            # (a new model needs an id): one error with the likely name, not a pile
+            # of "required key is missing".
+            r.errors.append(
+                ConfigError(
+                    f"there is no shipped model {name!r}; did you mean {guess!r}? "
+                    "(a new model needs its own id, name, ports, threshold and threat)",
+                    file=getattr(data, "file", r.file),
+                    line=line_of(overrides, name),
+                    key=f"models.{name}",
+                )
+            )
             continue
         model = Model.collect(
             data, r.errors, source=getattr(data, "file", r.file), path=f"models.{name}"
@@ -235,6 +268,16 @@ def _models(r: FieldReader) -> dict[str, Model]:
         ids[model.id] = name
         models[name] = model
     return models
+
+
+def _closest(name: Any, names: Any) -> str | None:
+    """The shipped model name `name` is most likely a typo of, if any."""
+    import difflib
+
+    if not isinstance(name, str):
+        return None
+    found = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
+    return found[0] if found else None
 
 
 def _output(r: FieldReader) -> tuple[str | None, Any]:

@@ -4,10 +4,25 @@ PyYAML's SafeLoader silently keeps the last of two repeated keys and forgets lin
 numbers. Configuration errors must name `file:line` and the key path, so mappings are
 loaded as `LocatedDict` (a plain dict that also knows the line of each key), and a
 repeated key is an error on the spot.
+
+A config file is also hostile input (it may be edited while `run` is active, and a
+bad one must never stop the service), so every way YAML can fail or explode ends as a
+`ConfigError` naming the file and line:
+
+- the file must be a regular file of at most `MAX_CONFIG_BYTES` (`read_regular_file`:
+  no FIFO that blocks, no symlink to /dev/zero);
+- nesting deeper than `MAX_DEPTH` is refused while composing (deep recursion would
+  otherwise raise RecursionError);
+- anchors and aliases are allowed, but the document they expand to may hold at most
+  `MAX_NODES` nodes ("billion laughs": a 1 KB file that expands to gigabytes);
+- integers longer than `MAX_INT_DIGITS` digits, non-finite floats (`.inf`, `.nan`, or a
+  literal that overflows to infinity) and non-scalar mapping keys are refused;
+- any other failure while building a value becomes a ConfigError at that node's line.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +30,16 @@ from typing import Any
 import yaml
 
 from zeekndm.errors import ConfigError
+from zeekndm.regularfile import read_regular_file
+
+#: Largest config file read (a config with 20,000 internal networks is ~0.5 MB).
+MAX_CONFIG_BYTES = 4 << 20
+#: Deepest nesting of mappings and lists (the shipped config needs 5).
+MAX_DEPTH = 64
+#: Most nodes the document may expand to, aliases counted at every use.
+MAX_NODES = 200_000
+#: Longest integer literal (2**63 has 19 digits; Python refuses str->int past 4,300).
+MAX_INT_DIGITS = 30
 
 
 class LocatedDict(dict):
@@ -40,6 +65,84 @@ class LocatedList(list):
 
 class _StrictLoader(yaml.SafeLoader):
     filename: str | None = None
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    file=self.filename,
+                    line=mark.line + 1,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ConfigError, yaml.YAMLError):
+            raise
+        except (ValueError, TypeError, OverflowError, RecursionError, KeyError) as exc:
+            raise ConfigError(
+                f"invalid value: {_brief(exc)}", file=self.filename, line=node.start_mark.line + 1
+            ) from None
+
+
+def _brief(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    digits = sum(c.isdigit() for c in str(node.value))
+    if digits > MAX_INT_DIGITS:
+        raise ConfigError(
+            f"integer with {digits} digits is out of range", file=loader.filename,
+            line=node.start_mark.line + 1,
+        )  # fmt: skip
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+def _construct_float(loader: _StrictLoader, node: yaml.ScalarNode) -> float:
+    value = yaml.SafeLoader.construct_yaml_float(loader, node)
+    if not math.isfinite(value):
+        raise ConfigError(
+            f"{node.value!s:.40} is not a finite number", file=loader.filename,
+            line=node.start_mark.line + 1,
+        )  # fmt: skip
+    return value
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes in the document with every alias expanded, stopping past MAX_NODES.
+
+    Composed YAML shares one node per anchor, so this is counted with a memo per node:
+    linear in the file's own size however large the expansion is."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        if done:
+            total = 1 + sum(sizes.get(id(c), 0) for c in children)
+            sizes[id(node)] = min(total, MAX_NODES + 1)
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> LocatedDict:
@@ -50,6 +153,12 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Located
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if not isinstance(key_node, yaml.ScalarNode) or isinstance(key, (list, dict)):
+            raise ConfigError(
+                "a mapping key must be a plain value, not a list or mapping",
+                file=loader.filename,
+                line=line,
+            )
         if key in result:
             raise ConfigError(
                 f"duplicate key {key!r} (first at line {result.key_lines[key]})",
@@ -70,6 +179,8 @@ def _construct_sequence(loader: _StrictLoader, node: yaml.SequenceNode) -> Locat
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 def load_yaml_text(text: str, filename: str | None = None) -> Any:
@@ -82,25 +193,48 @@ def load_yaml_text(text: str, filename: str | None = None) -> Any:
     try:
         loader = Loader(text)
         try:
-            return loader.get_single_data()
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if _expanded_size(node) > MAX_NODES:
+                raise ConfigError(
+                    f"the document expands to more than {MAX_NODES:,} values (aliases of "
+                    "aliases?); refusing to build it",
+                    file=filename,
+                    line=node.start_mark.line + 1,
+                )
+            return loader.construct_document(node)
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise ConfigError(f"invalid YAML: {exc.problem or exc}", file=filename, line=line) from None
+        raise ConfigError(
+            f"invalid YAML: {_brief(exc.problem or exc)}", file=filename, line=line
+        ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"invalid YAML: {_brief(exc)}", file=filename, line=line) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=filename) from None
+        raise ConfigError(f"invalid YAML: {_brief(exc)}", file=filename, line=1) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", file=filename, line=1) from None
 
 
 def load_yaml_file(path: str | Path) -> Any:
+    """Read and parse a YAML file (a regular file of at most MAX_CONFIG_BYTES)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_regular_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read: {exc}", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError("cannot read: not UTF-8 text", file=str(path), line=line) from None
     return load_yaml_text(text, filename=str(path))
 
 
@@ -186,7 +320,8 @@ class FieldReader:
             return default  # `key: null` / `key:` means "use the default"
         if not _is_instance(value, types):
             self.fail(
-                f"expected {_type_names(types)}, got {type(value).__name__} {value!r}", name=name
+                f"expected {_type_names(types)}, got {type(value).__name__} {_brief(repr(value))}",
+                name=name,
             )
             return default if default is not FieldReader.REQUIRED else None
         if check is not None:
