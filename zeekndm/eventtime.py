@@ -179,10 +179,10 @@ class EventClock:
 
     def _ceiling(self) -> float:
         """Highest time accepted without a second look; -inf while a jump is held, so
-        every record is looked at until the jump is settled."""
-        if self._held:
-            return _NEG_INF
+        every record is looked at until the jump is settled (and before the first)."""
         jump = self.settings.max_jump
-        if self.high == _NEG_INF or jump is None:
+        if jump is None:
             return self._wall_limit
+        if self._held or self.high == _NEG_INF:  # the first record sets `high` in _decide
+            return _NEG_INF
         return min(self.high + jump, self._wall_limit)

@@ -201,7 +201,12 @@ class LiveRunner:
             allow_unreachable=True,
         )
         self._resume_ndjson(sinks, saved.get("ndjson") or {})
-        self.pipeline = Pipeline(self.detector, sinks, Observer(hostname=config.sensor_name))
+        self.pipeline = Pipeline(
+            self.detector,
+            sinks,
+            Observer(hostname=config.sensor_name),
+            event_time=config.event_time,
+        )
         targets = [
             FollowTarget(s.path, s.patterns if s.is_dir else ())
             for s in self.specs
@@ -365,7 +370,7 @@ class LiveRunner:
             item = parse_line(parser, lineno, line, stats)
             if item is not None:
                 records += 1
-                pipeline.push(item)
+                pipeline.push(item, stats, lineno)
         stats.records += records
         self.totals.records += records
         self.totals.bad_lines += stats.bad_lines - bad_before
