@@ -86,7 +86,15 @@ class _StrictLoader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except (ConfigError, yaml.YAMLError):
             raise
-        except (ValueError, TypeError, OverflowError, RecursionError, KeyError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            OverflowError,
+            RecursionError,
+            KeyError,
+            AttributeError,
+            IndexError,
+        ) as exc:
             raise ConfigError(
                 f"invalid value: {_brief(exc)}", file=self.filename, line=node.start_mark.line + 1
             ) from None

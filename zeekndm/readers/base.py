@@ -12,6 +12,7 @@ import codecs
 import ipaddress
 import math
 import socket
+import warnings
 from collections.abc import Hashable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
@@ -162,7 +163,12 @@ def split_zeek_header(line: str, separator: str) -> tuple[str, str]:
     `#open XXXX`)."""
     if line.startswith("#separator"):
         raw = line[len("#separator") :].strip().encode("ascii", "backslashreplace")
-        sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
+        try:
+            with warnings.catch_warnings():  # "\#" is a DeprecationWarning, not data
+                warnings.simplefilter("ignore")
+                sep = codecs.escape_decode(raw)[0].decode("latin-1") if raw else ""
+        except ValueError:  # "\x" without two hex digits
+            raise BadLine("bad #separator", brief(line, 30)) from None
         return "#separator", sep or "\t"
     key, sep, value = line.partition(separator)
     if not sep:
