@@ -50,7 +50,7 @@ from zeekndm.readers.base import MAX_TS
 
 BUDGET = float(os.environ.get("ZEEKNDM_FUZZ_SECONDS", "2.5"))
 SEED = int(os.environ.get("ZEEKNDM_FUZZ_SEED", "20261201"))
-ROUND = 100  # examples per hypothesis run; rounds repeat until the budget is spent
+ROUND = 50  # examples per hypothesis run; rounds repeat until the budget is spent
 
 NOTICE_DATA = REPO / "tests" / "data" / "notice"
 
