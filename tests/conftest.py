@@ -52,3 +52,55 @@ def kibana():
     server = KibanaStandin().start()
     yield server
     server.stop()
+
+
+# -- real engines (tests/engines) ---------------------------------------------------------
+ENGINE_STARTS: list[str] = []  # "name version: N s", printed in the terminal summary
+
+
+def unavailable(reason: str):
+    """Skip with `reason`, or fail under CI=true, where every optional part must run."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(reason + " (CI=true requires it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _engine(name: str):
+    import engines
+
+    try:
+        engine = engines.start(name)
+    except engines.EngineUnavailable as exc:
+        unavailable(f"{name} not available here: {exc}")
+    ENGINE_STARTS.append(f"{name} {engine.version} answered in {engine.started_in:.1f} s")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch_engine():
+    """OpenSearch 2.19 on 127.0.0.1 (tests/engines), started once per run."""
+    yield from _engine("opensearch")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_engine():
+    """A bare Elasticsearch 8.19 node on 127.0.0.1 (tests/engines), started once per run."""
+    yield from _engine("elasticsearch")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch9_engine():
+    """A bare Elasticsearch 9.x node on the Java 21+ JDK (tests/engines)."""
+    yield from _engine("elasticsearch9")
+
+
+@pytest.fixture(scope="session")
+def kafka_engine():
+    """A single-node KRaft Kafka 4.x broker on 127.0.0.1 (tests/engines); `.bootstrap`."""
+    yield from _engine("kafka")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if ENGINE_STARTS:
+        terminalreporter.write_line("engines: " + "; ".join(ENGINE_STARTS))
