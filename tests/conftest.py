@@ -9,6 +9,8 @@ directory fails instead of silently skipping.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -55,7 +57,16 @@ def kibana():
 
 
 # -- real engines (tests/engines) ---------------------------------------------------------
-ENGINE_STARTS: list[str] = []  # "name version: N s", printed in the terminal summary
+# Engines start once per run. As soon as collection is over, every engine a selected test
+# needs is prepared (one parallel Maven fetch if the cache is cold) and started in the
+# background, one after the other in the order the tests first need them: the suite runs
+# on one core, a booting JVM on the other (booting them side by side only made each slower
+# on 2 cores). A fixture then only waits for its engine. A test needs an engine when it
+# uses its `<name>_engine` fixture, or is parametrized with the engine's name
+# (test_engine_elasticsearch's `node`).
+ENGINE_STARTS: list[str] = []  # "name version answered in N s", printed in the summary
+_ENGINE_FUTURES: dict[str, Future] = {}
+_ENGINE_STOP = threading.Event()
 
 
 def unavailable(reason: str):
@@ -65,16 +76,63 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+def _start_engines(names: list[str]) -> None:
+    import engines
+
+    futures = {name: Future() for name in names}
+    _ENGINE_FUTURES.update(futures)
+
+    def run() -> None:
+        prepared = engines.prepare_many(names)
+        for name in names:
+            if _ENGINE_STOP.is_set():
+                futures[name].cancel()
+            elif isinstance(prepared[name], Exception):
+                futures[name].set_exception(prepared[name])
+            else:
+                try:
+                    futures[name].set_result(engines.start(name))
+                except BaseException as exc:  # noqa: BLE001 - its fixture re-raises it
+                    futures[name].set_exception(exc)
+
+    threading.Thread(target=run, name="engine-starter", daemon=True).start()
+
+
+def pytest_collection_finish(session):
+    import engines
+
+    wanted: dict[str, None] = {}  # in the order of first use
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for name in engines.ENGINES:
+            if f"{name}_engine" in item.fixturenames or name in params.values():
+                wanted.setdefault(name)
+    if wanted:
+        _start_engines(list(wanted))
+
+
 def _engine(name: str):
     import engines
 
+    if name not in _ENGINE_FUTURES:  # requested dynamically: start it now
+        _start_engines([name])
     try:
-        engine = engines.start(name)
+        engine = _ENGINE_FUTURES[name].result()
     except engines.EngineUnavailable as exc:
         unavailable(f"{name} not available here: {exc}")
     ENGINE_STARTS.append(f"{name} {engine.version} answered in {engine.started_in:.1f} s")
     yield engine
     engine.stop()
+
+
+def pytest_sessionfinish(session):
+    """Stop engines started for tests that never ran (-x, a failed collection, Ctrl-C)."""
+    _ENGINE_STOP.set()
+    for future in _ENGINE_FUTURES.values():
+        try:
+            future.result().stop()
+        except BaseException:  # noqa: BLE001 - cancelled, or its fixture reported why
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import ENGINES, EngineFailed, EngineUnavailable, prepare, start
+from . import ENGINES, EngineFailed, EngineUnavailable, prepare, prepare_all, start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,19 +36,19 @@ def main(argv: list[str] | None = None) -> int:
         "--prepare", action="store_true", help="resolve jars and compile launchers, then exit"
     )
     args = parser.parse_args(argv)
-    names = list(ENGINES) if args.name == "all" else [args.name]
     if args.name == "all" and not args.prepare:
         parser.error("'all' needs --prepare (engines are started one per process)")
     try:
         if args.prepare:
-            for name in names:
-                began = time.monotonic()
-                prepared = prepare(name)
+            began = time.monotonic()
+            done = prepare_all() if args.name == "all" else [prepare(args.name)]
+            for prepared in done:
                 print(
-                    f"prepared {name} {prepared.spec.version}: {len(prepared.jars)} jars, "
-                    f"JDK {prepared.jdk} ({time.monotonic() - began:.1f} s)",
+                    f"prepared {prepared.spec.name} {prepared.spec.version}: "
+                    f"{len(prepared.jars)} jars, JDK {prepared.jdk}",
                     flush=True,
                 )
+            print(f"prepared in {time.monotonic() - began:.1f} s", flush=True)
             return 0
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
