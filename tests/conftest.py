@@ -83,7 +83,12 @@ def _start_engines(names: list[str]) -> None:
     _ENGINE_FUTURES.update(futures)
 
     def run() -> None:
-        prepared = engines.prepare_many(names)
+        try:
+            prepared = engines.prepare_many(names)
+        except BaseException as exc:  # noqa: BLE001 - every waiting fixture gets the reason
+            for future in futures.values():
+                future.set_exception(exc)
+            return
         for name in names:
             if _ENGINE_STOP.is_set():
                 futures[name].cancel()

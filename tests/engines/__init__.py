@@ -40,7 +40,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,11 +233,12 @@ def prepare_many(names) -> dict[str, Prepared | EngineUnavailable]:
     missing = [spec for spec in specs if not _cached(spec)]
     if len(missing) > 1:
         modules = ",".join(spec.module for spec in missing)
-        cmd = _maven_command(
-            MAVEN_DIR / "pom.xml", ["-T", "4", "-pl", modules, "dependency:resolve"]
-        )
-        # a failure is reported by the engine it concerns, when its own prepare() runs
-        subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # a failure here (no Maven, a jar not served) is reported by the engine it
+        # concerns, when its own prepare() runs below
+        with suppress(EngineUnavailable):
+            goals = ["-T", "4", "-pl", modules, "dependency:resolve"]
+            cmd = _maven_command(MAVEN_DIR / "pom.xml", goals)
+            subprocess.run(cmd, capture_output=True, text=True, check=False)
     results: dict[str, Prepared | EngineUnavailable] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:  # Maven and javac start-ups overlap
         futures = {spec.name: pool.submit(prepare, spec.name) for spec in specs}
@@ -434,10 +435,10 @@ def start(
     try:
         if spec.kind == "kafka":
             engine.url = f"kafka://127.0.0.1:{port}"
-            _wait(engine, lambda: _kafka_answers(port), began + timeout)
+            _wait(engine, lambda: _kafka_answers(port), began, timeout)
         else:
-            engine.url = _wait(engine, lambda: _http_port(home), began + timeout)
-            _wait(engine, lambda: _http_healthy(engine.url), began + timeout)
+            engine.url = _wait(engine, lambda: _http_port(home), began, timeout)
+            _wait(engine, lambda: _http_healthy(engine.url), began, timeout)
     except BaseException:
         engine.stop(timeout=10)
         raise
@@ -445,7 +446,7 @@ def start(
     return engine
 
 
-def _wait(engine: Engine, probe, deadline: float):
+def _wait(engine: Engine, probe, began: float, timeout: float):
     while True:
         result = probe()
         if result:
@@ -455,9 +456,9 @@ def _wait(engine: Engine, probe, deadline: float):
                 f"{engine.name} exited with {engine.process.returncode} before it answered; "
                 f"log {engine.log_path}:\n{engine.log_tail()}"
             )
-        if time.monotonic() > deadline:
+        if time.monotonic() > began + timeout:
             raise EngineFailed(
-                f"{engine.name} did not answer within {START_TIMEOUT:.0f} s; "
+                f"{engine.name} did not answer within {timeout:.0f} s; "
                 f"log {engine.log_path}:\n{engine.log_tail()}"
             )
         time.sleep(0.2)
@@ -563,12 +564,3 @@ def _recv(sock: socket.socket, size: int) -> bytes:
         chunks.append(chunk)
         size -= len(chunk)
     return b"".join(chunks)
-
-
-@contextmanager
-def running(name: str, **kwargs) -> Iterator[Engine]:
-    engine = start(name, **kwargs)
-    try:
-        yield engine
-    finally:
-        engine.stop()
