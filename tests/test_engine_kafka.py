@@ -30,8 +30,13 @@ def topic(kafka_engine) -> str:
 
 
 def produce(kafka_engine, topic: str, records: list[tuple[str, str]]) -> None:
-    # murmur2: the Java client's partitioner, so any producer puts a key on the same partition
-    producer = Producer({"bootstrap.servers": kafka_engine.bootstrap, "partitioner": "murmur2"})
+    # murmur2: the Java client's partitioner, so any producer puts a key on the same partition.
+    # Idempotence: a produce retried under load (a loaded CI machine) is neither duplicated nor
+    # reordered, which the per-key order assertions rely on.
+    producer = Producer({
+        "bootstrap.servers": kafka_engine.bootstrap, "partitioner": "murmur2",
+        "enable.idempotence": True,
+    })  # fmt: skip
     for key, value in records:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(30) == 0
