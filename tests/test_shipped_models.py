@@ -22,7 +22,7 @@ MODELS = load_builtin_models()
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_shipped_model_file_is_named_after_model(name):
-    assert re.fullmatch(r"[a-z][a-z0-9_]+", name)
+    assert re.fullmatch(r"[a-z][a-z0-9_-]+", name)
     assert (resources.files("zeekndm") / "builtin_models" / f"{name}.yaml").is_file()
 
 
@@ -31,12 +31,42 @@ def test_shipped_models_have_unique_ids_and_names():
     assert len(set(ids)) == len(ids)
 
 
+def test_seed_models_keep_t1046_under_discovery_and_t1595_under_reconnaissance():
+    for name in ("mongodb_scan_internal_external", "ldap_scanning_inside_to_outside"):
+        mapping = {e.tactic.id: [t.id for t in e.techniques] for e in MODELS[name].threat}
+        assert mapping["TA0007"] == ["T1046"] and mapping["TA0043"][0] == "T1595"
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_shipped_model_maps_t1046_under_discovery_and_t1595_under_reconnaissance(name):
-    mapping = {
-        (e.tactic.id, e.tactic.name): [t.id for t in e.techniques] for e in MODELS[name].threat
-    }
-    assert mapping == {("TA0007", "Discovery"): ["T1046"], ("TA0043", "Reconnaissance"): ["T1595"]}
+def test_shipped_model_maps_a_discovery_or_reconnaissance_technique(name):
+    tactics = {e.tactic.id for e in MODELS[name].threat}
+    assert tactics & {"TA0007", "TA0043"}
+
+
+def test_ping_sweeps_map_remote_system_discovery_and_sweeps_scanning_ip_blocks():
+    for name, model in MODELS.items():
+        if model.icmp_types:
+            assert "T1018" in model.technique_ids, name
+    assert "T1595.001" in MODELS["ssh_scan_internal_external"].technique_ids
+    assert "T1595.002" in MODELS["docker_scan_internal_external"].technique_ids
+
+
+def test_library_has_at_least_30_models_in_three_directions():
+    assert len(MODELS) >= 30
+    assert {m.direction for m in MODELS.values()} >= {"outbound", "inbound", "internal"}
+    assert {m.track_by for m in MODELS.values()} >= {"source", "source_destination"}
+
+
+def test_inbound_models_are_off_by_default_and_outbound_and_internal_sweeps_on():
+    assert not any(m.enabled for m in MODELS.values() if m.direction == "inbound")
+    on = {m.name for m in MODELS.values() if m.enabled}
+    assert {
+        "mongodb_scan_internal_external",
+        "ldap_scanning_internal",
+        "smb_scan_internal_internal",
+        "portscan_internal_external",
+        "ssh_scan_internal_external",
+    } <= on
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -46,7 +76,8 @@ def test_shipped_model_techniques_match_vendored_attack_table(name):
         for t in entry.techniques:
             tech_name, tactics = attack.TECHNIQUES[t.id]
             assert t.name == tech_name and entry.tactic.id in tactics
-            assert t.reference == f"https://attack.mitre.org/techniques/{t.id}/"
+            assert t.reference == attack.technique_reference(t.id)
+            assert t.reference.startswith("https://attack.mitre.org/techniques/T")
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -1,5 +1,11 @@
-"""The generic detector: distinct external destinations per (model, source) over a
-sliding window of record time, with an alert lifecycle and bounded state.
+"""The generic detector: distinct counted items per (model, tracked key) in record time,
+with a window path, a sequential (early) path, idle expiry, an alert lifecycle with an
+alert economy, and bounded state.
+
+What is tracked and counted comes from the model: per source the distinct destination
+hosts (horizontal), per (source, destination) the distinct ports (vertical), per
+(source, port) the distinct hosts (fan-out on one port), per destination the distinct
+sources (exposure).
 
 Invariants:
 - Time is the records' own time (`Flow.ts`, the connection start), never the wall
@@ -7,17 +13,36 @@ Invariants:
 - Records may arrive out of order by up to `allowed_lateness` seconds behind the newest
   record seen (sensors write a connection when it ends or times out). Records later
   than that are counted in `stats.late_records`, never silently dropped.
-- Memory is bounded: each source keeps at most `max_destinations_per_source`
-  destinations (beyond that the count is a lower bound and the evidence says so), at
-  most `max_tracked_sources` sources are tracked (the stalest is evicted), and windows
-  expire.
+- Per-record cost does not grow with what a track remembers: a track keeps its items in
+  an OrderedDict in recency order and its window as a second OrderedDict pruned from the
+  front, so the window count is `len()`; nothing rescans a track per new item. Only an
+  episode's start walks the track once (to gather the evidence that led up to it).
+- Memory is bounded: each track keeps at most `max_destinations_per_source` items
+  (beyond that the count is a lower bound and the evidence says so), at most
+  `max_tracked_sources` tracks exist (the stalest is evicted), and tracks expire after
+  `idle_timeout` of silence (at least the window).
+
+Two decisions raise an episode:
+- the window: the count inside `threshold.window` reaches a severity's threshold;
+- the sequential path (Threshold Random Walk, Jung et al. 2004, decides in 4-5 first
+  contacts; here with a floor): at least `early.distinct` distinct first contacts since
+  the track's evidence began, `early.failure_ratio` of them failed. Evidence is kept
+  until the source is idle for `idle_timeout`, so a slow scan adds up; a success
+  between failures lowers the ratio but never resets the count.
+
+Alert economy, per (model, tracked key): at most one `start` and one `end` an hour and
+two escalations an hour; `ongoing` at most once per update interval and only while the
+source stays above its threshold. An episode ends once below threshold for the window
+(the sequential path: no new first contact for `idle_timeout`). A scan that resumes
+within an hour of its end continues the same episode, silently unless it escalates.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import Counter
+from bisect import insort
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +50,32 @@ from typing import Any
 from zeekndm.detection import END, ESCALATED, ONGOING, START, Detection
 from zeekndm.flow import Flow, Outcome, Transport
 from zeekndm.models import SEVERITIES, Model
-from zeekndm.networks import NetworkClassifier
+from zeekndm.networks import DROP, INTERNAL, PROXY, SPECIAL, VALID, NetworkClassifier
 
 log = logging.getLogger(__name__)
 
-_TRANSPORT = {Transport.TCP: "tcp", Transport.UDP: "udp"}
+SNAPSHOT_VERSION = 2
+REALERT_AFTER = 3600.0  # seconds of silence before an ended episode may start anew
+ESCALATIONS_PER_HOUR = 2
+MAX_PORTS_KEPT = 64  # distinct ports listed in an episode's evidence
+
+_TRANSPORT = {Transport.TCP: "tcp", Transport.UDP: "udp", Transport.ICMP: "icmp"}
+_BY_NAME = {"tcp": Transport.TCP, "udp": Transport.UDP, "icmp": Transport.ICMP}
 _NO_DETECTIONS: list[Detection] = []
+_NA = Outcome.NO_ANSWER
+_REJ = Outcome.REJECTED
+_EST = Outcome.ESTABLISHED
+_ABT = Outcome.ABORTED
+_ICMP = Transport.ICMP
+_SEV_INDEX = {s: i for i, s in enumerate(SEVERITIES)}
+
+# direction of one record, by (source internal, destination internal)
+_DIRECTION = {
+    (True, False): "outbound",
+    (False, True): "inbound",
+    (True, True): "internal",
+    (False, False): "external",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +88,39 @@ class DetectorSettings:
 
 
 @dataclass
+class ModelFunnel:
+    """Why a model did or did not count records: the replay summary prints it."""
+
+    on_ports: int = 0  # records on the model's ports / ICMP types
+    in_direction: int = 0  # ... in its direction (and not to a special address)
+    discarded: int = 0  # ... dropped by its discards, or from a NAT/proxy source
+    other_outcome: int = 0  # ... whose outcome the model does not count
+    counted: int = 0  # ... counted
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "on_ports": self.on_ports,
+            "in_direction": self.in_direction,
+            "discarded": self.discarded,
+            "other_outcome": self.other_outcome,
+            "counted": self.counted,
+        }
+
+
+@dataclass
 class DetectorStats:
     records: int = 0
-    matched: int = 0  # on a model's port/transport
-    outbound: int = 0  # ... and internal source to external destination
-    discarded: int = 0  # allowlisted by a model's discards
+    matched: int = 0  # on some model's port/transport
+    outbound: int = 0  # ... and in the direction of at least one of those models
+    discarded: int = 0  # allowlisted by a model's discards (or a proxy source)
+    dropped: int = 0  # source or destination in internal_networks.drop
     late_records: int = 0
     evicted_sources: int = 0
+    #: records whose Zeek local_orig / local_resp contradict internal_networks
+    local_disagreements: int = 0
+    local_disagreement_example: str | None = None
     detections: Counter = field(default_factory=Counter)  # model name -> count
+    funnel: dict[str, ModelFunnel] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,54 +128,162 @@ class DetectorStats:
             "matched": self.matched,
             "outbound": self.outbound,
             "discarded": self.discarded,
+            "dropped": self.dropped,
             "late_records": self.late_records,
             "evicted_sources": self.evicted_sources,
+            "local_disagreements": self.local_disagreements,
             "detections": dict(self.detections),
+            "funnel": {name: f.as_dict() for name, f in self.funnel.items()},
         }
 
 
+class _Pane:
+    """Distinct items whose latest contact lies in a sliding window, counted by len().
+
+    `latest` maps item -> its latest contact; `order` holds (time, item) ascending, with
+    a head index instead of deletions from the front. A record in time order appends;
+    a late one is inserted with bisect. Pruning walks the head past times older than
+    the window and forgets an item only when the entry is its latest contact. A retry
+    within `grain` seconds of the item's latest contact refreshes nothing, so a client
+    hammering one host does not grow the list.
+    """
+
+    __slots__ = ("latest", "order", "head")
+
+    def __init__(self) -> None:
+        self.latest: dict[Any, float] = {}
+        self.order: list[tuple[float, Any]] = []
+        self.head = 0
+
+    def __len__(self) -> int:
+        return len(self.latest)
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self.latest
+
+    def __iter__(self):
+        return iter(self.latest)
+
+    def add(self, item: Any, ts: float, grain: float) -> None:
+        latest = self.latest
+        seen = latest.get(item)
+        if seen is not None and ts < seen + grain:
+            return
+        latest[item] = ts
+        order = self.order
+        if not order or ts >= order[-1][0]:
+            order.append((ts, item))
+        else:
+            insort(order, (ts, item), lo=self.head, key=_first)
+
+    def prune(self, horizon: float) -> None:
+        order = self.order
+        head = self.head
+        n = len(order)
+        latest = self.latest
+        while head < n:
+            t, item = order[head]
+            if t >= horizon:
+                break
+            if latest.get(item) == t:
+                del latest[item]
+            head += 1
+        if head > 64 and head * 2 > n:
+            del order[:head]
+            head = 0
+        self.head = head
+
+    def discard(self, item: Any) -> None:
+        self.latest.pop(item, None)
+
+    def to_list(self) -> list:
+        return [[k, v] for k, v in self.latest.items()]
+
+    @classmethod
+    def from_list(cls, pairs: list) -> "_Pane":
+        pane = cls()
+        for k, v in sorted(pairs, key=lambda kv: kv[1]):
+            pane.add(_key(k), float(v), 0.0)
+        return pane
+
+
+def _first(pair: tuple[float, Any]) -> float:
+    return pair[0]
+
+
 class _Track:
-    """State of one (model, source): destinations in the window and the episode."""
+    """State of one (model, tracked key): items seen, the window, the episode."""
 
     __slots__ = (
-        "dsts",
+        "items",
+        "win",
+        "late",
+        "late_clock",
         "last_ts",
         "capped",
+        "epoch",
+        "n_first",
+        "n_failed_first",
+        "n_attempts",
+        "n_failures",
+        "n_answered",
         "level",
+        "sev",
+        "early",
+        "threshold",
         "episode_start",
         "last_emit",
+        "last_above",
         "seq",
         "ep_attempts",
         "ep_failures",
         "ep_successes",
         "ep_distinct",
         "sample",
+        "answered",
+        "unanswered",
+        "uids",
+        "cids",
         "ports",
         "transports",
         "sensor",
-        "sensor_type",
-        "threshold",
-        "distinct_at_emit",
+        "esc_times",
+        "silent",
+        "last_end",
     )
 
     def __init__(self) -> None:
-        # dst -> [last_seen, attempts, failures, successes, port, transport, first_seen];
-        # insertion order ~ recency
-        self.dsts: dict[str, list] = {}
+        # item -> [first seen, last seen, attempts, failures, answers, port, transport name,
+        #          uid, community_id, peer address, epoch]; order = recency of contact
+        self.items: OrderedDict[Any, list] = OrderedDict()
+        self.win = _Pane()  # items in the window ending at the track's newest record
+        self.late = _Pane()  # the same for a past window (late records)
+        self.late_clock = float("-inf")
         self.last_ts = float("-inf")
         self.capped = False
+        self.epoch = 0  # counts ENDs: first contacts of the current evidence carry it
+        self.n_first = self.n_failed_first = 0
+        self.n_attempts = self.n_failures = self.n_answered = 0
         self.level = -1  # index into the model's threshold levels; -1 = no episode
+        self.sev = -1  # index into SEVERITIES last alerted
+        self.early = False
+        self.threshold = 0
         self.episode_start = 0.0
         self.last_emit = 0.0
+        self.last_above = float("-inf")
         self.seq = 0
         self.ep_attempts = self.ep_failures = self.ep_successes = self.ep_distinct = 0
         self.sample: list[str] = []
+        self.answered: list[str] = []
+        self.unanswered: list[str] = []
+        self.uids: list[str] = []
+        self.cids: list[str] = []
         self.ports: set[int] = set()
         self.transports: set[str] = set()
         self.sensor: str | None = None
-        self.sensor_type: str | None = None
-        self.threshold = 0
-        self.distinct_at_emit = 0
+        self.esc_times: list[float] = []
+        self.silent = False  # a resumed episode: no start/end alerts of its own
+        self.last_end = float("-inf")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -113,9 +291,11 @@ class _Track:
             value = getattr(self, name)
             if isinstance(value, set):
                 value = sorted(value)
-            elif name == "dsts":
-                value = {d: [*e[:5], e[5].value, e[6]] for d, e in value.items()}
-            elif name == "last_ts" and value == float("-inf"):
+            elif isinstance(value, OrderedDict):
+                value = [[k, v] for k, v in value.items()]
+            elif isinstance(value, _Pane):
+                value = value.to_list()
+            elif isinstance(value, float) and value == float("-inf"):
                 value = None
             out[name] = value
         return out
@@ -124,30 +304,82 @@ class _Track:
     def from_dict(cls, data: dict[str, Any]) -> "_Track":
         track = cls()
         for name in cls.__slots__:
-            if name in data:
-                value = data[name]
-                if name in ("ports", "transports"):
-                    value = set(value)
-                elif name == "last_ts" and value is None:
-                    value = float("-inf")
-                setattr(track, name, value)
+            if name not in data:
+                continue
+            value = data[name]
+            if name in ("ports", "transports"):
+                value = set(value)
+            elif name == "items":
+                value = OrderedDict((_key(k), v) for k, v in value)
+            elif name in ("win", "late"):
+                value = _Pane.from_list(value)
+            elif value is None and isinstance(getattr(track, name), float):
+                value = float("-inf")
+            setattr(track, name, value)
         return track
 
 
-class _ModelRuntime:
-    __slots__ = ("model", "levels", "window", "ratio", "update", "dsrc", "ddst", "_dcache", "cap")
+def _key(value: Any) -> Any:
+    """JSON turned tuple keys into lists: back to hashable."""
+    return tuple(value) if isinstance(value, list) else value
 
-    def __init__(self, model: Model, cap: int) -> None:
+
+class _ModelRuntime:
+    """A model prepared for the hot path, with its funnel counters."""
+
+    __slots__ = (
+        "model",
+        "name",
+        "levels",
+        "sev_of_level",
+        "window",
+        "ratio",
+        "update",
+        "dsrc",
+        "ddst",
+        "dsports",
+        "_dcache",
+        "cap",
+        "direction",
+        "track_by",
+        "count",
+        "outcomes",
+        "early",
+        "early_n",
+        "early_ratio",
+        "idle",
+        "raise_on_answer",
+        "funnel",
+        "grain",
+    )
+
+    def __init__(self, model: Model, cap: int, funnel: ModelFunnel) -> None:
         self.model = model
+        self.name = model.name
+        t = model.threshold
         # a cap below the highest threshold would make that severity unreachable
-        self.cap = max(cap, model.threshold.highest + 1)
-        self.levels = model.threshold.levels
-        self.window = model.threshold.window
-        self.ratio = model.threshold.min_failure_ratio
+        self.cap = max(cap, t.highest + 1)
+        self.levels = t.levels
+        self.sev_of_level = tuple(_SEV_INDEX[s] for s, _ in t.levels)
+        self.window = t.window
+        self.ratio = t.min_failure_ratio
         self.update = model.update_interval
         self.dsrc = model.discard_sources
         self.ddst = model.discard_destinations
+        self.dsports = model.discard_source_ports
         self._dcache: dict[str, bool] = {}
+        self.direction = model.direction
+        self.track_by = model.track_by
+        self.count = model.count
+        self.outcomes = tuple(Outcome[n] for n in sorted(model.outcomes))
+        self.early = t.early.enabled and t.early.distinct < t.lowest
+        self.early_n = t.early.distinct
+        self.early_ratio = t.early.failure_ratio
+        self.idle = max(t.idle_timeout, t.window)
+        self.raise_on_answer = model.raise_on_answer
+        self.funnel = funnel
+        # how finely a retry refreshes an item's time in the window (~3 % of the window)
+        self.grain = t.window / 32
 
     def discarded(self, src: str, dst: str) -> bool:
         if not self.dsrc and not self.ddst:
@@ -164,6 +396,17 @@ class _ModelRuntime:
             self._dcache[key] = hit
         return hit
 
+    def keys(self, flow: Flow) -> tuple[Any, Any]:
+        """(track key, counted item) of one record."""
+        tb = self.track_by
+        if tb == "source":
+            return flow.src, (flow.dst if self.count == "destinations" else flow.dport)
+        if tb == "source_destination":
+            return (flow.src, flow.dst), flow.dport
+        if tb == "source_port":
+            return (flow.src, flow.dport), flow.dst
+        return flow.dst, flow.src
+
 
 class Detector:
     """`observe(flow)` returns the detections that flow caused (usually none)."""
@@ -177,9 +420,14 @@ class Detector:
         self.settings = settings or DetectorSettings()
         self.classifier = classifier or NetworkClassifier()
         self.stats = DetectorStats()
-        self._tracks: dict[tuple[str, str], _Track] = {}  # (model name, src); order = recency
+        # (model name, track key) -> track; order = recency of update
+        self._tracks: OrderedDict[tuple[str, Any], _Track] = OrderedDict()
+        # (model name, track key) -> [quiet until, episode start, seq, sev, attempts,
+        #   failures, successes, distinct, last end]: ended episodes that may resume
+        self._quiet: OrderedDict[tuple[str, Any], list] = OrderedDict()
         self.max_ts = float("-inf")
         self._next_sweep = float("-inf")
+        self._warned_local = False
         self.set_models(models)
 
     # -- configuration ---------------------------------------------------------------
@@ -190,16 +438,42 @@ class Detector:
         if classifier is not None:
             self.classifier = classifier
         cap = self.settings.max_destinations_per_source
-        runtimes = {m.name: _ModelRuntime(m, cap) for m in models if m.enabled}
+        runtimes: dict[str, _ModelRuntime] = {}
+        for m in models:
+            if m.enabled:
+                funnel = self.stats.funnel.setdefault(m.name, ModelFunnel())
+                runtimes[m.name] = _ModelRuntime(m, cap, funnel)
         index: dict[tuple[Transport, int], list[_ModelRuntime]] = {}
-        by_transport = {"tcp": Transport.TCP, "udp": Transport.UDP}
+        wide: dict[Transport, list] = {}
         for rt in runtimes.values():
-            for transport, port in rt.model.port_keys():
-                index.setdefault((by_transport[transport], port), []).append(rt)
+            excluded = {
+                (_BY_NAME[r.transport], p)
+                for r in rt.model.exclude_ports
+                for p in range(r.low, r.high + 1)
+            }
+            for r in rt.model.ports:
+                transport = _BY_NAME[r.transport]
+                if r.wide:
+                    wide.setdefault(transport, []).append((r.low, r.high, rt, excluded))
+                    continue
+                for port in range(r.low, r.high + 1):
+                    if (transport, port) not in excluded:
+                        models_here = index.setdefault((transport, port), [])
+                        if rt not in models_here:
+                            models_here.append(rt)
+            for icmp_type in rt.model.icmp_types:
+                index.setdefault((_ICMP, icmp_type), []).append(rt)
+        for (transport, port), here in index.items():
+            for low, high, rt, excluded in wide.get(transport, ()):
+                if low <= port <= high and (transport, port) not in excluded and rt not in here:
+                    here.append(rt)
         self._runtimes = runtimes
         self._index = index
+        self._wide = wide
         for key in [k for k in self._tracks if k[0] not in runtimes]:
             del self._tracks[key]
+        for key in [k for k in self._quiet if k[0] not in runtimes]:
+            del self._quiet[key]
         self._min_window = min((rt.window for rt in runtimes.values()), default=300.0)
 
     @property
@@ -210,216 +484,399 @@ class Detector:
     def tracked_sources(self) -> int:
         return len(self._tracks)
 
+    def _models_for(self, transport: Transport, port: int) -> list[_ModelRuntime] | None:
+        """Models whose wide port ranges hold `port` (cached in the index)."""
+        wide = self._wide.get(transport, ())
+        key = (transport, port)
+        found = [
+            rt for low, high, rt, excluded in wide if low <= port <= high and key not in excluded
+        ]
+        self._index[key] = found
+        return found
+
     # -- the hot path --------------------------------------------------------------
     def observe(self, flow: Flow) -> list[Detection]:
-        self.stats.records += 1
+        stats = self.stats
+        stats.records += 1
         ts = flow.ts
+        transport = flow.transport
+        key = (transport, flow.sport if transport is _ICMP else flow.dport)
+        out: list[Detection] | None = None
         if ts > self.max_ts:
             self.max_ts = ts
             if ts >= self._next_sweep:
                 out = self._sweep()
-            else:
-                out = None
-        else:
-            out = None
-            if ts < self.max_ts - self.settings.allowed_lateness:
-                if (flow.transport, flow.dport) in self._index:
-                    self.stats.late_records += 1
-                return _NO_DETECTIONS
-        runtimes = self._index.get((flow.transport, flow.dport))
+        elif ts < self.max_ts - self.settings.allowed_lateness:
+            if self._index.get(key) or (transport in self._wide and self._models_for(*key)):
+                stats.late_records += 1
+            return _NO_DETECTIONS
+        runtimes = self._index.get(key)
         if runtimes is None:
+            if transport not in self._wide:
+                return out or _NO_DETECTIONS
+            runtimes = self._models_for(*key)
+        if not runtimes:
             return out or _NO_DETECTIONS
-        self.stats.matched += 1
-        if not self._outbound(flow):
+        stats.matched += 1
+        direction = self._direction(flow)
+        if direction is None:
+            for rt in runtimes:
+                rt.funnel.on_ports += 1
             return out or _NO_DETECTIONS
-        self.stats.outbound += 1
+        proxy = direction[1]
+        direction = direction[0]
+        in_direction = False
         for rt in runtimes:
-            if rt.discarded(flow.src, flow.dst):
-                self.stats.discarded += 1
+            funnel = rt.funnel
+            funnel.on_ports += 1
+            if rt.direction != direction and rt.direction != "any":
                 continue
+            funnel.in_direction += 1
+            in_direction = True
+            if proxy or flow.sport in rt.dsports or rt.discarded(flow.src, flow.dst):
+                funnel.discarded += 1
+                stats.discarded += 1
+                continue
+            if rt.outcomes and flow.outcome not in rt.outcomes:
+                funnel.other_outcome += 1
+                continue
+            funnel.counted += 1
             detection = self._update(rt, flow)
             if detection is not None:
-                out = (out or []) + [detection]
+                out = (out or []) + detection
+        if in_direction:
+            stats.outbound += 1
         return out or _NO_DETECTIONS
 
-    def _outbound(self, flow: Flow) -> bool:
+    def _direction(self, flow: Flow) -> tuple[str, bool] | None:
+        """(direction, source is a NAT/proxy) of a record; None when it never counts
+        (a special destination, a dropped range, an address that is not one)."""
         c = self.classifier
-        trust = self.settings.trust_local_fields
-        if trust and flow.local_orig is not None:
-            if not flow.local_orig:
-                return False
-        elif not c.is_internal(flow.src):
-            return False
-        if trust and flow.local_resp is not None:
-            return not flow.local_resp and not c.is_special(flow.dst)
-        return c.is_external_target(flow.dst)
+        fs = c.flags(flow.src)
+        fd = c.flags(flow.dst)
+        if (fs | fd) & DROP:
+            self.stats.dropped += 1
+            return None
+        if fd & SPECIAL or not fd & VALID:
+            return None
+        src_int = bool(fs & INTERNAL)
+        dst_int = bool(fd & INTERNAL)
+        if self.settings.trust_local_fields:
+            lo, lr = flow.local_orig, flow.local_resp
+            if lo is not None and lo is not src_int or lr is not None and lr is not dst_int:
+                self._disagree(flow, src_int, dst_int)
+                if lo is not None:
+                    src_int = lo
+                if lr is not None:
+                    dst_int = lr
+        return _DIRECTION[(src_int, dst_int)], bool(fs & PROXY)
 
-    def _update(self, rt: _ModelRuntime, flow: Flow) -> Detection | None:
-        key = (rt.model.name, flow.src)
+    def _disagree(self, flow: Flow, src_int: bool, dst_int: bool) -> None:
+        stats = self.stats
+        stats.local_disagreements += 1
+        if stats.local_disagreement_example is None:
+            which = []
+            if flow.local_orig is not None and flow.local_orig is not src_int:
+                which.append(
+                    f"local_orig={'T' if flow.local_orig else 'F'} for {flow.src}, which "
+                    f"internal_networks calls {'internal' if src_int else 'external'}"
+                )
+            if flow.local_resp is not None and flow.local_resp is not dst_int:
+                which.append(
+                    f"local_resp={'T' if flow.local_resp else 'F'} for {flow.dst}, which "
+                    f"internal_networks calls {'internal' if dst_int else 'external'}"
+                )
+            stats.local_disagreement_example = "; ".join(which)
+        if not self._warned_local:
+            self._warned_local = True
+            log.warning(
+                "Zeek's local_orig/local_resp disagree with internal_networks (%s); "
+                "following Zeek (trust_local_fields: true). Fix Site::local_nets or "
+                "internal_networks, or set trust_local_fields: false",
+                stats.local_disagreement_example,
+            )
+
+    def _update(self, rt: _ModelRuntime, flow: Flow) -> list[Detection] | None:
+        tkey, item = rt.keys(flow)
+        key = (rt.name, tkey)
         tracks = self._tracks
-        track = tracks.pop(key, None)
+        track = tracks.get(key)
+        ts = flow.ts
         if track is None:
-            track = _Track()
             if len(tracks) >= self.settings.max_tracked_sources:
                 self._evict_stalest()
-        tracks[key] = track  # move to the end: most recently updated
-        ts = flow.ts
-        in_order = ts >= track.last_ts
-        if in_order:
+            track = tracks[key] = _Track()
+        else:
+            tracks.move_to_end(key)
+        if ts > track.last_ts:
             track.last_ts = ts
-        window = rt.window
-        dsts = track.dsts
-        # Forget destinations no record can still share a window with: older than the
-        # newest record minus the allowed lateness minus the window. The dict is in
-        # update order, so the front is (approximately) the oldest.
-        horizon = self.max_ts - self.settings.allowed_lateness - window
-        while dsts:
-            first = next(iter(dsts))
-            if dsts[first][0] >= horizon:
-                break
-            del dsts[first]
-        outcome = flow.outcome
-        failed = 1 if (outcome is Outcome.NO_ANSWER or outcome is Outcome.REJECTED) else 0
-        ok = 1 if outcome is Outcome.ESTABLISHED else 0
-        entry = dsts.pop(flow.dst, None)
-        new_dst = entry is None
-        if new_dst:
-            if len(dsts) >= rt.cap:
-                oldest = next(iter(dsts))
-                if dsts[oldest][0] >= track.last_ts - window:
-                    track.capped = True  # a destination still inside the window is lost
-                del dsts[oldest]
-            # [last seen, attempts, failures, successes, port, transport, first seen]
-            entry = [ts, 0, 0, 0, flow.dport, flow.transport, ts]
-        elif ts > entry[0]:
-            entry[0] = ts
-            entry[4] = flow.dport
-            entry[5] = flow.transport
-        elif ts < entry[6]:
-            entry[6] = ts
-        entry[1] += 1
-        entry[2] += failed
-        entry[3] += ok
-        dsts[flow.dst] = entry
-        if track.level >= 0:
-            track.ep_attempts += 1
-            track.ep_failures += failed
-            track.ep_successes += ok
-            track.ports.add(flow.dport)
-            track.transports.add(_TRANSPORT[flow.transport])
-            if ts < track.episode_start:
-                track.episode_start = ts
-            if new_dst:
-                track.ep_distinct += 1
-                if len(track.sample) < self.settings.sample_size:
-                    track.sample.append(flow.dst)
         if flow.sensor and not track.sensor:
             track.sensor = flow.sensor
+        outcome = flow.outcome
+        failed = outcome is _NA or outcome is _REJ
+        ok = outcome is _EST or outcome is _ABT
+        items = track.items
+        entry = items.get(item)
+        new = entry is None
+        if new:
+            if len(items) >= rt.cap:
+                old_item, old = items.popitem(last=False)
+                if old[1] >= track.last_ts - rt.window:
+                    track.capped = True  # an item still inside the window is lost
+                track.win.discard(old_item)
+                track.late.discard(old_item)
+            entry = [
+                ts,
+                ts,
+                0,
+                0,
+                0,
+                flow.dport,
+                _TRANSPORT.get(flow.transport, "other"),
+                flow.uid,
+                flow.community_id,
+                flow.src if rt.count == "sources" else flow.dst,
+                track.epoch,
+            ]
+            items[item] = entry
+            track.n_first += 1
+            if failed:
+                track.n_failed_first += 1
+        else:
+            items.move_to_end(item)
+            if ts > entry[1]:
+                entry[1] = ts
+            elif ts < entry[0]:
+                entry[0] = ts
+        entry[2] += 1
+        track.n_attempts += 1
+        if failed:
+            entry[3] += 1
+            track.n_failures += 1
+        elif ok:
+            if not entry[4]:
+                track.n_answered += 1
+            entry[4] += 1
+        # the window: the track's clock is its newest record
+        window = rt.window
+        horizon = track.last_ts - window
+        if ts >= horizon:
+            pane = track.win
+        else:  # a late record, outside the current window: a window of its own time
+            if ts > track.late_clock:
+                track.late_clock = ts
+            pane = track.late
+            horizon = track.late_clock - window
+        pane.add(item, ts, rt.grain)
+        pane.prune(horizon)
+        count = len(pane)
+        if track.level >= 0:
+            self._episode_add(rt, track, flow, entry, new, failed, ok)
+        return self._decide(rt, track, tkey, ts, count, new, failed)
+
+    def _episode_add(
+        self,
+        rt: _ModelRuntime,
+        track: _Track,
+        flow: Flow,
+        entry: list,
+        new: bool,
+        failed: bool,
+        ok: bool,
+    ) -> None:
+        track.ep_attempts += 1
+        if failed:
+            track.ep_failures += 1
+        elif ok:
+            track.ep_successes += 1
+        if len(track.ports) < MAX_PORTS_KEPT:
+            track.ports.add(flow.dport)
+        track.transports.add(entry[6])
+        if flow.ts < track.episode_start:
+            track.episode_start = flow.ts
+        size = self.settings.sample_size
+        ports = rt.count == "ports"
+        if new:
+            track.ep_distinct += 1
+            if len(track.sample) < size and entry[9] not in track.sample:
+                track.sample.append(entry[9])
+            if flow.uid and len(track.uids) < size:
+                track.uids.append(flow.uid)
+            if flow.community_id and len(track.cids) < size:
+                track.cids.append(flow.community_id)
+        if ok and entry[4] == 1 and len(track.answered) < size:
+            track.answered.append(_label(entry, ports))
+        elif new and failed and len(track.unanswered) < size:
+            track.unanswered.append(_label(entry, ports))
+
+    def _decide(
+        self,
+        rt: _ModelRuntime,
+        track: _Track,
+        tkey: Any,
+        ts: float,
+        count: int,
+        new: bool,
+        failed: bool,
+    ) -> list[Detection] | None:
         levels = rt.levels
-        nxt = track.level + 1
-        if new_dst and nxt < len(levels) and len(dsts) >= levels[nxt][1]:
-            return self._maybe_cross(rt, track, flow, in_order)
-        if track.level >= 0 and track.last_ts - track.last_emit >= rt.update:
-            return self._emit(rt, track, ONGOING, flow.src)
+        level = -1
+        if count >= levels[0][1] and (
+            not rt.ratio or track.n_failures >= rt.ratio * track.n_attempts
+        ):
+            level = 0
+            n = len(levels)
+            while level + 1 < n and count >= levels[level + 1][1]:
+                level += 1
+        episode = track.level >= 0
+        # above threshold: by the window, or (an episode the sequential path raised)
+        # by one more failing first contact
+        above = level >= 0 or (episode and track.early and new and failed)
+        if not episode:
+            if level >= 0:
+                return self._start(rt, track, tkey, ts, level, False, count)
+            if (
+                rt.early
+                and new
+                and track.n_first >= rt.early_n
+                and track.n_failed_first >= rt.early_ratio * track.n_first
+            ):
+                return self._start(rt, track, tkey, ts, 0, True, count)
+            return None
+        if above:
+            track.last_above = ts
+        if level > track.level or (level >= 0 and track.early):
+            track.level = max(level, track.level)
+            track.threshold = levels[track.level][1]
+            track.early = False  # the window now carries the episode
+        sev = self._severity(rt, track)
+        if sev > track.sev and self._may_escalate(track, ts):
+            track.sev = sev
+            return [self._emit(rt, track, ESCALATED, tkey, count)]
+        if above and ts - track.last_emit >= rt.update:
+            return [self._emit(rt, track, ONGOING, tkey, count)]
         return None
 
     @staticmethod
-    def _best_window(track: _Track, ts: float, window: float, in_order: bool) -> list:
-        """The destinations of the busiest window [s, s + window] that contains `ts`.
+    def _severity(rt: _ModelRuntime, track: _Track) -> int:
+        """The level's severity, one step higher once a scanned service answered."""
+        sev = rt.sev_of_level[track.level]
+        if rt.raise_on_answer and track.n_answered and track.ep_successes:
+            sev = min(sev + 1, len(SEVERITIES) - 1)
+        return sev
 
-        In order (nothing newer than `ts`), that is [ts - window, ts]. A late record can
-        complete a window in the past, so then every window start s in [ts - window, ts]
-        is considered: a destination seen from `first` to `last` is in [s, s + window]
-        when first - window <= s <= last; the best s is the one most such intervals
-        share (a sweep over their end points).
-        """
-        if in_order:
-            start = ts - window
-            return [e for e in track.dsts.values() if e[0] >= start]
-        lo, hi = ts - window, ts
-        spans = []
-        for e in track.dsts.values():
-            a = e[6] - window
-            b = e[0]
-            if a < lo:
-                a = lo
-            if b > hi:
-                b = hi
-            if a <= b:
-                spans.append((a, b, e))
-        points = sorted([(a, 0) for a, _, _ in spans] + [(b, 1) for _, b, _ in spans])
-        best, best_s, depth = -1, lo, 0
-        for point, kind in points:
-            if kind == 0:
-                depth += 1
-                if depth > best:
-                    best, best_s = depth, point
-            else:
-                depth -= 1
-        return [e for a, b, e in spans if a <= best_s <= b]
+    @staticmethod
+    def _may_escalate(track: _Track, ts: float) -> bool:
+        recent = [t for t in track.esc_times if t > ts - REALERT_AFTER]
+        if len(recent) >= ESCALATIONS_PER_HOUR:
+            track.esc_times = recent
+            return False
+        recent.append(ts)
+        track.esc_times = recent
+        return True
 
-    def _maybe_cross(
-        self, rt: _ModelRuntime, track: _Track, flow: Flow, in_order: bool = True
-    ) -> Detection | None:
-        live = self._best_window(track, flow.ts, rt.window, in_order)
-        distinct = len(live)
-        attempts = sum(e[1] for e in live)
-        failures = sum(e[2] for e in live)
-        if rt.ratio and (attempts == 0 or failures / attempts < rt.ratio):
-            return None
-        level = -1
-        for i, (_, count) in enumerate(rt.levels):
-            if distinct >= count:
-                level = i
-        if level <= track.level:
-            return None
-        state = START if track.level < 0 else ESCALATED
-        if state == START:
-            # The episode so far: the window that crossed and what led up to it
-            # (destinations seen within one window before its start).
-            since = min(e[6] for e in live) - rt.window
-            held = [(d, e) for d, e in track.dsts.items() if e[0] >= since]
-            track.episode_start = min(e[6] for _, e in held)
-            track.ep_attempts = sum(e[1] for _, e in held)
-            track.ep_failures = sum(e[2] for _, e in held)
-            track.ep_successes = sum(e[3] for _, e in held)
-            track.ep_distinct = len(held)
-            held.sort(key=lambda de: de[1][6])
-            track.sample = [d for d, _ in held[: self.settings.sample_size]]
-            track.ports = {e[4] for _, e in held}
-            track.transports = {_TRANSPORT[e[5]] for _, e in held}
-            track.seq = 0
+    def _start(
+        self,
+        rt: _ModelRuntime,
+        track: _Track,
+        tkey: Any,
+        ts: float,
+        level: int,
+        early: bool,
+        count: int,
+    ) -> list[Detection] | None:
+        """A new episode: gather the evidence that led up to it (one walk of the track)."""
+        if early:
+            epoch = track.epoch
+            held = [e for e in track.items.values() if e[10] == epoch]
+        else:
+            pane = track.win if ts >= track.last_ts - rt.window else track.late
+            firsts = [track.items[k][0] for k in pane if k in track.items]
+            since = (min(firsts) if firsts else ts) - rt.window
+            held = [e for e in track.items.values() if e[1] >= since]
+        held.sort(key=lambda e: e[0])
+        size = self.settings.sample_size
         track.level = level
-        track.threshold = rt.levels[level][1]
-        return self._emit(rt, track, state, flow.src, distinct=distinct)
+        track.early = early
+        track.threshold = rt.early_n if early else rt.levels[level][1]
+        track.episode_start = held[0][0] if held else ts
+        track.ep_attempts = sum(e[2] for e in held)
+        track.ep_failures = sum(e[3] for e in held)
+        track.ep_successes = sum(e[4] for e in held)
+        track.ep_distinct = len(held)
+        ports = rt.count == "ports"
+        track.sample = list(dict.fromkeys(e[9] for e in held))[:size]
+        track.answered = [_label(e, ports) for e in held if e[4]][:size]
+        track.unanswered = [_label(e, ports) for e in held if not e[4] and e[3]][:size]
+        track.uids = [e[7] for e in held if e[7]][:size]
+        track.cids = [e[8] for e in held if e[8]][:size]
+        track.ports = set(sorted({e[5] for e in held})[:MAX_PORTS_KEPT])
+        track.transports = {e[6] for e in held}
+        track.last_above = ts
+        track.seq = 0
+        track.silent = False
+        quiet = self._quiet.pop((rt.name, tkey), None)
+        if quiet is not None and ts < quiet[0]:
+            # the same scan resumed within an hour of its end: one episode, no new start
+            (_, start, seq, sev, attempts, failures, successes, distinct, last_end) = quiet
+            track.episode_start = min(start, track.episode_start)
+            track.seq = seq
+            track.ep_attempts += attempts
+            track.ep_failures += failures
+            track.ep_successes += successes
+            track.ep_distinct += distinct
+            track.last_end = float("-inf") if last_end is None else last_end
+            track.silent = True
+            track.sev = sev
+            new_sev = self._severity(rt, track)
+            if new_sev > sev and self._may_escalate(track, ts):
+                track.sev = new_sev
+                return [self._emit(rt, track, ESCALATED, tkey, count)]
+            track.last_emit = ts
+            return None
+        track.sev = self._severity(rt, track)
+        return [self._emit(rt, track, START, tkey, count)]
 
     def _emit(
         self,
         rt: _ModelRuntime,
         track: _Track,
         state: str,
-        src: str,
-        distinct: int | None = None,
+        tkey: Any,
+        count: int | None = None,
         end_reason: str | None = None,
     ) -> Detection:
-        if distinct is None:
-            window_start = track.last_ts - rt.window
-            distinct = sum(1 for e in track.dsts.values() if e[0] >= window_start)
+        window_count = len(track.win)
+        if count is None:
+            count = window_count
         if state != START:
             track.seq += 1
         track.last_emit = track.last_ts
-        track.distinct_at_emit = distinct
-        severity, threshold = rt.levels[track.level]
-        self.stats.detections[rt.model.name] += 1
+        self.stats.detections[rt.name] += 1
+        severity = SEVERITIES[max(track.sev, 0)]
+        if rt.track_by == "source":
+            source, target = tkey, None
+        elif rt.track_by == "destination":
+            source, target = "", tkey
+        elif rt.track_by == "source_destination":
+            source, target = tkey
+        else:  # source_port: the port is in `ports`
+            source, target = tkey[0], None
+        if state == END:
+            distinct = track.ep_distinct
+        elif track.early and state == START:
+            distinct = max(count, track.n_first)
+        else:
+            distinct = count
         return Detection(
             model=rt.model,
-            source=src,
+            source=source,
             state=state,
             severity=severity,
-            threshold=threshold,
+            threshold=track.threshold,
             first_seen=track.episode_start,
             last_seen=track.last_ts,
-            distinct_destinations=distinct if state != END else track.ep_distinct,
+            distinct_destinations=distinct,
             attempts=track.ep_attempts,
             failures=track.ep_failures,
             successes=track.ep_successes,
@@ -431,34 +888,86 @@ class Detector:
             total_distinct_destinations=track.ep_distinct,
             end_reason=end_reason,
             sensor=track.sensor,
-            sensor_type=track.sensor_type,
+            direction=_ECS_DIRECTION.get(rt.direction),
+            counted=rt.count,
+            target=target,
+            decided_by="sequential" if track.early else "window",
+            answered=tuple(track.answered),
+            unanswered=tuple(track.unanswered),
+            sample_uids=tuple(track.uids),
+            sample_community_ids=tuple(track.cids),
+            window_distinct=window_count,
         )
 
     # -- housekeeping ----------------------------------------------------------------
     def _evict_stalest(self) -> None:
-        key = next(iter(self._tracks))
-        del self._tracks[key]
+        self._tracks.popitem(last=False)
         self.stats.evicted_sources += 1
 
-    def _sweep(self) -> list[Detection] | None:
-        """End quiet episodes and drop expired tracks.
+    def _end(self, rt: _ModelRuntime, track: _Track, tkey: Any, reason: str) -> Detection | None:
+        """Close the track's episode; the END alert unless the economy holds it back."""
+        now = track.last_ts
+        emit = not track.silent or now - track.last_end >= REALERT_AFTER
+        detection = self._emit(rt, track, END, tkey, end_reason=reason) if emit else None
+        if emit:
+            track.last_end = now
+        quiet = self._quiet
+        key = (rt.name, tkey)
+        quiet[key] = [
+            now + REALERT_AFTER,
+            track.episode_start,
+            track.seq,
+            track.sev,
+            track.ep_attempts,
+            track.ep_failures,
+            track.ep_successes,
+            track.ep_distinct,
+            track.last_end if track.last_end != float("-inf") else None,
+        ]
+        quiet.move_to_end(key)
+        if len(quiet) > self.settings.max_tracked_sources:
+            quiet.popitem(last=False)
+        # the evidence starts afresh: a new episode needs new first contacts
+        track.level = track.sev = -1
+        track.early = False
+        track.epoch += 1
+        track.n_first = track.n_failed_first = 0
+        track.n_attempts = track.n_failures = track.n_answered = 0
+        return detection
 
-        A track can be forgotten only when no record can still land in its window:
-        the newest record time minus the allowed lateness is past its last record plus
-        the window. An active episode ends then, with an END record carrying totals.
+    def _sweep(self) -> list[Detection] | None:
+        """End episodes that stayed below threshold, and drop idle tracks.
+
+        Nothing is decided while a record may still land in the time it covers: the
+        newest record time minus the allowed lateness must be past it. An episode ends
+        once its source was below threshold for the window (the sequential path: no new
+        failing first contact for idle_timeout); a track is forgotten after idle_timeout
+        of silence.
         """
         self._next_sweep = self.max_ts + max(1.0, self._min_window / 10)
         horizon = self.max_ts - self.settings.allowed_lateness
         out: list[Detection] | None = None
-        for key in [
-            k for k, t in self._tracks.items() if t.last_ts + self._runtimes[k[0]].window < horizon
-        ]:
-            track = self._tracks.pop(key)
-            if track.level >= 0:
-                out = out or []
-                out.append(
-                    self._emit(self._runtimes[key[0]], track, END, key[1], end_reason="quiet")
-                )
+        runtimes = self._runtimes
+        drop = []
+        for key, t in self._tracks.items():
+            rt = runtimes[key[0]]
+            if t.level >= 0:
+                hold = rt.idle if t.early else rt.window
+                if t.last_above + hold < horizon:
+                    detection = self._end(rt, t, key[1], "quiet")
+                    if detection is not None:
+                        out = out or []
+                        out.append(detection)
+            if t.level < 0 and t.last_ts + rt.idle < horizon:
+                drop.append(key)
+        for key in drop:
+            del self._tracks[key]
+        quiet = self._quiet
+        while quiet:
+            key, value = next(iter(quiet.items()))
+            if value[0] >= horizon:
+                break
+            quiet.popitem(last=False)
         return out
 
     def advance(self, ts: float) -> list[Detection]:
@@ -474,40 +983,63 @@ class Detector:
         out = []
         for key, track in list(self._tracks.items()):
             if track.level >= 0:
-                out.append(
-                    self._emit(self._runtimes[key[0]], track, END, key[1], end_reason="input_end")
-                )
+                track.silent = False  # the input ended: report what the episode held
+                detection = self._end(self._runtimes[key[0]], track, key[1], "input_end")
+                if detection is not None:
+                    out.append(detection)
         self._tracks.clear()
+        self._quiet.clear()
         return out
 
     # -- snapshot / restore (live mode restarts) -------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """JSON-able window state, so a scan straddling a restart alerts once."""
         return {
-            "version": 1,
+            "version": SNAPSHOT_VERSION,
             "max_ts": self.max_ts if self.max_ts != float("-inf") else None,
             # when the next sweep is due: restoring it makes a restart invisible in the alerts
             "next_sweep": self._next_sweep if self._next_sweep != float("-inf") else None,
             "tracks": [[k[0], k[1], t.to_dict()] for k, t in self._tracks.items()],
+            "quiet": [[k[0], k[1], v] for k, v in self._quiet.items()],
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        if not isinstance(data, dict) or data.get("version") != 1:
-            raise ValueError("unsupported detector snapshot")
+        """Restore a snapshot. One from an older zeekndm (version 1) is refused with a
+        ValueError naming the versions: its window state has another shape."""
+        if not isinstance(data, dict):
+            raise ValueError("unsupported detector snapshot (not a mapping)")
+        version = data.get("version")
+        if version != SNAPSHOT_VERSION:
+            raise ValueError(
+                f"detector snapshot version {version!r} is not {SNAPSHOT_VERSION} "
+                "(written by another zeekndm version); window state starts empty"
+            )
         max_ts = data.get("max_ts")
         self.max_ts = float("-inf") if max_ts is None else float(max_ts)
         next_sweep = data.get("next_sweep")
         self._next_sweep = self.max_ts if next_sweep is None else float(next_sweep)
         self._tracks.clear()
-        for model_name, src, tdata in data.get("tracks", []):
+        self._quiet.clear()
+        for model_name, tkey, tdata in data.get("tracks", []):
             if model_name in self._runtimes:
-                track = _Track.from_dict(tdata)
-                # JSON turned lists of entries into lists: keep the mutable list form
-                track.dsts = {
-                    d: [*e[:5], Transport(e[5]), e[6] if len(e) > 6 else e[0]]
-                    for d, e in track.dsts.items()
-                }
-                self._tracks[(model_name, src)] = track
+                self._tracks[(model_name, _key(tkey))] = _Track.from_dict(tdata)
+        for model_name, tkey, value in data.get("quiet", []):
+            if model_name in self._runtimes:
+                self._quiet[(model_name, _key(tkey))] = list(value)
+
+
+_ECS_DIRECTION = {
+    "outbound": "outbound",
+    "inbound": "inbound",
+    "internal": "internal",
+    "any": None,
+}
+
+
+def _label(entry: list, ports: bool) -> str:
+    """How an item appears in the answered / unanswered samples: the peer address, or
+    for a model counting ports, the port (`445/tcp`)."""
+    return f"{entry[5]}/{entry[6]}" if ports else entry[9]
 
 
 def severity_rank(severity: str) -> int:

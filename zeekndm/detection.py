@@ -17,9 +17,9 @@ if TYPE_CHECKING:  # pragma: no cover
 # Lifecycle of an episode (a source scanning under one model), as Netography's
 # start/ongoing/end and Zeek's notice suppression do it.
 START = "start"  # a severity threshold was crossed for the first time in this episode
-ESCALATED = "escalated"  # a higher severity threshold was crossed
-ONGOING = "ongoing"  # periodic update (at most one per update_interval) with cumulative evidence
-END = "end"  # the source was quiet for a whole window (or the input ended): totals
+ESCALATED = "escalated"  # a higher severity was reached (count, or a service answered)
+ONGOING = "ongoing"  # still above threshold: at most one per update_interval, cumulative
+END = "end"  # below threshold for a whole window (or the input ended): totals
 STATES = (START, ESCALATED, ONGOING, END)
 
 
@@ -28,9 +28,12 @@ class Detection:
     """Evidence that `source` scanned under `model`, at one point in the episode.
 
     Counts are cumulative over the episode; `distinct_destinations` is the number of
-    distinct external destinations inside the window when the threshold was evaluated
-    (for END: over the whole episode). When per-source state hit its cap the count is a
-    lower bound and `distinct_is_lower_bound` says so.
+    distinct items the model counts (`counted`: destination hosts, ports of one host, or
+    sources of one host) when the threshold was evaluated: inside the window, or, when
+    the sequential path decided (`decided_by` "sequential"), the first contacts since
+    the evidence began; for END over the whole episode. When per-source state hit its
+    cap the count is a lower bound and `distinct_is_lower_bound` says so. `source` is
+    "" for exposure models (per destination), whose tracked host is `target`.
     """
 
     model: "Model"
@@ -56,11 +59,26 @@ class Detection:
     sensor_type: str | None = None  # "zeek" / "suricata": what produced the records
     direction: str | None = "outbound"  # ECS network.direction; None when not known
     message: str | None = None  # the detector's own sentence (a Zeek notice's msg)
+    counted: str = "destinations"  # what distinct_destinations counts (Model.count)
+    target: str | None = None  # the host a vertical / exposure model tracks
+    decided_by: str = "window"  # "window" (thresholds) or "sequential" (early path)
+    answered: tuple[str, ...] = ()  # sample of counted items whose service answered
+    unanswered: tuple[str, ...] = ()  # sample of those that never answered
+    sample_uids: tuple[str, ...] = ()  # Zeek uids / Suricata flow ids, for pivoting
+    sample_community_ids: tuple[str, ...] = ()
+    window_distinct: int | None = None  # distinct items inside the window at this record
+
+    @property
+    def tracked(self) -> str:
+        """What the episode is about: the source, source>target, or >target."""
+        if self.target is None:
+            return self.source
+        return f"{self.source}>{self.target}"
 
     @property
     def episode_id(self) -> str:
         """Stable identity of the episode: model, source and when it began."""
-        raw = f"{self.model.id}|{self.source}|{self.first_seen:.6f}"
+        raw = f"{self.model.id}|{self.tracked}|{self.first_seen:.6f}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     @property

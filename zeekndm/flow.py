@@ -21,14 +21,21 @@ class Transport(enum.Enum):
 class Outcome(enum.Enum):
     """What happened to the connection attempt, as far as the sensor could tell."""
 
-    NO_ANSWER = "attempted-no-answer"  # Zeek S0/SH/RSTOS0, eve state=new / no packets to client
+    NO_ANSWER = "attempted-no-answer"  # Zeek S0/SH/SHR/RSTOS0, eve new / no packets back
     REJECTED = "rejected"  # Zeek REJ, eve RST back from the responder without a SYN-ACK
-    ESTABLISHED = "established"  # the responder answered (SF, S1, RSTO, RSTR, ...)
-    UNKNOWN = "unknown"  # midstream (OTH), netflow records, missing state
+    ABORTED = "aborted"  # answered, then reset (Zeek RSTO/RSTR; eve SYN-ACK then RST)
+    ESTABLISHED = "established"  # the responder answered (SF, S1, S2, S3)
+    UNKNOWN = "unknown"  # midstream (OTH, RSTRH), netflow records, missing state
 
     @property
     def failed(self) -> bool:
+        """No handshake: the attempt was not answered or was refused."""
         return self is Outcome.NO_ANSWER or self is Outcome.REJECTED
+
+    @property
+    def answered(self) -> bool:
+        """The responder's service answered (a handshake happened, even if then aborted)."""
+        return self is Outcome.ESTABLISHED or self is Outcome.ABORTED
 
 
 class Flow(NamedTuple):

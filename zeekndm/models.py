@@ -25,13 +25,40 @@ from zeekndm.yamlfile import FieldReader, LocatedDict, load_yaml_text
 SEVERITIES = ("low", "medium", "high", "critical")
 SEVERITY_SCORE = {"low": 21, "medium": 47, "high": 73, "critical": 99}  # Kibana Security's mapping
 TRANSPORTS = ("tcp", "udp")
-DIRECTIONS = ("outbound",)
-TRACK_BY = ("source",)
-MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
+#: internal -> external, external -> internal, internal -> internal, or any of them
+DIRECTIONS = ("outbound", "inbound", "internal", "any")
+#: what one counter is kept per, and what it counts (horizontal, vertical, exposure)
+TRACK_BY = ("source", "source_destination", "source_port", "destination")
+COUNTS = ("destinations", "ports", "sources")
+VALID_COUNTS = {
+    "source": ("destinations", "ports"),  # hosts swept by one source (or ports over all hosts)
+    "source_destination": ("ports",),  # ports of one host probed by one source (vertical)
+    "source_port": ("destinations",),  # hosts one source reached on one port (UDP fan-out)
+    "destination": ("sources",),  # sources that reached one host (exposure of a server)
+}
+DEFAULT_COUNT = {
+    "source": "destinations",
+    "source_destination": "ports",
+    "source_port": "destinations",
+    "destination": "sources",
+}
+#: which connection outcomes a model counts (see zeekndm.flow.Outcome)
+OUTCOME_CLASSES = {
+    "failed": ("NO_ANSWER", "REJECTED"),  # no handshake: S0, REJ, RSTOS0, SH, SHR; eve SYN only
+    "aborted": ("ABORTED",),  # handshake, then reset (Zeek RSTO/RSTR)
+    "established": ("ESTABLISHED",),
+    "unknown": ("UNKNOWN",),
+}
+OUTCOME_CHOICES = ("any", *OUTCOME_CLASSES)
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{2,63}$")
 TECHNIQUE_ID = attack.TECHNIQUE_ID  # T + 4 digits, optional .NNN (sub-technique)
 TACTIC_ID = attack.TACTIC_ID
 PORT_SPEC = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?/(tcp|udp)$")
-MAX_PORT_SPAN = 1024  # a model is about a service, not "every port"
+#: Port ranges wider than this are matched by range, not looked up port by port.
+WIDE_RANGE = 1024
+DEFAULT_IDLE_TIMEOUT = 900.0  # 15 minutes, as bro-simple-scan and CESNET NEMEA expire state
+EARLY_DISTINCT = 10
+EARLY_FAILURE_RATIO = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +71,30 @@ class PortRange:
         ports = str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
         return f"{ports}/{self.transport}"
 
+    @property
+    def wide(self) -> bool:
+        return self.high - self.low + 1 > WIDE_RANGE
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyDecision:
+    """The sequential path (Threshold Random Walk style): `distinct` first contacts of
+    which at least `failure_ratio` failed raise `low` whatever the rate."""
+
+    enabled: bool = True
+    distinct: int = EARLY_DISTINCT
+    failure_ratio: float = EARLY_FAILURE_RATIO
+
 
 @dataclass(frozen=True, slots=True)
 class Threshold:
-    """Distinct external destinations per severity (ascending), within `window` seconds."""
+    """Distinct counted items per severity (ascending), within `window` seconds."""
 
     levels: tuple[tuple[str, int], ...]
     window: float
     min_failure_ratio: float = 0.0
+    early: EarlyDecision = EarlyDecision()
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
 
     @property
     def lowest(self) -> int:
@@ -114,14 +157,43 @@ class Model:
     false_positives: tuple[str, ...]
     threat: tuple[ThreatEntry, ...]
     source: str | None = field(default=None, compare=False)
+    count: str = "destinations"
+    exclude_ports: tuple[PortRange, ...] = ()
+    icmp_types: tuple[int, ...] = ()
+    #: Outcome member names counted; empty = any outcome
+    outcomes: frozenset[str] = frozenset()
+    discard_source_ports: frozenset[int] = frozenset()
+    raise_on_answer: bool = True
+    python_only: bool = False
 
     @property
     def technique_ids(self) -> tuple[str, ...]:
         return tuple(t.id for entry in self.threat for t in entry.techniques)
 
+    @property
+    def outcome_names(self) -> list[str]:
+        """The `match.outcomes` classes as written (["any"] when every outcome counts)."""
+        if not self.outcomes:
+            return ["any"]
+        return [c for c, members in OUTCOME_CLASSES.items() if set(members) <= self.outcomes]
+
     def port_keys(self) -> list[tuple[str, int]]:
-        """Every (transport, port) this model watches; the detector indexes models by it."""
-        return [(r.transport, p) for r in self.ports for p in range(r.low, r.high + 1)]
+        """Every (transport, port) this model watches (ranges expanded, exclusions taken out)."""
+        excluded = {(r.transport, p) for r in self.exclude_ports for p in range(r.low, r.high + 1)}
+        return [
+            (r.transport, p)
+            for r in self.ports
+            for p in range(r.low, r.high + 1)
+            if (r.transport, p) not in excluded
+        ]
+
+    def watched_dports(self) -> set[int]:
+        """Responder-port values of the records this model can count, for the replay
+        prefilter (Zeek writes an ICMP message's code there: 0 for echo requests)."""
+        ports = {p for _, p in self.port_keys()}
+        if self.icmp_types:
+            ports.add(0)  # the code of echo, timestamp and address-mask requests
+        return ports
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str | None = None, path: str = "") -> "Model":
@@ -148,7 +220,7 @@ class Model:
             check=lambda v: (
                 None
                 if MODEL_NAME.match(v)
-                else "must be lowercase letters, digits and underscores (3-64 chars)"
+                else "must be lowercase letters, digits, '_' and '-' (3-64 chars)"
             ),
         )
         title = r.take("title", str, default=name or "")
@@ -156,12 +228,22 @@ class Model:
             "version", int, default=1, check=lambda v: None if v >= 1 else "must be >= 1"
         )
         enabled = r.take("enabled", bool, default=True)
-        ports = _ports(r)
+        python_only = r.take("python_only", bool, default=False)
+        ports, exclude_ports, icmp_types, outcomes = _match(r, errors)
         direction = r.take("direction", str, default="outbound", check=_one_of(DIRECTIONS))
         track_by = r.take("track_by", str, default="source", check=_one_of(TRACK_BY))
-        threshold = _threshold(r, errors)
+        count = r.take(
+            "count", str, default=DEFAULT_COUNT.get(track_by or "source"), check=_one_of(COUNTS)
+        )
+        if track_by in VALID_COUNTS and count in COUNTS and count not in VALID_COUNTS[track_by]:
+            r.fail(
+                f"track_by {track_by} counts {' or '.join(VALID_COUNTS[track_by])}, not {count}",
+                name="count",
+            )
+        threshold = _threshold(r, errors, count or "destinations")
         update_interval = r.take("update_interval", float, default=300.0, check=_positive)
-        discard_sources, discard_destinations = _discards(r, errors)
+        raise_on_answer = r.take("raise_on_answer", bool, default=True)
+        discard_sources, discard_destinations, discard_sports = _discards(r, errors)
         description = r.take("description", str, check=_nonblank)
         what_to_look_for = r.take("what_to_look_for", str, check=_nonblank)
         false_positives = r.take("false_positives", list, default=[])
@@ -187,6 +269,13 @@ class Model:
             false_positives=tuple(str(x) for x in false_positives),
             threat=threat,
             source=source,
+            count=count,
+            exclude_ports=exclude_ports,
+            icmp_types=icmp_types,
+            outcomes=outcomes,
+            discard_source_ports=discard_sports,
+            raise_on_answer=raise_on_answer,
+            python_only=python_only,
         )
 
 
@@ -221,39 +310,79 @@ def _nonblank(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
-def _ports(r: FieldReader) -> tuple[PortRange, ...]:
-    specs = r.take("ports", list, default=None)
+def _port_specs(
+    specs: Any, r: FieldReader, name: str, *, required: bool
+) -> tuple[PortRange, ...]:
     if specs is None:
-        if not r.has("ports"):
-            r.fail("required key is missing")
-            r.errors[-1].key = r.key("ports")
         return ()
-    if not specs:
-        r.fail("must list at least one port like 27017/tcp", name="ports")
+    if not isinstance(specs, list):
+        r.fail("must be a list like [27017/tcp, 3268-3269/tcp]", name=name)
+        return ()
+    if not specs and required:
+        r.fail("must list at least one port like 27017/tcp", name=name)
         return ()
     out = []
     for i, spec in enumerate(specs):
         m = PORT_SPEC.match(str(spec).strip().lower()) if isinstance(spec, (str, int)) else None
         if m is None:
-            r.fail(
-                f"ports[{i}] {spec!r}: expected PORT/tcp, PORT/udp or LOW-HIGH/tcp", name="ports"
-            )
+            r.fail(f"{name}[{i}] {spec!r}: expected PORT/tcp, PORT/udp or LOW-HIGH/tcp", name=name)
             continue
         low = int(m.group(1))
         high = int(m.group(2) or low)
         if not (1 <= low <= high <= 65535):
-            r.fail(f"ports[{i}] {spec!r}: ports must be 1-65535 and LOW <= HIGH", name="ports")
-            continue
-        if high - low + 1 > MAX_PORT_SPAN:
-            r.fail(
-                f"ports[{i}] {spec!r}: a range may span at most {MAX_PORT_SPAN} ports", name="ports"
-            )
+            r.fail(f"{name}[{i}] {spec!r}: ports must be 1-65535 and LOW <= HIGH", name=name)
             continue
         out.append(PortRange(low, high, m.group(3)))
     return tuple(out)
 
 
-def _threshold(r: FieldReader, errors: list) -> Threshold | None:
+def _match(r: FieldReader, errors: list) -> tuple[tuple, tuple, tuple[int, ...], frozenset[str]]:
+    """`match:` (ports, exclude_ports, icmp_types, outcomes). A top-level `ports:` is the
+    older spelling of `match.ports` and, when present, replaces it (so an override of
+    `ports:` in zeekndm.yaml still works on a shipped model)."""
+    legacy = r.take("ports", list, default=None) if r.has("ports") else None
+    data = r.take("match", dict, default=None)
+    if data is None and legacy is None:
+        if not r.has("match") and not r.has("ports"):
+            r.fail("required key is missing (match.ports or match.icmp_types)")
+            errors[-1].key = r.key("match")
+        return (), (), (), frozenset()
+    m = FieldReader(data or {}, r.key("match"), errors, file=r.file, error_cls=ModelError)
+    raw_ports = m.take("ports", list, default=None)
+    raw_exclude = m.take("exclude_ports", list, default=None)
+    raw_icmp = m.take("icmp_types", list, default=None)
+    raw_outcomes = m.take("outcomes", (str, list), default="any")
+    m.finish()
+    if legacy is not None:
+        ports = _port_specs(legacy, r, "ports", required=True)
+    else:
+        ports = _port_specs(raw_ports, m, "ports", required=not raw_icmp)
+    exclude = _port_specs(raw_exclude, m, "exclude_ports", required=False)
+    icmp: list[int] = []
+    for i, value in enumerate(raw_icmp or []):
+        if type(value) is not int or not 0 <= value <= 255:
+            m.fail(f"icmp_types[{i}] {value!r}: an ICMP type is an integer 0-255", name="icmp_types")
+        else:
+            icmp.append(value)
+    if not ports and not icmp and not any(e.key and "ports" in e.key for e in errors):
+        m.fail("list the ports (or icmp_types) the model watches", name="ports")
+    names = [raw_outcomes] if isinstance(raw_outcomes, str) else list(raw_outcomes or [])
+    outcomes: set[str] = set()
+    for value in names:
+        if value == "any":
+            outcomes = set()
+            break
+        if value not in OUTCOME_CLASSES:
+            m.fail(
+                f"{value!r} is not an outcome class: use {', '.join(OUTCOME_CHOICES)}",
+                name="outcomes",
+            )
+            continue
+        outcomes.update(OUTCOME_CLASSES[value])
+    return ports, exclude, tuple(icmp), frozenset(outcomes)
+
+
+def _threshold(r: FieldReader, errors: list, count: str = "destinations") -> Threshold | None:
     data = r.take("threshold", dict, default=None)
     if data is None:
         if not r.has("threshold"):
@@ -261,7 +390,13 @@ def _threshold(r: FieldReader, errors: list) -> Threshold | None:
             errors[-1].key = r.key("threshold")
         return None
     t = FieldReader(data, r.key("threshold"), errors, file=r.file, error_cls=ModelError)
-    levels_raw = t.take("distinct_destinations", dict)
+    # `distinct_destinations` is the older name of `levels` (kept for existing configs);
+    # when both are present (a user override merged onto a shipped model) it wins.
+    levels_key = "distinct_destinations" if t.has("distinct_destinations") else "levels"
+    other = "levels" if levels_key == "distinct_destinations" else None
+    levels_raw = t.take(levels_key, dict)
+    if other and t.has(other):
+        t.take(other, dict, default=None)
     window = t.take("window", float, check=_positive)
     ratio = t.take(
         "min_failure_ratio",
@@ -269,24 +404,29 @@ def _threshold(r: FieldReader, errors: list) -> Threshold | None:
         default=0.0,
         check=lambda v: None if 0.0 <= v <= 1.0 else "must be between 0 and 1",
     )
+    idle = t.take(
+        "idle_timeout",
+        float,
+        default=DEFAULT_IDLE_TIMEOUT,
+        check=lambda v: None if v >= 60 else "must be >= 60 seconds",
+    )
+    early = _early(t, errors, count)
     t.finish()
     levels: list[tuple[str, int]] = []
     if levels_raw is not None:
         lv = FieldReader(
-            levels_raw, t.key("distinct_destinations"), errors, file=r.file, error_cls=ModelError
+            levels_raw, t.key(levels_key), errors, file=r.file, error_cls=ModelError
         )
         for severity in SEVERITIES:
-            count = lv.take(
+            n = lv.take(
                 severity,
                 int,
                 default=None,
                 check=lambda v: None if v >= 2 else "must be an integer >= 2",
             )
-            if count is not None:
-                levels.append((severity, count))
+            if n is not None:
+                levels.append((severity, n))
         lv.finish()
-        if not levels and not lv.data == {} and len(errors) == 0:
-            pass
         if not levels:
             lv.fail("set at least one of low, medium, high, critical")
         counts = [c for _, c in levels]
@@ -294,9 +434,38 @@ def _threshold(r: FieldReader, errors: list) -> Threshold | None:
             lv.fail(
                 "thresholds must increase strictly with severity (low < medium < high < critical)"
             )
-    if window is None or not levels:
+    if window is None or not levels or early is None:
         return None
-    return Threshold(tuple(levels), float(window), float(ratio or 0.0))
+    return Threshold(
+        tuple(levels), float(window), float(ratio or 0.0), early, float(idle or DEFAULT_IDLE_TIMEOUT)
+    )
+
+
+def _early(t: FieldReader, errors: list, count: str) -> EarlyDecision | None:
+    """`threshold.early`: the sequential path. Off for exposure models (many clients
+    failing against one server is an outage, not a scan)."""
+    default_on = count != "sources"
+    raw = t.take("early", (dict, bool), default=default_on)
+    if isinstance(raw, bool):
+        return EarlyDecision(enabled=raw)
+    e = FieldReader(raw, t.key("early"), errors, file=t.file, error_cls=ModelError)
+    enabled = e.take("enabled", bool, default=default_on)
+    distinct = e.take(
+        "distinct",
+        int,
+        default=EARLY_DISTINCT,
+        check=lambda v: None if v >= 3 else "must be an integer >= 3",
+    )
+    ratio = e.take(
+        "failure_ratio",
+        float,
+        default=EARLY_FAILURE_RATIO,
+        check=lambda v: None if 0.5 <= v <= 1.0 else "must be between 0.5 and 1",
+    )
+    e.finish()
+    if distinct is None or ratio is None:
+        return None
+    return EarlyDecision(bool(enabled), int(distinct), float(ratio))
 
 
 def _networks(values: Any, reader: FieldReader, name: str) -> tuple[Network, ...]:
@@ -309,13 +478,26 @@ def _networks(values: Any, reader: FieldReader, name: str) -> tuple[Network, ...
     return tuple(out)
 
 
-def _discards(r: FieldReader, errors: list) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
+def _discards(
+    r: FieldReader, errors: list
+) -> tuple[tuple[Network, ...], tuple[Network, ...], frozenset[int]]:
     data = r.take("discards", dict, default={})
     d = FieldReader(data, r.key("discards"), errors, file=r.file, error_cls=ModelError)
     sources = d.take("sources", list, default=[])
     destinations = d.take("destinations", list, default=[])
+    sports = d.take("source_ports", list, default=[])
     d.finish()
-    return _networks(sources, d, "sources"), _networks(destinations, d, "destinations")
+    checked: set[int] = set()
+    for i, value in enumerate(sports or []):
+        if type(value) is not int or not 0 <= value <= 65535:
+            d.fail(f"source_ports[{i}] {value!r}: a port is an integer 0-65535", name="source_ports")
+        else:
+            checked.add(value)
+    return (
+        _networks(sources, d, "sources"),
+        _networks(destinations, d, "destinations"),
+        frozenset(checked),
+    )
 
 
 def _threat(r: FieldReader, errors: list) -> tuple[ThreatEntry, ...]:
@@ -454,51 +636,100 @@ def merge_model(base: Mapping[str, Any], override: Mapping[str, Any]) -> Located
 def model_json_schema() -> dict[str, Any]:
     """JSON Schema of a model definition (committed as config/model.schema.json)."""
     port = {"type": "string", "pattern": PORT_SPEC.pattern}
+    ports = {"type": "array", "items": port}
+    levels = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {s: {"type": "integer", "minimum": 2} for s in SEVERITIES},
+    }
+    outcome = {"enum": list(OUTCOME_CHOICES)}
+    nets = {"type": "array", "items": {"type": "string"}}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "zeekndm detection model",
         "type": "object",
         "additionalProperties": False,
-        "required": [
-            "id",
-            "name",
-            "ports",
-            "threshold",
-            "description",
-            "what_to_look_for",
-            "threat",
-        ],
+        "required": ["id", "name", "threshold", "description", "what_to_look_for", "threat"],
+        "anyOf": [{"required": ["match"]}, {"required": ["ports"]}],
         "properties": {
             "id": {"type": "string", "format": "uuid"},
             "name": {"type": "string", "pattern": MODEL_NAME.pattern},
             "title": {"type": "string"},
             "version": {"type": "integer", "minimum": 1},
             "enabled": {"type": "boolean"},
-            "ports": {"type": "array", "minItems": 1, "items": port},
+            "python_only": {
+                "type": "boolean",
+                "description": "true: the Zeek package (zeek_scripts/) has no script for it",
+            },
+            "match": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "ports": ports,
+                    "exclude_ports": ports,
+                    "icmp_types": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0, "maximum": 255},
+                    },
+                    "outcomes": {
+                        "oneOf": [outcome, {"type": "array", "minItems": 1, "items": outcome}],
+                        "description": "failed: no handshake (S0, REJ, RSTOS0, SH, SHR; eve "
+                        "SYN only); aborted: reset after the handshake (RSTO, RSTR)",
+                    },
+                },
+            },
+            "ports": {**ports, "minItems": 1, "deprecated": True, "description": "match.ports"},
             "direction": {"enum": list(DIRECTIONS)},
             "track_by": {"enum": list(TRACK_BY)},
+            "count": {"enum": list(COUNTS)},
             "threshold": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["distinct_destinations", "window"],
+                "required": ["window"],
+                "anyOf": [{"required": ["levels"]}, {"required": ["distinct_destinations"]}],
                 "properties": {
+                    "levels": levels,
                     "distinct_destinations": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "minProperties": 1,
-                        "properties": {s: {"type": "integer", "minimum": 2} for s in SEVERITIES},
+                        **levels,
+                        "deprecated": True,
+                        "description": "older name of levels",
                     },
                     "window": {"type": "number", "exclusiveMinimum": 0},
                     "min_failure_ratio": {"type": "number", "minimum": 0, "maximum": 1},
+                    "idle_timeout": {"type": "number", "minimum": 60},
+                    "early": {
+                        "oneOf": [
+                            {"type": "boolean"},
+                            {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "enabled": {"type": "boolean"},
+                                    "distinct": {"type": "integer", "minimum": 3},
+                                    "failure_ratio": {
+                                        "type": "number",
+                                        "minimum": 0.5,
+                                        "maximum": 1,
+                                    },
+                                },
+                            },
+                        ]
+                    },
                 },
             },
             "update_interval": {"type": "number", "exclusiveMinimum": 0},
+            "raise_on_answer": {"type": "boolean"},
             "discards": {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "sources": {"type": "array", "items": {"type": "string"}},
-                    "destinations": {"type": "array", "items": {"type": "string"}},
+                    "sources": nets,
+                    "destinations": nets,
+                    "source_ports": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0, "maximum": 65535},
+                    },
                 },
             },
             "description": {"type": "string", "minLength": 1},

@@ -3,9 +3,21 @@
 "Outbound" means an internal source talking to an external destination. Internal is
 what the user says (`internal_networks`, default RFC 1918 + RFC 6598 + fc00::/7), since
 sites with public internal space exist (universities, and the real captures in
-../shared/data/real show several). Loopback, link-local, multicast, broadcast and
-"this network" addresses are never external targets: traffic to them is not scanning
-the internet.
+../shared/data/real show several). Beside the internal ranges a site can name, as
+Netography and Vectra let it:
+
+- `external`: sub-ranges of the internal space counted as external (a DMZ inside 10/8);
+  the most specific range wins, so an internal range inside an excluded one is internal;
+- `drop`: ranges whose records are ignored altogether (a lab, a scanner's own segment);
+- `proxies`: NAT gateways and egress proxies: their connections are the sum of many
+  clients', so they are never a scan's source.
+
+Loopback, link-local, multicast, broadcast and "this network" addresses are never
+external targets: traffic to them is not scanning the internet.
+
+Lookups go through a prefix table (one hash probe per distinct prefix length in use),
+so 20,000 configured networks cost what 5 do; each address's answer is cached.
+IPv4-mapped IPv6 addresses (`::ffff:10.0.0.5`) are classified as their IPv4 address.
 """
 
 from __future__ import annotations
@@ -13,8 +25,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-DEFAULT_INTERNAL = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+DEFAULT_INTERNAL = PRIVATE_RANGES
 
 _NEVER_EXTERNAL = tuple(
     ipaddress.ip_network(n)
@@ -33,73 +47,154 @@ _NEVER_EXTERNAL = tuple(
 
 _CACHE_LIMIT = 200_000
 
+# bit flags of one address's answer (the cache holds these)
+VALID = 4
+INTERNAL = 1
+SPECIAL = 2
+DROP = 8
+PROXY = 16
 
-def _v4_masks(nets: Iterable[ipaddress._BaseNetwork]) -> tuple[tuple[int, int], ...]:
-    """(network, netmask) integer pairs: the IPv4 test without building address objects,
-    which matters when most addresses are new (a scan of the whole internet)."""
-    return tuple((int(n.network_address), int(n.netmask)) for n in nets if n.version == 4)
+
+@dataclass(frozen=True, slots=True)
+class NetworkSettings:
+    """What the config says about the site's address space (`internal_networks`)."""
+
+    networks: tuple[str, ...] = ()
+    private_is_internal: bool = True
+    external: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    proxies: tuple[str, ...] = ()
+
+    @property
+    def internal(self) -> tuple[str, ...]:
+        """Every range counted as internal (the private ranges when the switch is on)."""
+        extra = tuple(n for n in PRIVATE_RANGES if n not in self.networks)
+        return self.networks + (extra if self.private_is_internal else ())
 
 
-_NEVER_EXTERNAL_V4 = _v4_masks(_NEVER_EXTERNAL)
+class PrefixTable:
+    """Longest-prefix match over IPv4 and IPv6 networks, each carrying a value.
+
+    One dict per (version, prefix length): a lookup probes each length in use, longest
+    first, so its cost depends on how many distinct lengths there are (at most 33 or
+    129), never on how many networks.
+    """
+
+    __slots__ = ("_v4", "_v6")
+
+    def __init__(self, entries: Iterable[tuple[ipaddress._BaseNetwork, object]] = ()) -> None:
+        v4: dict[int, dict[int, object]] = {}
+        v6: dict[int, dict[int, object]] = {}
+        for net, value in entries:
+            table, bits = (v4, 32) if net.version == 4 else (v6, 128)
+            shift = bits - net.prefixlen
+            table.setdefault(shift, {})[int(net.network_address) >> shift] = value
+        # smallest shift first = longest prefix first
+        self._v4 = tuple(sorted(v4.items()))
+        self._v6 = tuple(sorted(v6.items()))
+
+    def __bool__(self) -> bool:
+        return bool(self._v4 or self._v6)
+
+    def lookup(self, value: int, version: int, default: object = None) -> object:
+        for shift, nets in self._v4 if version == 4 else self._v6:
+            hit = nets.get(value >> shift)
+            if hit is not None:
+                return hit
+        return default
+
+
+def _nets(values: Iterable[str | ipaddress._BaseNetwork]) -> list[ipaddress._BaseNetwork]:
+    return [ipaddress.ip_network(n, strict=False) for n in values]
+
+
+_SPECIAL_TABLE = PrefixTable((n, True) for n in _NEVER_EXTERNAL)
+
+
+def address_value(addr: str) -> tuple[int, int] | None:
+    """(integer value, IP version) of an address string; IPv4-mapped IPv6 as IPv4."""
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big"), 4
+    except OSError:
+        pass
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return int(ip.ipv4_mapped), 4
+    return int(ip), ip.version
 
 
 class NetworkClassifier:
-    """Answers is_internal / is_external_target per address string, with a bounded cache."""
+    """Answers is_internal / is_external_target / drop / proxy per address string."""
 
     def __init__(
-        self, internal_networks: Iterable[str | ipaddress._BaseNetwork] = DEFAULT_INTERNAL
+        self,
+        internal_networks: Iterable[str | ipaddress._BaseNetwork] = DEFAULT_INTERNAL,
+        *,
+        external: Iterable[str] = (),
+        drop: Iterable[str] = (),
+        proxies: Iterable[str] = (),
     ):
-        self.internal = tuple(ipaddress.ip_network(n, strict=False) for n in internal_networks)
-        self._internal_v4 = tuple(n for n in self.internal if n.version == 4)
-        self._internal_v6 = tuple(n for n in self.internal if n.version == 6)
-        self._masks_v4 = _v4_masks(self._internal_v4)
+        self.internal = tuple(_nets(internal_networks))
+        self.external = tuple(_nets(external))
+        # the most specific range decides: True internal, False counted as external
+        self._table = PrefixTable(
+            [(n, False) for n in self.external] + [(n, True) for n in self.internal]
+        )
+        self._drop = PrefixTable((n, True) for n in _nets(drop))
+        self._proxies = PrefixTable((n, True) for n in _nets(proxies))
         self._cache: dict[str, int] = {}
 
-    # bit flags in the cache: 1 = internal, 2 = never external (special), 4 = valid
+    @classmethod
+    def from_settings(cls, settings: NetworkSettings) -> "NetworkClassifier":
+        return cls(
+            settings.internal,
+            external=settings.external,
+            drop=settings.drop,
+            proxies=settings.proxies,
+        )
+
+    def flags(self, addr: str) -> int:
+        """The cached bit set of one address (0: not an address)."""
+        flags = self._cache.get(addr)
+        if flags is None:
+            flags = self._classify(addr)
+        return flags
+
     def _classify(self, addr: str) -> int:
-        try:
-            value = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
-        except OSError:
-            value = None
-        flags = 4
-        if value is not None:
-            for net, mask in self._masks_v4:
-                if value & mask == net:
-                    flags |= 1
-                    break
-            for net, mask in _NEVER_EXTERNAL_V4:
-                if value & mask == net:
-                    flags |= 2
-                    break
-        else:
-            try:
-                ip = ipaddress.ip_address(addr)
-            except ValueError:
-                return 0
-            nets = self._internal_v4 if ip.version == 4 else self._internal_v6
-            if any(ip in n for n in nets):
-                flags |= 1
-            if any(ip.version == n.version and ip in n for n in _NEVER_EXTERNAL):
-                flags |= 2
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[addr] = flags
+        parsed = address_value(addr)
+        if parsed is None:
+            return 0
+        value, version = parsed
+        flags = VALID
+        if self._table.lookup(value, version, False):
+            flags |= INTERNAL
+        if _SPECIAL_TABLE.lookup(value, version):
+            flags |= SPECIAL
+        if self._drop and self._drop.lookup(value, version):
+            flags |= DROP
+        if self._proxies and self._proxies.lookup(value, version):
+            flags |= PROXY
+        cache = self._cache
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[addr] = flags
         return flags
 
     def is_internal(self, addr: str) -> bool:
-        flags = self._cache.get(addr)
-        if flags is None:
-            flags = self._classify(addr)
-        return bool(flags & 1)
+        return bool(self.flags(addr) & INTERNAL)
 
     def is_special(self, addr: str) -> bool:
-        flags = self._cache.get(addr)
-        if flags is None:
-            flags = self._classify(addr)
-        return bool(flags & 2) or not flags
+        flags = self.flags(addr)
+        return bool(flags & SPECIAL) or not flags
 
     def is_external_target(self, addr: str) -> bool:
-        flags = self._cache.get(addr)
-        if flags is None:
-            flags = self._classify(addr)
-        return flags == 4
+        return self.flags(addr) & (VALID | INTERNAL | SPECIAL) == VALID
+
+    def is_dropped(self, addr: str) -> bool:
+        return bool(self.flags(addr) & DROP)
+
+    def is_proxy(self, addr: str) -> bool:
+        return bool(self.flags(addr) & PROXY)

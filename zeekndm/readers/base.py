@@ -234,10 +234,11 @@ ZEEK_TRANSPORT: dict[str, Transport] = {
     "icmp": Transport.ICMP,
 }
 
-# Zeek conn_state -> what happened to the attempt. S0/SH/RSTOS0: the responder never
-# answered; REJ: it answered with a RST; the states where it sent data or a SYN-ACK are
-# established. OTH (midstream), RSTRH and SHR (only the responder's side seen) tell us
-# nothing about whether the originator's attempt was answered, so they stay UNKNOWN.
+# Zeek conn_state -> what happened to the attempt. S0/SH/SHR/RSTOS0: no handshake was
+# seen; REJ: the responder answered with a RST; RSTO/RSTR: "connection established,
+# originator (responder) aborted" in Zeek's own words, so ABORTED; the states where the
+# exchange went on are established. OTH (midstream) and RSTRH tell us nothing about
+# whether the originator's attempt was answered, so they stay UNKNOWN.
 # The same table holds for UDP: S0 = no reply, SF = a reply.
 ZEEK_OUTCOME: dict[str, Outcome] = {
     "S0": Outcome.NO_ANSWER,
@@ -248,11 +249,11 @@ ZEEK_OUTCOME: dict[str, Outcome] = {
     "S1": Outcome.ESTABLISHED,
     "S2": Outcome.ESTABLISHED,
     "S3": Outcome.ESTABLISHED,
-    "RSTO": Outcome.ESTABLISHED,
-    "RSTR": Outcome.ESTABLISHED,
+    "RSTO": Outcome.ABORTED,
+    "RSTR": Outcome.ABORTED,
     "OTH": Outcome.UNKNOWN,
     "RSTRH": Outcome.UNKNOWN,
-    "SHR": Outcome.UNKNOWN,
+    "SHR": Outcome.NO_ANSWER,
 }
 
 _UTC = timezone.utc

@@ -7,6 +7,7 @@ can even precede the start (see SOURCES.md, eve-2.json and slips test6).
 Outcome of a `flow` event, from what the responder sent:
 - nothing (`pkts_toclient` 0): the attempt was not answered -> NO_ANSWER;
 - TCP, responder flags with RST but no SYN: refused -> REJECTED;
+- TCP, responder sent a SYN (SYN-ACK) and either side then sent a RST: ABORTED;
 - TCP, responder sent a SYN (SYN-ACK), or state established/closed with packets both
   ways: ESTABLISHED; anything else (midstream pick-ups, no `tcp` block) -> UNKNOWN;
 - UDP: any packet back -> ESTABLISHED; ICMP and other transports -> UNKNOWN.
@@ -64,6 +65,7 @@ _ICMP = Transport.ICMP
 _NO_ANSWER = Outcome.NO_ANSWER
 _REJECTED = Outcome.REJECTED
 _ESTABLISHED = Outcome.ESTABLISHED
+_ABORTED = Outcome.ABORTED
 _UNKNOWN = Outcome.UNKNOWN
 _OTHER = Transport.OTHER
 _ANSWERED_STATES = frozenset(("established", "closed"))
@@ -164,11 +166,16 @@ class SuricataEveParser(JSONPortFilter):
                 if not to_client:
                     outcome = _NO_ANSWER
                 else:
-                    flags = _FLAGS[d["tcp"]["tcp_flags_tc"]]
+                    tcp = d["tcp"]
+                    flags = _FLAGS[tcp["tcp_flags_tc"]]
                     if flags & _TCP_RST and not flags & _TCP_SYN:
                         outcome = _REJECTED
                     elif flags & _TCP_SYN:
-                        outcome = _ESTABLISHED
+                        outcome = (
+                            _ABORTED
+                            if (flags | _FLAGS.get(tcp.get("tcp_flags_ts"), 0)) & _TCP_RST
+                            else _ESTABLISHED
+                        )
                     elif block.get("state") in _ANSWERED_STATES and block.get("pkts_toserver"):
                         outcome = _ESTABLISHED
                     else:
@@ -280,7 +287,8 @@ class SuricataEveParser(JSONPortFilter):
                 if flags & _TCP_RST and not flags & _TCP_SYN:
                     outcome = _REJECTED
                 elif flags & _TCP_SYN:
-                    outcome = _ESTABLISHED
+                    ts_flags = _FLAGS.get(tcp.get("tcp_flags_ts"), 0) if type(tcp) is dict else 0
+                    outcome = _ABORTED if (flags | ts_flags) & _TCP_RST else _ESTABLISHED
                 elif block.get("state") in _ANSWERED_STATES and block.get("pkts_toserver"):
                     outcome = _ESTABLISHED
                 else:
