@@ -5,6 +5,7 @@ from conftest import REPO
 
 from zeekndm.config import load_config
 from zeekndm.errors import ConfigError
+from zeekndm.models import load_builtin_models
 
 
 def write(tmp_path, text: str):
@@ -15,10 +16,8 @@ def write(tmp_path, text: str):
 
 def test_shipped_example_config_is_valid():
     config = load_config(REPO / "config" / "zeekndm.yaml")
-    assert set(config.models) == {
-        "mongodb_scan_internal_external",
-        "ldap_scanning_inside_to_outside",
-    }
+    assert set(config.models) == set(load_builtin_models())
+    assert config.models["ldap_scanning_inside_to_outside"].enabled
 
 
 def test_defaults_without_a_file():

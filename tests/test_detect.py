@@ -125,7 +125,9 @@ def test_ldap_scan_over_389_636_and_udp_counts_together():
         scan("10.0.0.5", 389, 10, outcome=UNK)
         + [flow("10.0.0.5", public(100 + i), 636, T0 + 20 + i, outcome=UNK) for i in range(10)]
         + [
-            flow("10.0.0.5", public(200 + i), 389, T0 + 40 + i, transport=Transport.UDP, outcome=UNK)
+            flow(
+                "10.0.0.5", public(200 + i), 389, T0 + 40 + i, transport=Transport.UDP, outcome=UNK
+            )
             for i in range(10)
         ]
     )

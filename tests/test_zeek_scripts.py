@@ -16,6 +16,7 @@ from conftest import REPO
 
 from zeekndm import zeekgen
 from zeekndm.models import Model, builtin_model_dicts, load_builtin_models, merge_model
+from zeekndm.zeekgen import zeek_models
 from zeekndm.readers.zeek_notice import parse_sub
 
 zeekscript = pytest.importorskip("zeekscript")
@@ -71,7 +72,7 @@ def test_check_mode_reports_a_stale_file(tmp_path, capsys):
 
 def test_defaults_carry_every_threshold_window_and_port_of_each_model():
     text = DEFAULTS.read_text()
-    for name, model in load_builtin_models().items():
+    for name, model in zeek_models(load_builtin_models()).items():
         for severity, count in model.threshold.levels:
             assert f"const {name}_{severity} = {count} &redef;" in text
         assert f"const {name}_window = {model.threshold.window:.0f}secs &redef;" in text
@@ -107,6 +108,22 @@ def test_allowlists_render_as_zeek_subnets_that_parse():
 
 
 @pytest.mark.parametrize("name", sorted(load_builtin_models()))
+def test_every_model_has_a_zeek_script_or_says_it_is_python_only(name):
+    model = load_builtin_models()[name]
+    has_script = (SCRIPTS / f"{name}.zeek").exists()
+    loaded = f"@load ./{name}" in (SCRIPTS / "__load__.zeek").read_text()
+    in_defaults = f"const {name}_window" in DEFAULTS.read_text()
+    if model.python_only:
+        assert not has_script and not loaded and not in_defaults, (
+            f"{name} is python_only but zeek_scripts/ has it: drop the flag or the script"
+        )
+    else:
+        assert has_script and loaded and in_defaults, (
+            f"zeek_scripts/ lacks {name}: write its script or mark the model python_only"
+        )
+
+
+@pytest.mark.parametrize("name", sorted(zeek_models(load_builtin_models())))
 def test_every_model_has_a_script_with_its_notice_type(name):
     path = SCRIPTS / f"{name}.zeek"
     assert path.exists(), f"zeek_scripts/{name}.zeek is missing"

@@ -120,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--state-dir", metavar="DIR", help="spool/dead-letter directory for outputs")
     p.add_argument(
+        "--models",
+        metavar="NAME[,NAME...]|all",
+        help="run only these models (or all shipped and configured ones), "
+        "whatever the config enables",
+    )
+    p.add_argument(
+        "--funnel",
+        action="store_true",
+        help="print every enabled model's funnel in the summary, not only those that saw records",
+    )
+    p.add_argument(
         "--parse-all",
         action="store_true",
         help="fully parse and validate every record, not only those on ports a model "
@@ -144,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="PATH|-", help="NDJSON alerts (default: config)")
     p.add_argument("--elasticsearch", metavar="URL", help="also index alerts into this cluster")
     p.add_argument("--state-dir", metavar="DIR", help="registry, snapshot and spool directory")
+    p.add_argument(
+        "--models",
+        metavar="NAME[,NAME...]|all",
+        help="run only these models (or all), whatever the config enables",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -319,7 +335,7 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
     from zeekndm.readers import EmptyInput, ReadStats, read_flows, sensor_type
     from zeekndm.sinks.ndjson import NDJSONSink
 
-    config = _load(args)
+    config = _load(args).with_models(args.models)
     _setup_logging(env, args.log_level or "warning")
     files = replay_inputs(args.files)  # fail before doing any work, naming the file
     state_dir = _state_dir(args, config)
@@ -367,7 +383,7 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
     finally:
         pipeline.close()
     elapsed = max(env.clock() - started, 1e-9)
-    _summary(env, all_stats, pipeline, elapsed)
+    _summary(env, all_stats, pipeline, elapsed, all_funnels=args.funnel)
     if not delivered:
         env.stderr.write(
             f"zeekndm: error: {plural(pipeline.pending, 'alert')} could not be delivered to "
@@ -378,10 +394,16 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
 
 
 def watched_ports(models) -> set[int]:
-    return {port for m in models for _, port in m.port_keys()}
+    return {port for m in models for port in m.watched_dports()}
 
 
-def _summary(env: Environment, all_stats: list, pipeline: Pipeline, elapsed: float) -> None:
+def _summary(
+    env: Environment,
+    all_stats: list,
+    pipeline: Pipeline,
+    elapsed: float,
+    all_funnels: bool = False,
+) -> None:
     records = sum(s.records + s.filtered for s in all_stats)
     w = env.stderr.write
     w(
@@ -409,6 +431,15 @@ def _summary(env: Environment, all_stats: list, pipeline: Pipeline, elapsed: flo
             f"  {plural(d.late_records, 'record was', 'records were')} later than the allowed "
             "lateness and not counted\n"
         )
+    if d.local_disagreements:
+        w(
+            f"  Zeek's local_orig/local_resp disagree with internal_networks on "
+            f"{plural(d.local_disagreements, 'record')} (e.g. {d.local_disagreement_example}); "
+            "Zeek's fields were followed (trust_local_fields)\n"
+        )
+    if d.dropped:
+        w(f"  {plural(d.dropped, 'record')} to or from internal_networks.drop were ignored\n")
+    _funnel(w, pipeline.detector, all_funnels)
     if pipeline.alerts_by_model:
         per_model = ", ".join(f"{m} {n}" for m, n in sorted(pipeline.alerts_by_model.items()))
         per_state = ", ".join(f"{s} {n}" for s, n in sorted(pipeline.alerts_by_state.items()))
@@ -419,13 +450,37 @@ def _summary(env: Environment, all_stats: list, pipeline: Pipeline, elapsed: flo
         w(f"  {plural(n, 'alert')} rejected by {sink} (see its dead-letter file)\n")
 
 
+def _funnel(w: Callable[[str], Any], detector: Detector, show_all: bool) -> None:
+    """Per model: records on its ports -> in its direction -> discarded -> counted, and
+    its alerts, so "why did nothing fire" has an answer. Models that saw no record are
+    summed up in one line unless `show_all`."""
+    rows = []
+    idle = []
+    for m in detector.models:
+        f = detector.stats.funnel.get(m.name)
+        if f is None or (not f.on_ports and not show_all):
+            idle.append(m.name)
+            continue
+        rows.append(
+            f"    {m.name}: {f.on_ports:,} on its ports, {f.in_direction:,} {m.direction}, "
+            f"{f.discarded:,} discarded, "
+            + (f"{f.other_outcome:,} other outcome, " if f.other_outcome else "")
+            + f"{f.counted:,} counted, {detector.stats.detections.get(m.name, 0)} alerts\n"
+        )
+    w(f"  models: {len(detector.models)} enabled\n")
+    for row in rows:
+        w(row)
+    if idle:
+        w(f"    {len(idle)} saw no record on their ports\n")
+
+
 # -- run (live mode) -------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, env: Environment) -> int:
     try:
         from zeekndm.live import run_live
     except ImportError as exc:  # pragma: no cover
         raise ZeekNDMError(f"live mode is not available: {exc}") from None
-    config = _load(args)
+    config = _load(args).with_models(args.models)
     _setup_logging(env, args.log_level or config.log_level, config.log_format)
     return run_live(args, config, env)
 
@@ -436,6 +491,10 @@ def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
     w = env.stdout.write
     w(f"config: {config.path or '(built-in defaults)'}\n")
     w(f"internal_networks: {', '.join(config.internal_networks)}\n")
+    for what in ("external", "drop", "proxies"):
+        ranges = getattr(config.networks, what)
+        if ranges:
+            w(f"internal_networks.{what}: {', '.join(ranges)}\n")
     w(f"trust_local_fields: {str(config.trust_local_fields).lower()}\n")
     for spec in config.inputs:
         w(f"input: {spec.describe()}\n")
@@ -443,9 +502,9 @@ def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
         levels = ", ".join(f"{s} {n}" for s, n in m.threshold.levels)
         state = "enabled" if m.enabled else "disabled"
         w(
-            f"model {m.name} ({state}): ports {', '.join(str(p) for p in m.ports)}; "
-            f"distinct external destinations {levels} within {m.threshold.window:g} s; "
-            f"update every {m.update_interval:g} s"
+            f"model {m.name} ({state}): {_match_text(m)}; {m.direction}; distinct "
+            f"{m.count} per {m.track_by.replace('_', ' and ')} {levels} within "
+            f"{m.threshold.window:g} s; update every {m.update_interval:g} s"
         )
         if m.discard_sources or m.discard_destinations:
             w(
@@ -469,25 +528,65 @@ def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
     return ExitStatus.OK
 
 
+def _match_text(m: Any) -> str:
+    parts = [", ".join(str(p) for p in m.ports)] if m.ports else []
+    if m.exclude_ports:
+        parts.append("except " + ", ".join(str(p) for p in m.exclude_ports))
+    if m.icmp_types:
+        parts.append("ICMP types " + ", ".join(str(t) for t in m.icmp_types))
+    outcomes = "/".join(m.outcome_names)
+    return "ports " + " ".join(parts) + ("" if outcomes == "any" else f" ({outcomes} only)")
+
+
+def model_summary(m: Any) -> dict[str, Any]:
+    """What `zeekndm models --json` shows of one model: every field that shapes it."""
+    t = m.threshold
+    return {
+        "name": m.name,
+        "id": m.id,
+        "title": m.title,
+        "version": m.version,
+        "enabled": m.enabled,
+        "python_only": m.python_only,
+        "match": {
+            "ports": [str(p) for p in m.ports],
+            "exclude_ports": [str(p) for p in m.exclude_ports],
+            "icmp_types": list(m.icmp_types),
+            "outcomes": m.outcome_names,
+        },
+        "ports": [str(p) for p in m.ports],
+        "direction": m.direction,
+        "track_by": m.track_by,
+        "count": m.count,
+        "thresholds": dict(t.levels),
+        "window": t.window,
+        "min_failure_ratio": t.min_failure_ratio,
+        "idle_timeout": t.idle_timeout,
+        "early": {
+            "enabled": t.early.enabled,
+            "distinct": t.early.distinct,
+            "failure_ratio": t.early.failure_ratio,
+        },
+        "update_interval": m.update_interval,
+        "raise_on_answer": m.raise_on_answer,
+        "discards": {
+            "sources": [str(n) for n in m.discard_sources],
+            "destinations": [str(n) for n in m.discard_destinations],
+            "source_ports": sorted(m.discard_source_ports),
+        },
+        "description": m.description,
+        "what_to_look_for": m.what_to_look_for,
+        "false_positives": list(m.false_positives),
+        "threat": [
+            {"tactic": e.tactic.id, "techniques": [t.id for t in e.techniques]} for e in m.threat
+        ],
+    }
+
+
 def cmd_models(args: argparse.Namespace, env: Environment) -> int:
     config = _load(args)
     if args.json:
-        out = [
-            {
-                "name": m.name,
-                "id": m.id,
-                "title": m.title,
-                "enabled": m.enabled,
-                "ports": [str(p) for p in m.ports],
-                "thresholds": dict(m.threshold.levels),
-                "window": m.threshold.window,
-                "threat": [
-                    {"tactic": e.tactic.id, "techniques": [t.id for t in e.techniques]}
-                    for e in m.threat
-                ],
-            }
-            for m in config.models.values()
-        ]
+        out = [model_summary(m) for m in config.models.values()]
         env.stdout.write(json.dumps(out, indent=2) + "\n")
         return ExitStatus.OK
     for m in config.models.values():
@@ -497,9 +596,11 @@ def cmd_models(args: argparse.Namespace, env: Environment) -> int:
             for t in e.techniques
         )
         flag = "" if m.enabled else " [disabled]"
+        levels = ", ".join(f"{s} {n}" for s, n in m.threshold.levels)
         env.stdout.write(
-            f"{m.name}{flag}\n  {m.title}\n  ports: "
-            f"{', '.join(str(p) for p in m.ports)}\n  MITRE ATT&CK: {mitre}\n"
+            f"{m.name}{flag}\n  {m.title}\n  {_match_text(m)}; {m.direction}; distinct "
+            f"{m.count} per {m.track_by.replace('_', ' and ')}: {levels} in "
+            f"{m.threshold.window:g} s\n  MITRE ATT&CK: {mitre}\n"
         )
     return ExitStatus.OK
 

@@ -8,6 +8,8 @@ start while any remain.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from zeekndm.detect import DetectorSettings
 from zeekndm.errors import ConfigError, ConfigErrors, ZeekNDMError
 from zeekndm.eventtime import EventTimeSettings
 from zeekndm.models import Model, ModelErrors, builtin_model_dicts, merge_model
-from zeekndm.networks import DEFAULT_INTERNAL, NetworkClassifier
+from zeekndm.networks import DEFAULT_INTERNAL, NetworkClassifier, NetworkSettings
 from zeekndm.yamlfile import FieldReader, LocatedDict, line_of, load_yaml_file
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,42 @@ class Config:
     stats_interval: float = 60.0
     log_format: str = "text"
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    networks: NetworkSettings = field(
+        default_factory=lambda: NetworkSettings(networks=(), private_is_internal=True)
+    )
 
     @property
     def enabled_models(self) -> list[Model]:
         return [m for m in self.models.values() if m.enabled]
 
     def classifier(self) -> NetworkClassifier:
-        return NetworkClassifier(self.internal_networks)
+        return NetworkClassifier.from_settings(self.networks)
+
+    def with_models(self, spec: str | None) -> "Config":
+        """The config with only the models `spec` names enabled ("a,b" or "all");
+        None leaves the configured choice. Raises ConfigError naming unknown models."""
+        if spec is None:
+            return self
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        if not names:
+            raise ConfigError("--models needs NAME[,NAME...] or all")
+        if names == ["all"]:
+            chosen = set(self.models)
+        else:
+            unknown = [n for n in names if n not in self.models]
+            if unknown:
+                hints = []
+                for n in unknown:
+                    close = difflib.get_close_matches(n, list(self.models), n=1)
+                    hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise ConfigError(
+                    f"--models: unknown model {', '.join(hints)}; `zeekndm models` lists them"
+                )
+            chosen = set(names)
+        models = {
+            name: dataclasses.replace(m, enabled=name in chosen) for name, m in self.models.items()
+        }
+        return dataclasses.replace(self, models=models)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -93,15 +124,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
     r = FieldReader(data, "", errors, file=file)
     if not r.ok:
         return None
-    networks = r.take("internal_networks", list, default=list(DEFAULT_INTERNAL))
-    checked_networks = []
-    for i, value in enumerate(networks or []):
-        try:
-            checked_networks.append(str(ipaddress.ip_network(str(value), strict=False)))
-        except ValueError:
-            r.fail(
-                f"internal_networks[{i}] {value!r} is not a CIDR network", name="internal_networks"
-            )
+    net_settings = _internal_networks(r)
     trust = r.take("trust_local_fields", bool, default=True)
     sensor_name = r.take("sensor_name", str, default=None)
     detector, event_time = _detector(r)
@@ -115,7 +138,8 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
         return None
     return Config(
         path=file,
-        internal_networks=tuple(checked_networks),
+        internal_networks=net_settings.internal,
+        networks=net_settings,
         trust_local_fields=trust,
         sensor_name=sensor_name,
         detector=DetectorSettings(trust_local_fields=trust, **detector),
@@ -130,6 +154,37 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
         log_format=log_format,
         raw=dict(data),
     )
+
+
+def _cidrs(values: Any, reader: FieldReader, name: str) -> tuple[str, ...]:
+    out = []
+    for i, value in enumerate(values or []):
+        try:
+            out.append(str(ipaddress.ip_network(str(value), strict=False)))
+        except ValueError:
+            reader.fail(f"{name}[{i}] {value!r} is not a CIDR network", name=name)
+    return tuple(out)
+
+
+def _internal_networks(r: FieldReader) -> NetworkSettings:
+    """`internal_networks`: a list of CIDRs (they replace the default), or a mapping
+    with `networks`, `private_is_internal`, `external`, `drop` and `proxies`."""
+    raw = r.take("internal_networks", (list, dict), default=None)
+    if raw is None:
+        return NetworkSettings(networks=(), private_is_internal=True)
+    if isinstance(raw, list):
+        nets = _cidrs(raw, r, "internal_networks")
+        return NetworkSettings(networks=nets, private_is_internal=False)
+    n = FieldReader(raw, "internal_networks", r.errors, file=r.file)
+    nets = _cidrs(n.take("networks", list, default=[]), n, "networks")
+    private = n.take("private_is_internal", bool, default=True)
+    external = _cidrs(n.take("external", list, default=[]), n, "external")
+    drop = _cidrs(n.take("drop", list, default=[]), n, "drop")
+    proxies = _cidrs(n.take("proxies", list, default=[]), n, "proxies")
+    n.finish()
+    if not nets and not private:
+        n.fail("no internal network left: list networks or set private_is_internal: true")
+    return NetworkSettings(nets, bool(private), external, drop, proxies)
 
 
 def _positive(v: float) -> str | None:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from zeekndm import __version__
-from zeekndm.detection import END, Detection
+from zeekndm.detection import END, ONGOING, Detection
 from zeekndm.models import SEVERITY_SCORE
 
 DATASET = "zeekndm.alert"
@@ -46,25 +46,77 @@ def isotime(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def describe(detection: Detection) -> str:
-    """One readable sentence for `message`."""
-    d = detection
+_WHERE = {"outbound": "external ", "inbound": "internal ", "internal": "internal "}
+
+
+def _what(d: Detection, n: int) -> str:
+    """What was counted, e.g. "25 distinct external hosts" or "44 distinct ports of X"."""
+    at_least = "at least " if d.distinct_is_lower_bound else ""
+    if d.counted == "ports":
+        of = f" of {d.target}" if d.target else ""
+        return f"{at_least}{n} distinct ports{of}"
+    if d.counted == "sources":
+        return f"{at_least}{n} distinct sources reaching {d.target}"
+    where = _WHERE.get(d.model.direction, "") if d.detector == "zeekndm" else "external "
+    return f"{at_least}{n} distinct {where}hosts"
+
+
+def _on(d: Detection) -> str:
+    if d.counted == "ports" and len(d.ports) > 5:
+        return ""
     ports = ", ".join(str(p) for p in d.ports) or "the model's ports"
     transports = "/".join(d.transports) or "tcp"
-    at_least = "at least " if d.distinct_is_lower_bound else ""
-    window = d.model.threshold.window
-    if d.state == END:
-        duration = max(0.0, d.last_seen - d.first_seen)
-        return (
-            f"{d.source} stopped scanning ({d.model.name}): {at_least}{d.distinct_destinations} "
-            f"distinct external hosts on {ports}/{transports} over {duration:.0f} s, "
-            f"{d.attempts} attempts, {d.failures} failed"
-        )
-    return (
-        f"{d.source} attempted connections to {at_least}{d.distinct_destinations} distinct "
-        f"external hosts on {ports}/{transports} within {window:.0f} s "
-        f"({d.failures} of {d.attempts} attempts failed): {d.model.name}, {d.severity}"
+    return f" on {ports}/{transports}"
+
+
+def _span(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe(detection: Detection) -> str:
+    """The `message`: short sentences, each with one time scope (the window, the
+    sequential decision, or the episode since it began)."""
+    d = detection
+    who = d.source or "hosts"
+    model = f"{d.model.name}, {d.severity}"
+    episode = (
+        f"Since the episode began at {isotime(d.first_seen)}: {d.attempts} attempts, "
+        f"{d.failures} failed, {d.successes} answered."
     )
+    if d.state == END:
+        return (
+            f"{who} stopped scanning ({model}). Over the whole episode "
+            f"({_span(d.last_seen - d.first_seen)}, {isotime(d.first_seen)} to "
+            f"{isotime(d.last_seen)}): {_what(d, d.distinct_destinations)}{_on(d)}, "
+            f"{d.attempts} attempts, {d.failures} failed, {d.successes} answered."
+        )
+    window = f"{d.model.threshold.window:.0f} s"
+    if d.state == ONGOING:
+        now = d.window_distinct if d.window_distinct is not None else d.distinct_destinations
+        first = (
+            f"{who} is still scanning: {_what(d, now)}{_on(d)} within the last {window} ({model})."
+        )
+    elif d.decided_by == "sequential":
+        first = (
+            f"{who} made first contact with {_what(d, d.distinct_destinations)}{_on(d)} and "
+            f"most failed: decided early, before the window threshold ({model})."
+        )
+    else:
+        first = (
+            f"{who} attempted connections to {_what(d, d.distinct_destinations)}{_on(d)} "
+            f"within {window} ({model})."
+        )
+    raised = (
+        " A scanned service answered, which raises the severity one step."
+        if d.successes and d.model.raise_on_answer and d.detector == "zeekndm"
+        else ""
+    )
+    return f"{first} {episode}{raised}"
 
 
 def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
@@ -124,13 +176,13 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
             "author": ["zeekndm"],
         },
         "threat": {"framework": "MITRE ATT&CK", "technique": techniques, "tactic": tactics},
-        "source": {"ip": d.source},
+        "source": {"ip": d.source} if d.source else {},
         "destination": destination,
         "network": {
             "transport": d.transports[0] if len(d.transports) == 1 else list(d.transports),
         },
         "observer": observer_doc,
-        "related": {"ip": [d.source, *d.sample_destinations]},
+        "related": {"ip": [ip for ip in (d.source, *d.sample_destinations) if ip]},
         "message": d.message or describe(d),
         "ecs": {"version": "8.11.0"},
         "agent": {"type": "zeekndm", "version": __version__},
@@ -155,8 +207,23 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
             "false_positives": list(m.false_positives),
             "model_version": m.version,
             "detector": d.detector,
+            "first_seen": isotime(d.first_seen),
+            "last_seen": isotime(d.last_seen),
+            "counted": d.counted,
+            "distinct_count": d.distinct_destinations,
+            "decided_by": d.decided_by,
+            "answered": list(d.answered),
+            "unanswered": list(d.unanswered),
+            "sample_uids": list(d.sample_uids),
+            "sample_community_ids": list(d.sample_community_ids),
         },
     }
+    if d.window_distinct is not None:
+        doc["zeekndm"]["window_distinct"] = d.window_distinct
+    if d.target:
+        doc["zeekndm"]["target"] = d.target
+    if not doc["source"]:
+        del doc["source"]
     if d.direction:
         doc["network"]["direction"] = d.direction
     if d.end_reason:

@@ -131,6 +131,7 @@ def run_live(args: Any, config: Config, env: Any) -> int:
         state_dir=getattr(args, "state_dir", None),
         stdout=env.stdout_bytes,
     )
+    runner.models_spec = getattr(args, "models", None)  # --models survives a reload
     return runner.run()
 
 
@@ -499,7 +500,7 @@ class LiveRunner:
             log.info("reload requested (%s) but no config file is in use", why)
             return
         try:
-            new = load_config(path)
+            new = load_config(path).with_models(getattr(self, "models_spec", None))
         except ZeekNDMError as exc:
             log.error(
                 "config reload rejected (%s): %s; the running config stays in force",

@@ -310,9 +310,7 @@ def _nonblank(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
-def _port_specs(
-    specs: Any, r: FieldReader, name: str, *, required: bool
-) -> tuple[PortRange, ...]:
+def _port_specs(specs: Any, r: FieldReader, name: str, *, required: bool) -> tuple[PortRange, ...]:
     if specs is None:
         return ()
     if not isinstance(specs, list):
@@ -361,7 +359,9 @@ def _match(r: FieldReader, errors: list) -> tuple[tuple, tuple, tuple[int, ...],
     icmp: list[int] = []
     for i, value in enumerate(raw_icmp or []):
         if type(value) is not int or not 0 <= value <= 255:
-            m.fail(f"icmp_types[{i}] {value!r}: an ICMP type is an integer 0-255", name="icmp_types")
+            m.fail(
+                f"icmp_types[{i}] {value!r}: an ICMP type is an integer 0-255", name="icmp_types"
+            )
         else:
             icmp.append(value)
     if not ports and not icmp and not any(e.key and "ports" in e.key for e in errors):
@@ -392,11 +392,18 @@ def _threshold(r: FieldReader, errors: list, count: str = "destinations") -> Thr
     t = FieldReader(data, r.key("threshold"), errors, file=r.file, error_cls=ModelError)
     # `distinct_destinations` is the older name of `levels` (kept for existing configs);
     # when both are present (a user override merged onto a shipped model) it wins.
+    # An override written with the old name merges onto the shipped `levels` key by key.
     levels_key = "distinct_destinations" if t.has("distinct_destinations") else "levels"
-    other = "levels" if levels_key == "distinct_destinations" else None
     levels_raw = t.take(levels_key, dict)
-    if other and t.has(other):
-        t.take(other, dict, default=None)
+    if levels_key == "distinct_destinations" and t.has("levels"):
+        base_levels = t.take("levels", dict, default=None)
+        if isinstance(base_levels, dict) and isinstance(levels_raw, dict):
+            merged = merge_model(base_levels, levels_raw)
+            merged.file, merged.line = (
+                getattr(levels_raw, "file", None),
+                getattr(levels_raw, "line", None),
+            )
+            levels_raw = merged
     window = t.take("window", float, check=_positive)
     ratio = t.take(
         "min_failure_ratio",
@@ -414,9 +421,7 @@ def _threshold(r: FieldReader, errors: list, count: str = "destinations") -> Thr
     t.finish()
     levels: list[tuple[str, int]] = []
     if levels_raw is not None:
-        lv = FieldReader(
-            levels_raw, t.key(levels_key), errors, file=r.file, error_cls=ModelError
-        )
+        lv = FieldReader(levels_raw, t.key(levels_key), errors, file=r.file, error_cls=ModelError)
         for severity in SEVERITIES:
             n = lv.take(
                 severity,
@@ -437,7 +442,11 @@ def _threshold(r: FieldReader, errors: list, count: str = "destinations") -> Thr
     if window is None or not levels or early is None:
         return None
     return Threshold(
-        tuple(levels), float(window), float(ratio or 0.0), early, float(idle or DEFAULT_IDLE_TIMEOUT)
+        tuple(levels),
+        float(window),
+        float(ratio or 0.0),
+        early,
+        float(idle or DEFAULT_IDLE_TIMEOUT),
     )
 
 
@@ -490,7 +499,9 @@ def _discards(
     checked: set[int] = set()
     for i, value in enumerate(sports or []):
         if type(value) is not int or not 0 <= value <= 65535:
-            d.fail(f"source_ports[{i}] {value!r}: a port is an integer 0-65535", name="source_ports")
+            d.fail(
+                f"source_ports[{i}] {value!r}: a port is an integer 0-65535", name="source_ports"
+            )
         else:
             checked.add(value)
     return (

@@ -3,7 +3,8 @@
 The Zeek scripts in `zeek_scripts/` and the Python detector must agree on ports,
 thresholds, window and allowlists; keeping them in one place (the model YAML) makes
 drift impossible to miss. This module writes `zeek_scripts/models_defaults.zeek`, one
-block of `&redef` constants per built-in model; a test regenerates it and fails when
+block of `&redef` constants per built-in model the package implements (a model marked
+`python_only: true` is detected by zeekndm alone); a test regenerates it and fails when
 the committed file differs.
 
     python -m zeekndm.zeekgen > zeek_scripts/models_defaults.zeek   # regenerate
@@ -90,8 +91,15 @@ def render_model(model: Model) -> list[str]:
     return lines
 
 
+def zeek_models(models: Mapping[str, Model]) -> dict[str, Model]:
+    """The models the Zeek package implements: all but those marked `python_only`."""
+    return {name: m for name, m in models.items() if not m.python_only}
+
+
 def render(models: Mapping[str, Model]) -> str:
-    """The whole generated .zeek file for `models` (sorted by name), zeek-formatted."""
+    """The whole generated .zeek file for `models` (sorted by name; models marked
+    `python_only` are left out), zeek-formatted."""
+    models = zeek_models(models)
     blocks = [render_model(models[name]) for name in sorted(models)]
     body = "\n\n".join("\n".join(block) for block in blocks)
     return zeek_format(HEADER + body + "\n}\n")
