@@ -2,10 +2,9 @@ from __future__ import annotations
 
 from helpers import scan
 
-from zeekndm.flow import Outcome
-
 from zeekndm.detect import Detector
 from zeekndm.enrich import Observer, enrich
+from zeekndm.flow import Outcome
 from zeekndm.models import load_builtin_models
 
 

@@ -1,9 +1,10 @@
 """Replays of the real captures in ../shared/data/real (see its SOURCES.md).
 
-None of them contains an outbound MongoDB or LDAP scan, so with the shipped models they
-are negative cases (inbound scans, internal sweeps, busy benign clients); custom models
-of the same shape, added through the config, find the real outbound fan-outs they do
-contain.
+With the default models two captures hold a scan (stratosphere 002's internal sweep,
+suricatalog eve-2's SMTP spambot); the others are negative cases (inbound scans,
+browsing, proxies, a RAT hammering one C2). The models that are off by default find the
+rest when enabled (`--models`), each asserted by model name and source; custom models of
+the same shape, added through the config, still work.
 """
 
 from __future__ import annotations
@@ -80,29 +81,115 @@ models:
 """
 
 
-@pytest.mark.parametrize("relative", ALL_CONN)
-def test_real_capture_raises_no_seed_model_alert(real, relative):
-    """Inbound scans, internal sweeps and busy clients are not outbound scans."""
+SCANS = {
+    "zeek/stratosphere-sdt/002-zeek-scenario-port-scanning/conn.log",  # internal sweep
+    "suricata/suricatalog/eve-2.json",  # SMTP spambot
+}
+INBOUND_OR_INTERNAL_ONLY = [
+    "zeek/stratosphere-sdt/002-zeek-scenario-port-scanning/conn.log",
+    "zeek/rita/missing_host_2024-04-19",
+]
+
+
+def rita_day(real):
+    files = sorted(real("zeek/rita/missing_host_2024-04-19").glob("conn.*.log.gz"))
+    assert len(files) == 24
+    return files
+
+
+def ends(alerts, model, source):
+    return [
+        a
+        for a in alerts
+        if a["rule"]["name"] == model
+        and a.get("source", {}).get("ip") == source
+        and a["zeekndm"]["alert_state"] == "end"
+    ]
+
+
+@pytest.mark.parametrize("relative", [r for r in ALL_CONN if r not in SCANS])
+def test_real_capture_without_a_scan_raises_no_alert_with_the_default_models(real, relative):
+    """Browsing (CTU normal, slips test9), a proxy (rita proxy_rolling), a RAT hammering one
+    C2 (slips test18), an AD client (zat JSON), inbound scans: none is a scan of ours."""
     alerts, _ = replay([real(relative)])
     assert alerts == []
 
 
-def test_rita_day_of_inbound_scanning_raises_no_alert(real):
-    folder = real("zeek/rita/missing_host_2024-04-19")
-    files = sorted(folder.glob("conn.*.log.gz"))
-    assert len(files) == 24
-    alerts, summary = replay(files)
+def test_rita_day_of_inbound_scanning_raises_no_alert_with_the_default_models(real):
+    alerts, summary = replay(rita_day(real))
     assert alerts == []
     assert "31,367 records" in summary
+
+
+@pytest.mark.parametrize("relative", INBOUND_OR_INTERNAL_ONLY)
+def test_no_outbound_alert_of_any_model_on_inbound_or_internal_only_captures(real, relative):
+    path = real(relative)
+    files = rita_day(real) if path.is_dir() else [path]
+    argv_files = [*files, "--models", "all"]
+    alerts, _ = replay(argv_files)
+    assert alerts, "the captures do hold inbound / internal scans"
+    assert [a for a in alerts if a["network"].get("direction") == "outbound"] == []
+
+
+def test_ldap_scanning_internal_finds_the_sweep_in_stratosphere_002(real):
+    alerts, summary = replay(
+        [real("zeek/stratosphere-sdt/002-zeek-scenario-port-scanning/conn.log")]
+    )
+    found = {(a["rule"]["name"], a["source"]["ip"]) for a in alerts}
+    assert ("ldap_scanning_internal", "172.16.1.11") in found
+    (end,) = ends(alerts, "ldap_scanning_internal", "172.16.1.11")
+    # 24 hosts on 389 in SOURCES.md; one of them is 0.0.0.4, never a target
+    assert end["zeekndm"]["distinct_destinations"] == 23 and end["zeekndm"]["ports"] == [389]
+    assert {a["network"]["direction"] for a in alerts} == {"internal"}
+    # Zeek's Site::local_nets there disagrees with internal_networks: said once
+    assert summary.count("disagree with internal_networks on 419 records") == 1  # summary
+    assert summary.count("WARNING zeekndm.detect: Zeek's local_orig/local_resp disagree") == 1
+
+
+def test_smtp_scan_finds_the_spambot_in_suricatalog_eve2(real):
+    alerts, _ = replay([real("suricata/suricatalog/eve-2.json")])
+    assert {(a["rule"]["name"], a["source"]["ip"]) for a in alerts} == {
+        ("smtp_scan_internal_external", "10.2.8.102")
+    }
+    (end,) = ends(alerts, "smtp_scan_internal_external", "10.2.8.102")
+    assert 587 in end["zeekndm"]["ports"] and end["zeekndm"]["distinct_destinations"] >= 114
+    assert end["observer"]["product"] == "suricata"
+
+
+def test_vertical_portscan_finds_nmap_in_slips_vertical(real):
+    alerts, _ = replay(
+        [real("zeek/slips/port-scans/vertical/conn.log"), "--models", "portscan_internal_external"]
+    )
+    starts_ = [a for a in alerts if a["zeekndm"]["alert_state"] == "start"]
+    assert [(a["source"]["ip"], a["zeekndm"]["target"]) for a in starts_] == [
+        ("192.168.1.9", "45.33.32.156")
+    ]
+    (end,) = ends(alerts, "portscan_internal_external", "192.168.1.9")
+    assert end["zeekndm"]["distinct_destinations"] == 44
+    assert end["event"]["duration"] < 10 * 10**9
+
+
+def test_udp_fanout_finds_zeroaccess_in_zat(real):
+    alerts, _ = replay([real("zeek/zat/conn.log"), "--models", "udp_fanout_internal_external"])
+    (end,) = ends(alerts, "udp_fanout_internal_external", "192.168.33.10")
+    assert end["zeekndm"]["distinct_destinations"] == 202 and end["zeekndm"]["ports"] == [16464]
+
+
+def test_inbound_portscan_finds_the_1000_port_scan_in_rita_missing_host(real):
+    alerts, _ = replay([*rita_day(real), "--models", "portscan_external_internal"])
+    (end,) = ends(alerts, "portscan_external_internal", "165.154.254.36")
+    assert end["zeekndm"]["target"] == "64.225.56.201"
+    assert end["zeekndm"]["distinct_destinations"] >= 1000
 
 
 def test_custom_model_finds_zeroaccess_udp_16464_fanout_in_zat(real, tmp_path):
     alerts, _ = replay(
         [real("zeek/zat/conn.log")], custom_model("zeroaccess_p2p_fanout", "16464/udp"), tmp_path
     )
+    # some peers answer, which raises each severity one step
     assert starts(alerts) == [
-        ("zeroaccess_p2p_fanout", "192.168.33.10", "low", 25),
-        ("zeroaccess_p2p_fanout", "192.168.33.10", "medium", 100),
+        ("zeroaccess_p2p_fanout", "192.168.33.10", "medium", 25),
+        ("zeroaccess_p2p_fanout", "192.168.33.10", "high", 100),
     ]
     end = [a for a in alerts if a["zeekndm"]["alert_state"] == "end"]
     assert end[0]["zeekndm"]["distinct_destinations"] == 202
@@ -111,13 +198,19 @@ def test_custom_model_finds_zeroaccess_udp_16464_fanout_in_zat(real, tmp_path):
 
 def test_custom_model_finds_spambot_smtp_fanout_in_suricata_eve(real, tmp_path):
     alerts, _ = replay(
-        [real("suricata/suricatalog/eve-2.json")],
+        [real("suricata/suricatalog/eve-2.json"), "--models", "smtp_submission_fanout"],
         custom_model("smtp_submission_fanout", "587/tcp"),
         tmp_path,
     )
     # 114 distinct relays over 19 minutes, at most 55 of them in any 5-minute window:
-    # a low alert, never medium, and an end record with the whole episode.
-    assert starts(alerts) == [("smtp_submission_fanout", "10.2.8.102", "low", 25)]
+    # the first ten mostly fail (decided early, low); a relay that answers raises it to
+    # medium; never the window's medium (100); an end record with the whole episode.
+    found = starts(alerts)
+    assert [f[:3] for f in found] == [
+        ("smtp_submission_fanout", "10.2.8.102", "low"),
+        ("smtp_submission_fanout", "10.2.8.102", "medium"),
+    ]
+    assert found[0][3] == 10
     end = [a for a in alerts if a["zeekndm"]["alert_state"] == "end"][0]
     assert end["zeekndm"]["distinct_destinations"] == 114
     assert end["observer"]["product"] == "suricata"
@@ -129,7 +222,7 @@ def test_custom_model_finds_horizontal_http_scan_with_relative_timestamps(real, 
         custom_model("http_fanout", "80/tcp"),
         tmp_path,
     )
-    assert starts(alerts) == [("http_fanout", "10.0.2.112", "low", 25)]
+    assert starts(alerts) == [("http_fanout", "10.0.2.112", "medium", 25)]  # most answered
 
 
 def test_internal_networks_decide_direction_on_real_internal_sweep(real, tmp_path):
@@ -144,8 +237,9 @@ def test_internal_networks_decide_direction_on_real_internal_sweep(real, tmp_pat
     alerts, _ = replay(
         [real("zeek/stratosphere-sdt/002-zeek-scenario-port-scanning/conn.log")], config, tmp_path
     )
-    found = starts(alerts)
-    assert [f[:3] for f in found] == [("ldap_scanning_inside_to_outside", "172.16.1.11", "low")]
+    found = [f for f in starts(alerts) if f[0].startswith("ldap")]
+    assert [f[:3] for f in found][0] == ("ldap_scanning_inside_to_outside", "172.16.1.11", "low")
+    assert {f[0] for f in found} == {"ldap_scanning_inside_to_outside"}
 
 
 def test_failure_ratio_separates_benign_https_fanout_from_a_scan(real, tmp_path):

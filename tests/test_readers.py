@@ -218,11 +218,11 @@ def test_tsv_fields_lacking_a_required_column_make_each_line_bad(tmp_path):
         ("S1", Outcome.ESTABLISHED),
         ("S2", Outcome.ESTABLISHED),
         ("S3", Outcome.ESTABLISHED),
-        ("RSTO", Outcome.ESTABLISHED),
-        ("RSTR", Outcome.ESTABLISHED),
+        ("RSTO", Outcome.ABORTED),
+        ("RSTR", Outcome.ABORTED),
         ("OTH", Outcome.UNKNOWN),
         ("RSTRH", Outcome.UNKNOWN),
-        ("SHR", Outcome.UNKNOWN),
+        ("SHR", Outcome.NO_ANSWER),
         ("-", Outcome.UNKNOWN),
         ("XYZ", Outcome.UNKNOWN),
     ],
@@ -457,7 +457,7 @@ def test_json_record_with_epoch_ts(tmp_path):
     assert stats.format == "zeek_json"
     assert f == Flow(
         1575386400.123456, "10.18.20.97", 50000, "10.18.20.8", 389, Transport.TCP,
-        Outcome.ESTABLISHED, "CkQ4pu3UHYbZAzmjWh", None, None, True, True,
+        Outcome.ABORTED, "CkQ4pu3UHYbZAzmjWh", None, None, True, True,
     )  # fmt: skip
 
 
@@ -602,6 +602,10 @@ def test_eve_written_with_spaces_after_colons_is_parsed(tmp_path):
         ),
         ({"flow": {"state": "closed"}, "tcp": {"tcp_flags_tc": "12"}}, Outcome.ESTABLISHED),
         ({"flow": {"state": "established"}, "tcp": {"tcp_flags_tc": "18"}}, Outcome.ESTABLISHED),
+        (  # SYN-ACK, then the client resets: aborted after the handshake (a SYN scan)
+            {"flow": {"state": "closed"}, "tcp": {"tcp_flags_tc": "12", "tcp_flags_ts": "06"}},
+            Outcome.ABORTED,
+        ),
         (
             {"flow": {"pkts_toclient": 2, "state": "new"}, "tcp": {"tcp_flags_tc": "00"}},
             Outcome.UNKNOWN,

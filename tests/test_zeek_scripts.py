@@ -16,8 +16,8 @@ from conftest import REPO
 
 from zeekndm import zeekgen
 from zeekndm.models import Model, builtin_model_dicts, load_builtin_models, merge_model
-from zeekndm.zeekgen import zeek_models
 from zeekndm.readers.zeek_notice import parse_sub
+from zeekndm.zeekgen import zeek_models
 
 zeekscript = pytest.importorskip("zeekscript")
 

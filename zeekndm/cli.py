@@ -435,7 +435,7 @@ def _summary(
         w(
             f"  Zeek's local_orig/local_resp disagree with internal_networks on "
             f"{plural(d.local_disagreements, 'record')} (e.g. {d.local_disagreement_example}); "
-            "Zeek's fields were followed (trust_local_fields)\n"
+            "an address counts as internal when either says so (trust_local_fields)\n"
         )
     if d.dropped:
         w(f"  {plural(d.dropped, 'record')} to or from internal_networks.drop were ignored\n")

@@ -50,7 +50,7 @@ from typing import Any
 from zeekndm.detection import END, ESCALATED, ONGOING, START, Detection
 from zeekndm.flow import Flow, Outcome, Transport
 from zeekndm.models import SEVERITIES, Model
-from zeekndm.networks import DROP, INTERNAL, PROXY, SPECIAL, VALID, NetworkClassifier
+from zeekndm.networks import DROP, EXCLUDED, INTERNAL, PROXY, SPECIAL, VALID, NetworkClassifier
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,7 @@ class _Track:
         "ep_failures",
         "ep_successes",
         "ep_distinct",
+        "ep_new",
         "sample",
         "answered",
         "unanswered",
@@ -273,6 +274,7 @@ class _Track:
         self.last_above = float("-inf")
         self.seq = 0
         self.ep_attempts = self.ep_failures = self.ep_successes = self.ep_distinct = 0
+        self.ep_new = 0  # new distinct items since the previous alert
         self.sample: list[str] = []
         self.answered: list[str] = []
         self.unanswered: list[str] = []
@@ -562,13 +564,16 @@ class Detector:
         src_int = bool(fs & INTERNAL)
         dst_int = bool(fd & INTERNAL)
         if self.settings.trust_local_fields:
+            # Zeek's Site::local_nets adds to internal_networks (public space Zeek knows
+            # is local); it never makes external what internal_networks calls internal,
+            # nor internal what an `external` sub-range excludes.
             lo, lr = flow.local_orig, flow.local_resp
             if lo is not None and lo is not src_int or lr is not None and lr is not dst_int:
                 self._disagree(flow, src_int, dst_int)
-                if lo is not None:
-                    src_int = lo
-                if lr is not None:
-                    dst_int = lr
+                if lo and not fs & EXCLUDED:
+                    src_int = True
+                if lr and not fd & EXCLUDED:
+                    dst_int = True
         return _DIRECTION[(src_int, dst_int)], bool(fs & PROXY)
 
     def _disagree(self, flow: Flow, src_int: bool, dst_int: bool) -> None:
@@ -590,9 +595,9 @@ class Detector:
         if not self._warned_local:
             self._warned_local = True
             log.warning(
-                "Zeek's local_orig/local_resp disagree with internal_networks (%s); "
-                "following Zeek (trust_local_fields: true). Fix Site::local_nets or "
-                "internal_networks, or set trust_local_fields: false",
+                "Zeek's local_orig/local_resp disagree with internal_networks (%s): an "
+                "address is internal when either says so (trust_local_fields: true). Fix "
+                "Site::local_nets or internal_networks, or set trust_local_fields: false",
                 stats.local_disagreement_example,
             )
 
@@ -698,6 +703,7 @@ class Detector:
         ports = rt.count == "ports"
         if new:
             track.ep_distinct += 1
+            track.ep_new += 1
             if len(track.sample) < size and entry[9] not in track.sample:
                 track.sample.append(entry[9])
             if flow.uid and len(track.uids) < size:
@@ -852,6 +858,8 @@ class Detector:
         if state != START:
             track.seq += 1
         track.last_emit = track.last_ts
+        new_since = track.ep_new
+        track.ep_new = 0
         self.stats.detections[rt.name] += 1
         severity = SEVERITIES[max(track.sev, 0)]
         if rt.track_by == "source":
@@ -864,8 +872,8 @@ class Detector:
             source, target = tkey[0], None
         if state == END:
             distinct = track.ep_distinct
-        elif track.early and state == START:
-            distinct = max(count, track.n_first)
+        elif track.early and state != ONGOING:
+            distinct = max(count, track.n_first)  # the first contacts that decided
         else:
             distinct = count
         return Detection(
@@ -897,6 +905,7 @@ class Detector:
             sample_uids=tuple(track.uids),
             sample_community_ids=tuple(track.cids),
             window_distinct=window_count,
+            new_distinct=new_since if state in (ONGOING, END) else None,
         )
 
     # -- housekeeping ----------------------------------------------------------------
@@ -983,7 +992,6 @@ class Detector:
         out = []
         for key, track in list(self._tracks.items()):
             if track.level >= 0:
-                track.silent = False  # the input ended: report what the episode held
                 detection = self._end(self._runtimes[key[0]], track, key[1], "input_end")
                 if detection is not None:
                     out.append(detection)

@@ -67,6 +67,7 @@ class Detection:
     sample_uids: tuple[str, ...] = ()  # Zeek uids / Suricata flow ids, for pivoting
     sample_community_ids: tuple[str, ...] = ()
     window_distinct: int | None = None  # distinct items inside the window at this record
+    new_distinct: int | None = None  # new distinct items since the episode's previous alert
 
     @property
     def tracked(self) -> str:

@@ -99,8 +99,10 @@ def describe(detection: Detection) -> str:
     if d.state == ONGOING:
         now = d.window_distinct if d.window_distinct is not None else d.distinct_destinations
         first = (
-            f"{who} is still scanning: {_what(d, now)}{_on(d)} within the last {window} ({model})."
+            f"{who} is still scanning ({model}). Within the last {window}: {_what(d, now)}{_on(d)}."
         )
+        if d.new_distinct is not None:
+            first += f" Since the previous alert: {d.new_distinct} more."
     elif d.decided_by == "sequential":
         first = (
             f"{who} made first contact with {_what(d, d.distinct_destinations)}{_on(d)} and "
@@ -220,6 +222,8 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
     }
     if d.window_distinct is not None:
         doc["zeekndm"]["window_distinct"] = d.window_distinct
+    if d.new_distinct is not None:
+        doc["zeekndm"]["new_distinct_since_previous"] = d.new_distinct
     if d.target:
         doc["zeekndm"]["target"] = d.target
     if not doc["source"]:

@@ -53,6 +53,7 @@ INTERNAL = 1
 SPECIAL = 2
 DROP = 8
 PROXY = 16
+EXCLUDED = 32  # inside an `external` sub-range: external whatever Zeek's local fields say
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +170,11 @@ class NetworkClassifier:
             return 0
         value, version = parsed
         flags = VALID
-        if self._table.lookup(value, version, False):
+        verdict = self._table.lookup(value, version)
+        if verdict:
             flags |= INTERNAL
+        elif verdict is False:
+            flags |= EXCLUDED
         if _SPECIAL_TABLE.lookup(value, version):
             flags |= SPECIAL
         if self._drop and self._drop.lookup(value, version):

@@ -133,6 +133,18 @@ def alert_mappings() -> dict:
                 model_version=_LONG,
                 detector=_K,
                 end_reason=_K,
+                first_seen=_DATE,
+                last_seen=_DATE,
+                counted=_K,
+                distinct_count=_LONG,
+                decided_by=_K,
+                answered=_K,
+                unanswered=_K,
+                sample_uids=_K,
+                sample_community_ids=_K,
+                window_distinct=_LONG,
+                new_distinct_since_previous=_LONG,
+                target=_IP,
             ),  # fmt: skip
         },
     }
