@@ -96,7 +96,8 @@ def test_finish_ends_open_episodes():
 
 def test_internal_destinations_do_not_count_for_outbound_models():
     flows = [flow("10.0.0.5", f"10.1.{i // 250}.{i % 250 + 1}", 389, T0 + i) for i in range(300)]
-    detections = run(detector(), flows)
+    internal = model_with("ldap_scanning_internal", enabled=True)
+    detections = run(Detector([*load_builtin_models().values(), internal]), flows)
     assert [d for d in detections if d.model.direction == "outbound"] == []
     assert {d.model.name for d in detections} == {"ldap_scanning_internal"}
 

@@ -472,7 +472,7 @@ def test_local_field_disagreement_is_said_once_in_the_log_and_the_summary(tmp_pa
         flow("10.0.0.5", f"10.1.0.{i + 1}", 389, T0 + i, local_orig=True, local_resp=False)
         for i in range(30)
     ]
-    det = default_detector()
+    det = only("ldap_scanning_internal", "ldap_scanning_inside_to_outside")
     with caplog.at_level(logging.WARNING, logger="zeekndm.detect"):
         detections = run(det, flows)
     warnings = [r for r in caplog.records if "disagree with internal_networks" in r.getMessage()]

@@ -31,7 +31,9 @@ EXPECTED: dict[str, tuple[str, int, dict, dict, dict]] = {
         "zeek_tsv", 7260, {}, {}, {NA: 240, EST: 6127, ABT: 139, UNK: 754},
     ),
     "zeek/rita/json_with_all_fields/conn.log": ("zeek_json", 29, {}, {}, {EST: 28, ABT: 1}),
-    "zeek/slips/port-scans/horizontal/conn.log": ("zeek_tsv", 41, {}, {}, {EST: 26, ABT: 4, NA: 11}),
+    "zeek/slips/port-scans/horizontal/conn.log": (
+        "zeek_tsv", 41, {}, {}, {EST: 26, ABT: 4, NA: 11},
+    ),
     "zeek/slips/port-scans/vertical/conn.log": ("zeek_json", 50, {}, {}, {REJ: 43, ABT: 3, EST: 4}),
     "zeek/slips/test9-mixed-zeek-dir/conn.log": (
         "zeek_json", 576, {}, {}, {NA: 39, EST: 374, UNK: 6, ABT: 157},

@@ -62,10 +62,11 @@ def test_inbound_models_are_off_by_default_and_outbound_and_internal_sweeps_on()
     on = {m.name for m in MODELS.values() if m.enabled}
     assert {
         "mongodb_scan_internal_external",
-        "ldap_scanning_internal",
+        "ldap_scanning_inside_to_outside",
         "smb_scan_internal_internal",
-        "ssh_scan_internal_external",
+        "port_445_scanning_outbound",
     } <= on
+    assert {m.direction for m in MODELS.values() if m.enabled} == {"outbound", "internal"}
     # every default model names its ports, so the replay prefilter keeps working
     assert all(not r.wide for m in MODELS.values() if m.enabled for r in m.ports)
 

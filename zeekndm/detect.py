@@ -69,12 +69,14 @@ _ABT = Outcome.ABORTED
 _ICMP = Transport.ICMP
 _SEV_INDEX = {s: i for i, s in enumerate(SEVERITIES)}
 
-# direction of one record, by (source internal, destination internal)
-_DIRECTION = {
-    (True, False): "outbound",
-    (False, True): "inbound",
-    (True, True): "internal",
-    (False, False): "external",
+# a record's direction as an index: bit 0 source internal, bit 1 destination internal;
+# a model counts the directions whose bits it holds (external -> external: none)
+_BIT = (1, 2, 4, 8)
+_DIRECTION_BITS = {
+    "outbound": 1 << 1,  # source internal, destination external: index 1
+    "inbound": 1 << 2,  # index 2
+    "internal": 1 << 3,  # index 3
+    "any": (1 << 1) | (1 << 2) | (1 << 3),
 }
 
 
@@ -87,7 +89,7 @@ class DetectorSettings:
     trust_local_fields: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class ModelFunnel:
     """Why a model did or did not count records: the replay summary prints it."""
 
@@ -211,22 +213,10 @@ def _first(pair: tuple[float, Any]) -> float:
     return pair[0]
 
 
-class _Track:
-    """State of one (model, tracked key): items seen, the window, the episode."""
+class _Episode:
+    """The open episode of a track: what its alerts report."""
 
     __slots__ = (
-        "items",
-        "win",
-        "late",
-        "late_clock",
-        "last_ts",
-        "capped",
-        "epoch",
-        "n_first",
-        "n_failed_first",
-        "n_attempts",
-        "n_failures",
-        "n_answered",
         "level",
         "sev",
         "early",
@@ -247,27 +237,13 @@ class _Track:
         "cids",
         "ports",
         "transports",
-        "sensor",
-        "esc_times",
         "silent",
-        "last_end",
     )
 
     def __init__(self) -> None:
-        # item -> [first seen, last seen, attempts, failures, answers, port, transport name,
-        #          uid, community_id, peer address, epoch]; order = recency of contact
-        self.items: OrderedDict[Any, list] = OrderedDict()
-        self.win = _Pane()  # items in the window ending at the track's newest record
-        self.late = _Pane()  # the same for a past window (late records)
-        self.late_clock = float("-inf")
-        self.last_ts = float("-inf")
-        self.capped = False
-        self.epoch = 0  # counts ENDs: first contacts of the current evidence carry it
-        self.n_first = self.n_failed_first = 0
-        self.n_attempts = self.n_failures = self.n_answered = 0
-        self.level = -1  # index into the model's threshold levels; -1 = no episode
+        self.level = -1  # index into the model's threshold levels
         self.sev = -1  # index into SEVERITIES last alerted
-        self.early = False
+        self.early = False  # raised by the sequential path (and not yet by the window)
         self.threshold = 0
         self.episode_start = 0.0
         self.last_emit = 0.0
@@ -282,10 +258,7 @@ class _Track:
         self.cids: list[str] = []
         self.ports: set[int] = set()
         self.transports: set[str] = set()
-        self.sensor: str | None = None
-        self.esc_times: list[float] = []
         self.silent = False  # a resumed episode: no start/end alerts of its own
-        self.last_end = float("-inf")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -293,10 +266,75 @@ class _Track:
             value = getattr(self, name)
             if isinstance(value, set):
                 value = sorted(value)
-            elif isinstance(value, OrderedDict):
+            elif isinstance(value, float) and value == float("-inf"):
+                value = None
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "_Episode":
+        ep = cls()
+        for name in cls.__slots__:
+            if name in data:
+                value = data[name]
+                if name in ("ports", "transports"):
+                    value = set(value)
+                elif value is None and name == "last_above":
+                    value = float("-inf")
+                setattr(ep, name, value)
+        return ep
+
+
+class _Track:
+    """Counting state of one (model, tracked key); `ep` is its open episode, or None.
+
+    Kept small: most tracks are ordinary clients that never open an episode.
+    """
+
+    __slots__ = (
+        "items",
+        "win",
+        "late",
+        "late_clock",
+        "last_ts",
+        "capped",
+        "epoch",
+        "n_first",
+        "n_failed_first",
+        "n_attempts",
+        "n_failures",
+        "n_answered",
+        "sensor",
+        "esc_times",
+        "last_end",
+        "ep",
+    )
+
+    def __init__(self) -> None:
+        # item -> [first seen, last seen, attempts, failures, answers, port, transport name,
+        #          uid, community_id, peer address, epoch]; order = recency of contact
+        self.items: OrderedDict[Any, list] = OrderedDict()
+        self.win = _Pane()  # items in the window ending at the track's newest record
+        self.late: _Pane | None = None  # the same for a past window (late records)
+        self.late_clock = float("-inf")
+        self.last_ts = float("-inf")
+        self.capped = False
+        self.epoch = 0  # counts ENDs: first contacts of the current evidence carry it
+        self.n_first = self.n_failed_first = 0
+        self.n_attempts = self.n_failures = self.n_answered = 0
+        self.sensor: str | None = None
+        self.esc_times: list[float] | None = None  # escalation alerts in the last hour
+        self.last_end = float("-inf")
+        self.ep: _Episode | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, OrderedDict):
                 value = [[k, v] for k, v in value.items()]
-            elif isinstance(value, _Pane):
-                value = value.to_list()
+            elif isinstance(value, (_Pane, _Episode)):
+                value = value.to_list() if isinstance(value, _Pane) else value.to_dict()
             elif isinstance(value, float) and value == float("-inf"):
                 value = None
             out[name] = value
@@ -309,13 +347,13 @@ class _Track:
             if name not in data:
                 continue
             value = data[name]
-            if name in ("ports", "transports"):
-                value = set(value)
-            elif name == "items":
+            if name == "items":
                 value = OrderedDict((_key(k), v) for k, v in value)
             elif name in ("win", "late"):
-                value = _Pane.from_list(value)
-            elif value is None and isinstance(getattr(track, name), float):
+                value = None if value is None else _Pane.from_list(value)
+            elif name == "ep":
+                value = None if value is None else _Episode.from_dict(value)
+            elif value is None and name in ("late_clock", "last_ts", "last_end"):
                 value = float("-inf")
             setattr(track, name, value)
         return track
@@ -353,6 +391,10 @@ class _ModelRuntime:
         "raise_on_answer",
         "funnel",
         "grain",
+        "dirs",
+        "any_discards",
+        "horizontal",
+        "low",
     )
 
     def __init__(self, model: Model, cap: int, funnel: ModelFunnel) -> None:
@@ -382,6 +424,13 @@ class _ModelRuntime:
         self.funnel = funnel
         # how finely a retry refreshes an item's time in the window (~3 % of the window)
         self.grain = t.window / 32
+        # directions counted, as bits of (source internal) | (destination internal) << 1
+        self.dirs = _DIRECTION_BITS[model.direction]
+        self.any_discards = bool(self.dsrc or self.ddst or self.dsports)
+        self.horizontal = model.track_by == "source" and model.count == "destinations"
+        self.low = t.lowest
+        if not self.early:
+            self.early_n = 1 << 62  # never: keeps the hot path's test to one comparison
 
     def discarded(self, src: str, dst: str) -> bool:
         if not self.dsrc and not self.ddst:
@@ -427,9 +476,12 @@ class Detector:
         # (model name, track key) -> [quiet until, episode start, seq, sev, attempts,
         #   failures, successes, distinct, last end]: ended episodes that may resume
         self._quiet: OrderedDict[tuple[str, Any], list] = OrderedDict()
+        self._open: dict[tuple[str, Any], None] = {}  # tracks with an open episode, in order
         self.max_ts = float("-inf")
         self._next_sweep = float("-inf")
         self._warned_local = False
+        self._lateness = self.settings.allowed_lateness
+        self._trust = self.settings.trust_local_fields
         self.set_models(models)
 
     # -- configuration ---------------------------------------------------------------
@@ -474,6 +526,7 @@ class Detector:
         self._wide = wide
         for key in [k for k in self._tracks if k[0] not in runtimes]:
             del self._tracks[key]
+            self._open.pop(key, None)
         for key in [k for k in self._quiet if k[0] not in runtimes]:
             del self._quiet[key]
         self._min_window = min((rt.window for rt in runtimes.values()), default=300.0)
@@ -508,7 +561,7 @@ class Detector:
             self.max_ts = ts
             if ts >= self._next_sweep:
                 out = self._sweep()
-        elif ts < self.max_ts - self.settings.allowed_lateness:
+        elif ts < self.max_ts - self._lateness:
             if self._index.get(key) or (transport in self._wide and self._models_for(*key)):
                 stats.late_records += 1
             return _NO_DETECTIONS
@@ -520,22 +573,40 @@ class Detector:
         if not runtimes:
             return out or _NO_DETECTIONS
         stats.matched += 1
-        direction = self._direction(flow)
-        if direction is None:
+        # direction, once per record: cached address flags, Zeek's local fields
+        c = self.classifier
+        cache = c._cache
+        src = flow.src
+        fs = cache.get(src)
+        if fs is None:
+            fs = c._classify(src)
+        fd = cache.get(flow.dst)
+        if fd is None:
+            fd = c._classify(flow.dst)
+        if (fs | fd) & DROP or fd & SPECIAL or not fd & VALID:
+            if (fs | fd) & DROP:
+                stats.dropped += 1
             for rt in runtimes:
                 rt.funnel.on_ports += 1
             return out or _NO_DETECTIONS
-        proxy = direction[1]
-        direction = direction[0]
+        si = fs & INTERNAL
+        di = fd & INTERNAL
+        if self._trust:
+            lo = flow.local_orig
+            lr = flow.local_resp
+            if (lo is not None and lo is not (si == 1)) or (lr is not None and lr is not (di == 1)):
+                si, di = self._local(flow, fs, fd, si, di)
+        bit = _BIT[si | di << 1]  # bit 0 of the index: source internal, bit 1: destination
+        proxy = fs & PROXY
         in_direction = False
         for rt in runtimes:
             funnel = rt.funnel
             funnel.on_ports += 1
-            if rt.direction != direction and rt.direction != "any":
+            if not rt.dirs & bit:
                 continue
             funnel.in_direction += 1
             in_direction = True
-            if proxy or flow.sport in rt.dsports or rt.discarded(flow.src, flow.dst):
+            if proxy or (rt.any_discards and self._discarded(rt, flow)):
                 funnel.discarded += 1
                 stats.discarded += 1
                 continue
@@ -550,31 +621,21 @@ class Detector:
             stats.outbound += 1
         return out or _NO_DETECTIONS
 
-    def _direction(self, flow: Flow) -> tuple[str, bool] | None:
-        """(direction, source is a NAT/proxy) of a record; None when it never counts
-        (a special destination, a dropped range, an address that is not one)."""
-        c = self.classifier
-        fs = c.flags(flow.src)
-        fd = c.flags(flow.dst)
-        if (fs | fd) & DROP:
-            self.stats.dropped += 1
-            return None
-        if fd & SPECIAL or not fd & VALID:
-            return None
-        src_int = bool(fs & INTERNAL)
-        dst_int = bool(fd & INTERNAL)
-        if self.settings.trust_local_fields:
-            # Zeek's Site::local_nets adds to internal_networks (public space Zeek knows
-            # is local); it never makes external what internal_networks calls internal,
-            # nor internal what an `external` sub-range excludes.
-            lo, lr = flow.local_orig, flow.local_resp
-            if lo is not None and lo is not src_int or lr is not None and lr is not dst_int:
-                self._disagree(flow, src_int, dst_int)
-                if lo and not fs & EXCLUDED:
-                    src_int = True
-                if lr and not fd & EXCLUDED:
-                    dst_int = True
-        return _DIRECTION[(src_int, dst_int)], bool(fs & PROXY)
+    @staticmethod
+    def _discarded(rt: _ModelRuntime, flow: Flow) -> bool:
+        return flow.sport in rt.dsports or rt.discarded(flow.src, flow.dst)
+
+    def _local(self, flow: Flow, fs: int, fd: int, si: int, di: int) -> tuple[int, int]:
+        """Zeek's local_orig/local_resp disagree with internal_networks: Site::local_nets
+        adds to internal_networks (public space Zeek knows is local); it never makes
+        external what internal_networks calls internal, nor internal what an `external`
+        sub-range excludes. Disagreements are counted and said once."""
+        self._disagree(flow, si == 1, di == 1)
+        if flow.local_orig and not fs & EXCLUDED:
+            si = 1
+        if flow.local_resp and not fd & EXCLUDED:
+            di = 1
+        return si, di
 
     def _disagree(self, flow: Flow, src_int: bool, dst_int: bool) -> None:
         stats = self.stats
@@ -602,7 +663,11 @@ class Detector:
             )
 
     def _update(self, rt: _ModelRuntime, flow: Flow) -> list[Detection] | None:
-        tkey, item = rt.keys(flow)
+        if rt.horizontal:
+            tkey = flow.src
+            item = flow.dst
+        else:
+            tkey, item = rt.keys(flow)
         key = (rt.name, tkey)
         tracks = self._tracks
         track = tracks.get(key)
@@ -615,7 +680,7 @@ class Detector:
             tracks.move_to_end(key)
         if ts > track.last_ts:
             track.last_ts = ts
-        if flow.sensor and not track.sensor:
+        if track.sensor is None and flow.sensor:
             track.sensor = flow.sensor
         outcome = flow.outcome
         failed = outcome is _NA or outcome is _REJ
@@ -629,7 +694,8 @@ class Detector:
                 if old[1] >= track.last_ts - rt.window:
                     track.capped = True  # an item still inside the window is lost
                 track.win.discard(old_item)
-                track.late.discard(old_item)
+                if track.late is not None:
+                    track.late.discard(old_item)
             entry = [
                 ts,
                 ts,
@@ -671,12 +737,26 @@ class Detector:
             if ts > track.late_clock:
                 track.late_clock = ts
             pane = track.late
+            if pane is None:
+                pane = track.late = _Pane()
             horizon = track.late_clock - window
-        pane.add(item, ts, rt.grain)
-        pane.prune(horizon)
-        count = len(pane)
-        if track.level >= 0:
+        latest = pane.latest
+        seen = latest.get(item)
+        if seen is None or ts >= seen + rt.grain:
+            latest[item] = ts
+            order = pane.order
+            if not order or ts >= order[-1][0]:
+                order.append((ts, item))
+            else:
+                insort(order, (ts, item), lo=pane.head, key=_first)
+        order = pane.order
+        if pane.head < len(order) and order[pane.head][0] < horizon:
+            pane.prune(horizon)
+        count = len(latest)
+        if track.ep is not None:
             self._episode_add(rt, track, flow, entry, new, failed, ok)
+        elif count < rt.low and (not new or track.n_first < rt.early_n):
+            return None  # nothing to decide: below every threshold, no new first contact
         return self._decide(rt, track, tkey, ts, count, new, failed)
 
     def _episode_add(
@@ -689,31 +769,31 @@ class Detector:
         failed: bool,
         ok: bool,
     ) -> None:
-        track.ep_attempts += 1
+        track.ep.ep_attempts += 1
         if failed:
-            track.ep_failures += 1
+            track.ep.ep_failures += 1
         elif ok:
-            track.ep_successes += 1
-        if len(track.ports) < MAX_PORTS_KEPT:
-            track.ports.add(flow.dport)
-        track.transports.add(entry[6])
-        if flow.ts < track.episode_start:
-            track.episode_start = flow.ts
+            track.ep.ep_successes += 1
+        if len(track.ep.ports) < MAX_PORTS_KEPT:
+            track.ep.ports.add(flow.dport)
+        track.ep.transports.add(entry[6])
+        if flow.ts < track.ep.episode_start:
+            track.ep.episode_start = flow.ts
         size = self.settings.sample_size
         ports = rt.count == "ports"
         if new:
-            track.ep_distinct += 1
-            track.ep_new += 1
-            if len(track.sample) < size and entry[9] not in track.sample:
-                track.sample.append(entry[9])
-            if flow.uid and len(track.uids) < size:
-                track.uids.append(flow.uid)
-            if flow.community_id and len(track.cids) < size:
-                track.cids.append(flow.community_id)
-        if ok and entry[4] == 1 and len(track.answered) < size:
-            track.answered.append(_label(entry, ports))
-        elif new and failed and len(track.unanswered) < size:
-            track.unanswered.append(_label(entry, ports))
+            track.ep.ep_distinct += 1
+            track.ep.ep_new += 1
+            if len(track.ep.sample) < size and entry[9] not in track.ep.sample:
+                track.ep.sample.append(entry[9])
+            if flow.uid and len(track.ep.uids) < size:
+                track.ep.uids.append(flow.uid)
+            if flow.community_id and len(track.ep.cids) < size:
+                track.ep.cids.append(flow.community_id)
+        if ok and entry[4] == 1 and len(track.ep.answered) < size:
+            track.ep.answered.append(_label(entry, ports))
+        elif new and failed and len(track.ep.unanswered) < size:
+            track.ep.unanswered.append(_label(entry, ports))
 
     def _decide(
         self,
@@ -734,11 +814,10 @@ class Detector:
             n = len(levels)
             while level + 1 < n and count >= levels[level + 1][1]:
                 level += 1
-        episode = track.level >= 0
+        ep = track.ep
         # above threshold: by the window, or (an episode the sequential path raised)
         # by one more failing first contact
-        above = level >= 0 or (episode and track.early and new and failed)
-        if not episode:
+        if ep is None:
             if level >= 0:
                 return self._start(rt, track, tkey, ts, level, False, count)
             if (
@@ -749,31 +828,32 @@ class Detector:
             ):
                 return self._start(rt, track, tkey, ts, 0, True, count)
             return None
+        above = level >= 0 or (ep.early and new and failed)
         if above:
-            track.last_above = ts
-        if level > track.level or (level >= 0 and track.early):
-            track.level = max(level, track.level)
-            track.threshold = levels[track.level][1]
-            track.early = False  # the window now carries the episode
+            track.ep.last_above = ts
+        if level > track.ep.level or (level >= 0 and track.ep.early):
+            track.ep.level = max(level, track.ep.level)
+            track.ep.threshold = levels[track.ep.level][1]
+            track.ep.early = False  # the window now carries the episode
         sev = self._severity(rt, track)
-        if sev > track.sev and self._may_escalate(track, ts):
-            track.sev = sev
+        if sev > track.ep.sev and self._may_escalate(track, ts):
+            track.ep.sev = sev
             return [self._emit(rt, track, ESCALATED, tkey, count)]
-        if above and ts - track.last_emit >= rt.update:
+        if above and ts - track.ep.last_emit >= rt.update:
             return [self._emit(rt, track, ONGOING, tkey, count)]
         return None
 
     @staticmethod
     def _severity(rt: _ModelRuntime, track: _Track) -> int:
         """The level's severity, one step higher once a scanned service answered."""
-        sev = rt.sev_of_level[track.level]
-        if rt.raise_on_answer and track.n_answered and track.ep_successes:
+        sev = rt.sev_of_level[track.ep.level]
+        if rt.raise_on_answer and track.n_answered and track.ep.ep_successes:
             sev = min(sev + 1, len(SEVERITIES) - 1)
         return sev
 
     @staticmethod
     def _may_escalate(track: _Track, ts: float) -> bool:
-        recent = [t for t in track.esc_times if t > ts - REALERT_AFTER]
+        recent = [t for t in track.esc_times or () if t > ts - REALERT_AFTER]
         if len(recent) >= ESCALATIONS_PER_HOUR:
             track.esc_times = recent
             return False
@@ -796,51 +876,55 @@ class Detector:
             epoch = track.epoch
             held = [e for e in track.items.values() if e[10] == epoch]
         else:
-            pane = track.win if ts >= track.last_ts - rt.window else track.late
+            pane = (
+                track.win if ts >= track.last_ts - rt.window or track.late is None else track.late
+            )
             firsts = [track.items[k][0] for k in pane if k in track.items]
             since = (min(firsts) if firsts else ts) - rt.window
             held = [e for e in track.items.values() if e[1] >= since]
         held.sort(key=lambda e: e[0])
         size = self.settings.sample_size
-        track.level = level
-        track.early = early
-        track.threshold = rt.early_n if early else rt.levels[level][1]
-        track.episode_start = held[0][0] if held else ts
-        track.ep_attempts = sum(e[2] for e in held)
-        track.ep_failures = sum(e[3] for e in held)
-        track.ep_successes = sum(e[4] for e in held)
-        track.ep_distinct = len(held)
+        track.ep = _Episode()
+        track.ep.level = level
+        track.ep.early = early
+        track.ep.threshold = rt.early_n if early else rt.levels[level][1]
+        track.ep.episode_start = held[0][0] if held else ts
+        track.ep.ep_attempts = sum(e[2] for e in held)
+        track.ep.ep_failures = sum(e[3] for e in held)
+        track.ep.ep_successes = sum(e[4] for e in held)
+        track.ep.ep_distinct = len(held)
         ports = rt.count == "ports"
-        track.sample = list(dict.fromkeys(e[9] for e in held))[:size]
-        track.answered = [_label(e, ports) for e in held if e[4]][:size]
-        track.unanswered = [_label(e, ports) for e in held if not e[4] and e[3]][:size]
-        track.uids = [e[7] for e in held if e[7]][:size]
-        track.cids = [e[8] for e in held if e[8]][:size]
-        track.ports = set(sorted({e[5] for e in held})[:MAX_PORTS_KEPT])
-        track.transports = {e[6] for e in held}
-        track.last_above = ts
-        track.seq = 0
-        track.silent = False
+        track.ep.sample = list(dict.fromkeys(e[9] for e in held))[:size]
+        track.ep.answered = [_label(e, ports) for e in held if e[4]][:size]
+        track.ep.unanswered = [_label(e, ports) for e in held if not e[4] and e[3]][:size]
+        track.ep.uids = [e[7] for e in held if e[7]][:size]
+        track.ep.cids = [e[8] for e in held if e[8]][:size]
+        track.ep.ports = set(sorted({e[5] for e in held})[:MAX_PORTS_KEPT])
+        track.ep.transports = {e[6] for e in held}
+        track.ep.last_above = ts
+        track.ep.seq = 0
+        track.ep.silent = False
+        self._open[(rt.name, tkey)] = None
         quiet = self._quiet.pop((rt.name, tkey), None)
         if quiet is not None and ts < quiet[0]:
             # the same scan resumed within an hour of its end: one episode, no new start
             (_, start, seq, sev, attempts, failures, successes, distinct, last_end) = quiet
-            track.episode_start = min(start, track.episode_start)
-            track.seq = seq
-            track.ep_attempts += attempts
-            track.ep_failures += failures
-            track.ep_successes += successes
-            track.ep_distinct += distinct
+            track.ep.episode_start = min(start, track.ep.episode_start)
+            track.ep.seq = seq
+            track.ep.ep_attempts += attempts
+            track.ep.ep_failures += failures
+            track.ep.ep_successes += successes
+            track.ep.ep_distinct += distinct
             track.last_end = float("-inf") if last_end is None else last_end
-            track.silent = True
-            track.sev = sev
+            track.ep.silent = True
+            track.ep.sev = sev
             new_sev = self._severity(rt, track)
             if new_sev > sev and self._may_escalate(track, ts):
-                track.sev = new_sev
+                track.ep.sev = new_sev
                 return [self._emit(rt, track, ESCALATED, tkey, count)]
-            track.last_emit = ts
+            track.ep.last_emit = ts
             return None
-        track.sev = self._severity(rt, track)
+        track.ep.sev = self._severity(rt, track)
         return [self._emit(rt, track, START, tkey, count)]
 
     def _emit(
@@ -856,12 +940,12 @@ class Detector:
         if count is None:
             count = window_count
         if state != START:
-            track.seq += 1
-        track.last_emit = track.last_ts
-        new_since = track.ep_new
-        track.ep_new = 0
+            track.ep.seq += 1
+        track.ep.last_emit = track.last_ts
+        new_since = track.ep.ep_new
+        track.ep.ep_new = 0
         self.stats.detections[rt.name] += 1
-        severity = SEVERITIES[max(track.sev, 0)]
+        severity = SEVERITIES[max(track.ep.sev, 0)]
         if rt.track_by == "source":
             source, target = tkey, None
         elif rt.track_by == "destination":
@@ -871,8 +955,8 @@ class Detector:
         else:  # source_port: the port is in `ports`
             source, target = tkey[0], None
         if state == END:
-            distinct = track.ep_distinct
-        elif track.early and state != ONGOING:
+            distinct = track.ep.ep_distinct
+        elif track.ep.early and state != ONGOING:
             distinct = max(count, track.n_first)  # the first contacts that decided
         else:
             distinct = count
@@ -881,64 +965,65 @@ class Detector:
             source=source,
             state=state,
             severity=severity,
-            threshold=track.threshold,
-            first_seen=track.episode_start,
+            threshold=track.ep.threshold,
+            first_seen=track.ep.episode_start,
             last_seen=track.last_ts,
             distinct_destinations=distinct,
-            attempts=track.ep_attempts,
-            failures=track.ep_failures,
-            successes=track.ep_successes,
-            sample_destinations=tuple(track.sample),
-            ports=tuple(sorted(track.ports)),
-            transports=tuple(sorted(track.transports)),
-            sequence=track.seq,
+            attempts=track.ep.ep_attempts,
+            failures=track.ep.ep_failures,
+            successes=track.ep.ep_successes,
+            sample_destinations=tuple(track.ep.sample),
+            ports=tuple(sorted(track.ep.ports)),
+            transports=tuple(sorted(track.ep.transports)),
+            sequence=track.ep.seq,
             distinct_is_lower_bound=track.capped,
-            total_distinct_destinations=track.ep_distinct,
+            total_distinct_destinations=track.ep.ep_distinct,
             end_reason=end_reason,
             sensor=track.sensor,
             direction=_ECS_DIRECTION.get(rt.direction),
             counted=rt.count,
             target=target,
-            decided_by="sequential" if track.early else "window",
-            answered=tuple(track.answered),
-            unanswered=tuple(track.unanswered),
-            sample_uids=tuple(track.uids),
-            sample_community_ids=tuple(track.cids),
+            decided_by="sequential" if track.ep.early else "window",
+            answered=tuple(track.ep.answered),
+            unanswered=tuple(track.ep.unanswered),
+            sample_uids=tuple(track.ep.uids),
+            sample_community_ids=tuple(track.ep.cids),
             window_distinct=window_count,
             new_distinct=new_since if state in (ONGOING, END) else None,
         )
 
     # -- housekeeping ----------------------------------------------------------------
     def _evict_stalest(self) -> None:
-        self._tracks.popitem(last=False)
+        key, _ = self._tracks.popitem(last=False)
+        self._open.pop(key, None)
         self.stats.evicted_sources += 1
 
     def _end(self, rt: _ModelRuntime, track: _Track, tkey: Any, reason: str) -> Detection | None:
         """Close the track's episode; the END alert unless the economy holds it back."""
         now = track.last_ts
-        emit = not track.silent or now - track.last_end >= REALERT_AFTER
+        emit = not track.ep.silent or now - track.last_end >= REALERT_AFTER
         detection = self._emit(rt, track, END, tkey, end_reason=reason) if emit else None
         if emit:
             track.last_end = now
         quiet = self._quiet
         key = (rt.name, tkey)
+        self._open.pop(key, None)
         quiet[key] = [
             now + REALERT_AFTER,
-            track.episode_start,
-            track.seq,
-            track.sev,
-            track.ep_attempts,
-            track.ep_failures,
-            track.ep_successes,
-            track.ep_distinct,
+            track.ep.episode_start,
+            track.ep.seq,
+            track.ep.sev,
+            track.ep.ep_attempts,
+            track.ep.ep_failures,
+            track.ep.ep_successes,
+            track.ep.ep_distinct,
             track.last_end if track.last_end != float("-inf") else None,
         ]
         quiet.move_to_end(key)
         if len(quiet) > self.settings.max_tracked_sources:
             quiet.popitem(last=False)
         # the evidence starts afresh: a new episode needs new first contacts
-        track.level = track.sev = -1
-        track.early = False
+        track.ep = None
         track.epoch += 1
         track.n_first = track.n_failed_first = 0
         track.n_attempts = track.n_failures = track.n_answered = 0
@@ -957,20 +1042,23 @@ class Detector:
         horizon = self.max_ts - self.settings.allowed_lateness
         out: list[Detection] | None = None
         runtimes = self._runtimes
-        drop = []
-        for key, t in self._tracks.items():
+        tracks = self._tracks
+        # open episodes are few: each is checked; the idle tracks are found from the
+        # front of the recency order, so a sweep costs what it ends or expires
+        for key in list(self._open):
+            t = tracks[key]
             rt = runtimes[key[0]]
-            if t.level >= 0:
-                hold = rt.idle if t.early else rt.window
-                if t.last_above + hold < horizon:
-                    detection = self._end(rt, t, key[1], "quiet")
-                    if detection is not None:
-                        out = out or []
-                        out.append(detection)
-            if t.level < 0 and t.last_ts + rt.idle < horizon:
-                drop.append(key)
-        for key in drop:
-            del self._tracks[key]
+            hold = rt.idle if t.ep.early else rt.window
+            if t.ep.last_above + hold < horizon:
+                detection = self._end(rt, t, key[1], "quiet")
+                if detection is not None:
+                    out = out or []
+                    out.append(detection)
+        while tracks:
+            key, t = next(iter(tracks.items()))
+            if t.ep is not None or t.last_ts + runtimes[key[0]].idle >= horizon:
+                break
+            tracks.popitem(last=False)
         quiet = self._quiet
         while quiet:
             key, value = next(iter(quiet.items()))
@@ -991,12 +1079,13 @@ class Detector:
         """The input is over (end of a replay): end every open episode with its totals."""
         out = []
         for key, track in list(self._tracks.items()):
-            if track.level >= 0:
+            if track.ep is not None:
                 detection = self._end(self._runtimes[key[0]], track, key[1], "input_end")
                 if detection is not None:
                     out.append(detection)
         self._tracks.clear()
         self._quiet.clear()
+        self._open.clear()
         return out
 
     # -- snapshot / restore (live mode restarts) -------------------------------------
@@ -1028,9 +1117,13 @@ class Detector:
         self._next_sweep = self.max_ts if next_sweep is None else float(next_sweep)
         self._tracks.clear()
         self._quiet.clear()
+        self._open.clear()
         for model_name, tkey, tdata in data.get("tracks", []):
             if model_name in self._runtimes:
-                self._tracks[(model_name, _key(tkey))] = _Track.from_dict(tdata)
+                key = (model_name, _key(tkey))
+                track = self._tracks[key] = _Track.from_dict(tdata)
+                if track.ep is not None:
+                    self._open[key] = None
         for model_name, tkey, value in data.get("quiet", []):
             if model_name in self._runtimes:
                 self._quiet[(model_name, _key(tkey))] = list(value)

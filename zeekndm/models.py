@@ -19,7 +19,7 @@ from typing import Any
 
 from zeekndm import attack
 from zeekndm.errors import ModelError
-from zeekndm.yamlfile import FieldReader, LocatedDict, load_yaml_text
+from zeekndm.yamlfile import FieldReader, LocatedDict, load_trusted_yaml_text
 
 # Constrained types, named once (config and models both use them).
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -606,7 +606,7 @@ def builtin_model_dicts() -> dict[str, LocatedDict]:
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
             label = f"zeekndm/builtin_models/{entry.name}"
-            data = load_yaml_text(entry.read_text(encoding="utf-8"), filename=label)
+            data = load_trusted_yaml_text(entry.read_text(encoding="utf-8"), filename=label)
             out[entry.name[: -len(".yaml")]] = data
     return out
 

@@ -81,7 +81,7 @@ class PrefixTable:
     129), never on how many networks.
     """
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_v4", "_v6", "_v4_get", "_v6_get")
 
     def __init__(self, entries: Iterable[tuple[ipaddress._BaseNetwork, object]] = ()) -> None:
         v4: dict[int, dict[int, object]] = {}
@@ -93,13 +93,15 @@ class PrefixTable:
         # smallest shift first = longest prefix first
         self._v4 = tuple(sorted(v4.items()))
         self._v6 = tuple(sorted(v6.items()))
+        self._v4_get = tuple((shift, nets.get) for shift, nets in self._v4)
+        self._v6_get = tuple((shift, nets.get) for shift, nets in self._v6)
 
     def __bool__(self) -> bool:
         return bool(self._v4 or self._v6)
 
     def lookup(self, value: int, version: int, default: object = None) -> object:
-        for shift, nets in self._v4 if version == 4 else self._v6:
-            hit = nets.get(value >> shift)
+        for shift, get in self._v4_get if version == 4 else self._v6_get:
+            hit = get(value >> shift)
             if hit is not None:
                 return hit
         return default
@@ -110,6 +112,8 @@ def _nets(values: Iterable[str | ipaddress._BaseNetwork]) -> list[ipaddress._Bas
 
 
 _SPECIAL_TABLE = PrefixTable((n, True) for n in _NEVER_EXTERNAL)
+_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
 
 
 def address_value(addr: str) -> tuple[int, int] | None:
@@ -146,6 +150,8 @@ class NetworkClassifier:
         )
         self._drop = PrefixTable((n, True) for n in _nets(drop))
         self._proxies = PrefixTable((n, True) for n in _nets(proxies))
+        self._has_drop = bool(self._drop)
+        self._has_proxies = bool(self._proxies)
         self._cache: dict[str, int] = {}
 
     @classmethod
@@ -165,10 +171,14 @@ class NetworkClassifier:
         return flags
 
     def _classify(self, addr: str) -> int:
-        parsed = address_value(addr)
-        if parsed is None:
-            return 0
-        value, version = parsed
+        try:  # IPv4, the usual case, without building an address object
+            value = int.from_bytes(_pton(_AF_INET, addr), "big")
+            version = 4
+        except OSError:
+            parsed = address_value(addr)
+            if parsed is None:
+                return 0
+            value, version = parsed
         flags = VALID
         verdict = self._table.lookup(value, version)
         if verdict:
@@ -177,9 +187,9 @@ class NetworkClassifier:
             flags |= EXCLUDED
         if _SPECIAL_TABLE.lookup(value, version):
             flags |= SPECIAL
-        if self._drop and self._drop.lookup(value, version):
+        if self._has_drop and self._drop.lookup(value, version):
             flags |= DROP
-        if self._proxies and self._proxies.lookup(value, version):
+        if self._has_proxies and self._proxies.lookup(value, version):
             flags |= PROXY
         cache = self._cache
         if len(cache) >= _CACHE_LIMIT:

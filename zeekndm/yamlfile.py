@@ -229,6 +229,34 @@ def load_yaml_text(text: str, filename: str | None = None) -> Any:
         raise ConfigError("invalid YAML: nested too deeply", file=filename, line=1) from None
 
 
+class _TrustedLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's parser with the same strict constructors, for the package's own files
+    (the 40-odd shipped models parse about 10x faster); user files keep _StrictLoader."""
+
+    filename: str | None = None
+
+
+_TrustedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_TrustedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_trusted_yaml_text(text: str, filename: str | None = None) -> Any:
+    """`load_yaml_text` for YAML shipped inside the package (same result, faster)."""
+
+    class Loader(_TrustedLoader):
+        pass
+
+    Loader.filename = filename
+    try:
+        loader = Loader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=filename) from None
+
+
 def load_yaml_file(path: str | Path) -> Any:
     """Read and parse a YAML file (a regular file of at most MAX_CONFIG_BYTES)."""
     path = Path(path)
