@@ -73,7 +73,9 @@ def test_aliases_within_the_cap_still_work(tmp_path):
         "  ldap_scanning_inside_to_outside: *off\n"
     )
     config = load_config(write(tmp_path, text))
-    assert config.detector.allowed_lateness == 600 and not config.enabled_models
+    assert config.detector.allowed_lateness == 600
+    off = ("mongodb_scan_internal_external", "ldap_scanning_inside_to_outside")
+    assert not any(config.models[name].enabled for name in off)
 
 
 def test_non_utf8_config_names_the_line(tmp_path):
@@ -168,5 +170,8 @@ def test_live_reload_of_a_hostile_config_keeps_the_running_one(tmp_path, case, c
     runner.reload_requested = True
     runner._maybe_reload()
     assert runner.config is config
-    assert [m.name for m in runner.detector.models] == ["ldap_scanning_inside_to_outside"]
+    running = [m.name for m in runner.detector.models]
+    assert running == [m.name for m in config.enabled_models]
+    assert "ldap_scanning_inside_to_outside" in running
+    assert "mongodb_scan_internal_external" not in running
     assert any("config reload rejected" in r.getMessage() for r in caplog.records)

@@ -393,8 +393,11 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
     return ExitStatus.OK
 
 
-def watched_ports(models) -> set[int]:
-    return {port for m in models for port in m.watched_dports()}
+def watched_ports(models) -> set[int] | None:
+    """Responder ports the enabled models watch, for the replay prefilter; None (parse
+    every line) when a model watches port ranges so wide the filter would pass them all."""
+    ports = {port for m in models for port in m.watched_dports()}
+    return None if len(ports) > 4096 else ports
 
 
 def _summary(
