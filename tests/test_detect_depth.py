@@ -588,6 +588,20 @@ def test_replay_summary_shows_the_funnel_per_model(tmp_path):
     assert "saw no record on their ports" in err
 
 
+def test_a_fast_sweeper_keeps_memory_within_the_destination_cap():
+    det = only(MONGO, max_destinations_per_source=1000)
+    flows = (
+        flow("10.0.0.5", f"46.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 27017, T0 + i / 2000)
+        for i in range(100_000)
+    )
+    detections = run(det, flows)
+    assert [d.severity for d in detections if d.state != ONGOING] == ["low", "medium", "high"]
+    (track,) = det._tracks.values()
+    assert len(track.items) <= 1000 and len(track.win) <= 1000
+    assert len(track.win.order) - track.win.head <= 2 * 1000 + 1
+    assert det.finish()[0].distinct_is_lower_bound
+
+
 # -- snapshot ----------------------------------------------------------------------------
 def test_snapshot_of_an_older_version_is_refused_with_a_clear_error():
     det = only(MONGO)

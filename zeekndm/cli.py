@@ -538,7 +538,8 @@ def _match_text(m: Any) -> str:
     if m.icmp_types:
         parts.append("ICMP types " + ", ".join(str(t) for t in m.icmp_types))
     outcomes = "/".join(m.outcome_names)
-    return "ports " + " ".join(parts) + ("" if outcomes == "any" else f" ({outcomes} only)")
+    text = ("ports " if m.ports else "") + " ".join(parts)
+    return text + ("" if outcomes == "any" else f" ({outcomes} only)")
 
 
 def model_summary(m: Any) -> dict[str, Any]:

@@ -198,6 +198,12 @@ class _Pane:
     def discard(self, item: Any) -> None:
         self.latest.pop(item, None)
 
+    def compact(self) -> None:
+        """Drop the entries of items forgotten or contacted again since (amortised: runs
+        once the list holds twice what the track's item cap allows)."""
+        self.order = sorted(((t, k) for k, t in self.latest.items()), key=_first)
+        self.head = 0
+
     def to_list(self) -> list:
         return [[k, v] for k, v in self.latest.items()]
 
@@ -752,6 +758,8 @@ class Detector:
         order = pane.order
         if pane.head < len(order) and order[pane.head][0] < horizon:
             pane.prune(horizon)
+        elif len(order) - pane.head > rt.cap * 2:
+            pane.compact()  # a fast sweeper: keep the list to what the cap holds
         count = len(latest)
         if track.ep is not None:
             self._episode_add(rt, track, flow, entry, new, failed, ok)
