@@ -139,6 +139,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
+        "tune",
+        parents=[common],
+        help="show what each threshold would do on your own history, suggest, write a config",
+        description="Read a history of connection logs (Zeek conn.log TSV/JSON, plain or "
+        ".gz; Suricata eve.json; directories such as zeekctl's archive logs/YYYY-MM-DD/"
+        "conn.*.log.gz, read in time order) through the same detector as replay, and show "
+        "per model: sources seen, the distribution of each source's peak count, the top "
+        "sources, a what-if table of candidate thresholds, and suggested thresholds with "
+        "the reasoning.",
+        epilog="example: zeekndm tune /opt/zeek/logs --since 2024-05-01 --until 2024-05-08 "
+        "--output tuned.yaml --plot peaks.png",
+    )
+    p.add_argument("files", nargs="+", metavar="PATH")
+    p.add_argument(
+        "--models",
+        metavar="NAME[,NAME...]|all",
+        help="tune these models (default: the enabled ones); the overlay enables them",
+    )
+    p.add_argument("--since", metavar="T", help="keep records from T (ISO date/time or epoch s)")
+    p.add_argument("--until", metavar="T", help="keep records before T")
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="OVERLAY.yaml",
+        help="write the suggestions as a complete config for --config (discards commented out)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png|DIR",
+        help="draw each model's per-source peaks with the current and suggested thresholds",
+    )
+    p.add_argument("--json", action="store_true", help="print everything as one JSON document")
+    p.add_argument(
+        "--engine",
+        choices=["local", "spark"],
+        default="local",
+        help="local (default) or spark: per-source statistics on Apache Spark "
+        "(pip install 'zeekndm[spark]'; Zeek TSV logs; no what-if)",
+    )
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser(
         "run",
         parents=[common],
         help="follow live logs beside a sensor (service mode)",
@@ -475,6 +517,58 @@ def _funnel(w: Callable[[str], Any], detector: Detector, show_all: bool) -> None
         w(row)
     if idle:
         w(f"    {len(idle)} saw no record on their ports\n")
+
+
+# -- tune ------------------------------------------------------------------------------
+def cmd_tune(args: argparse.Namespace, env: Environment) -> int:
+    from zeekndm.tune import TuneRequest, run_tune
+    from zeekndm.tune_history import parse_time
+    from zeekndm.tune_render import render_json, render_overlay, render_text
+
+    config = _load(args)
+    _setup_logging(env, args.log_level or "warning")
+    since = None if args.since is None else parse_time(args.since, "--since")
+    until = None if args.until is None else parse_time(args.until, "--until")
+    if since is not None and until is not None and until <= since:
+        raise ZeekNDMError("--until must be after --since")
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        raise ZeekNDMError("the directory of --output does not exist", file=args.output)
+    if args.plot:
+        from zeekndm.tune_plot import check_plot_target
+
+        check_plot_target(args.plot)
+    request = TuneRequest(
+        args.files,
+        config,
+        models=args.models,
+        since=since,
+        until=until,
+        engine=args.engine,
+        what_if=args.engine == "local",
+    )
+    report = run_tune(request, clock=env.clock)
+    written = []
+    if args.output:
+        Path(args.output).write_text(render_overlay(report), encoding="utf-8")
+        written.append(f"overlay: {args.output}")
+    if args.plot:
+        from zeekndm.tune_plot import plot_report
+
+        written.extend(f"plot: {p}" for p in plot_report(report, args.plot))
+    if args.json:
+        doc = render_json(report)
+        doc["written"] = written
+        env.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        render_text(report, env.stdout.write)
+        for line in written:
+            env.stdout.write(f"wrote {line}\n")
+        if args.output:
+            env.stdout.write(
+                f"next: zeekndm check-config --config {args.output}; "
+                f"zeekndm replay --config {args.output} ...\n"
+            )
+    return ExitStatus.OK
 
 
 # -- run (live mode) -------------------------------------------------------------------

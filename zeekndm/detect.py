@@ -35,6 +35,19 @@ two escalations an hour; `ongoing` at most once per update interval and only whi
 source stays above its threshold. An episode ends once below threshold for the window
 (the sequential path: no new first contact for `idle_timeout`). A scan that resumes
 within an hour of its end continues the same episode, silently unless it escalates.
+
+Recorder hook (part of the contract, on every implementation of the detector): when
+`Detector.recorder` is set, the detector calls
+`recorder.counted(model, key, ts, outcome, window, distinct)` once for every record a
+model counts (after its ports, direction, discards and outcomes), in the order the
+records are observed, with the model's name, the tracked key (a source address, or the
+(source, destination), (source, port) tuple, or the destination of an exposure model),
+the record's time and `Outcome`, the distinct items in the window after this record
+(the number the thresholds compare) and the distinct items the track holds since it
+began (its idle-bounded run: what the sequential/slow path sees; capped like the
+track). `zeekndm tune` builds its per-source statistics from it. With no recorder
+installed (the default) the hook costs one attribute test per counted record; a
+recorder must not raise or touch the detector.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ from bisect import insort
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from zeekndm.detection import END, ESCALATED, ONGOING, START, Detection
 from zeekndm.flow import Flow, Outcome, Transport
@@ -78,6 +91,14 @@ _DIRECTION_BITS = {
     "internal": 1 << 3,  # index 3
     "any": (1 << 1) | (1 << 2) | (1 << 3),
 }
+
+
+class CountRecorder(Protocol):
+    """What `Detector.recorder` receives (see the module docstring: the recorder hook)."""
+
+    def counted(
+        self, model: str, key: Any, ts: float, outcome: Outcome, window: int, distinct: int
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,6 +509,9 @@ class Detector:
         self._warned_local = False
         self._lateness = self.settings.allowed_lateness
         self._trust = self.settings.trust_local_fields
+        #: The recorder hook (module docstring): None, or a CountRecorder told of every
+        #: counted record.
+        self.recorder: CountRecorder | None = None
         self.set_models(models)
 
     # -- configuration ---------------------------------------------------------------
@@ -761,6 +785,9 @@ class Detector:
         elif len(order) - pane.head > rt.cap * 2:
             pane.compact()  # a fast sweeper: keep the list to what the cap holds
         count = len(latest)
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.counted(rt.name, tkey, ts, outcome, count, len(items))
         if track.ep is not None:
             self._episode_add(rt, track, flow, entry, new, failed, ok)
         elif count < rt.low and (not new or track.n_first < rt.early_n):
