@@ -109,8 +109,17 @@ def tuned_config(config: Config, spec: str | None) -> tuple[Config, list[str]]:
 
 class _Tap:
     """Stands where the pipeline expects the detector: passes every record on, keeps the
-    stream the what-if runs need (counted records, and a clock tick for every other
-    record that moved the detector's clock) and tallies the current levels' alerts."""
+    stream the what-if runs need and tallies the current levels' alerts.
+
+    The stream holds every counted record (the recorder heard it) and, between two of
+    them, at most two clock ticks for the records no model counted: the last one that
+    made the detector sweep, and the last one that moved its clock. A record no model
+    counts changes nothing but the clock; between two counted records nothing but the
+    sweeps changes the state, and one sweep at the later time leaves the state a series
+    of sweeps up to then would leave (what they end and forget only grows with time), so
+    the what-if detector ends up exactly where this one was at each counted record.
+    Sweeps are seen as changes of the detector's `_next_sweep`; a detector without it
+    gets a tick for every record that moved its clock (exact too, only longer)."""
 
     def __init__(self, detector: Detector, recorder: StatsRecorder, tallies: dict) -> None:
         self.detector = detector
@@ -120,6 +129,9 @@ class _Tap:
         self.keep = True
         self.first = float("inf")
         self.last = float("-inf")
+        self._sweep_tick: float | None = None
+        self._last_tick: float | None = None
+        self._sees_sweeps = hasattr(detector, "_next_sweep")
 
     @property
     def max_ts(self) -> float:
@@ -133,18 +145,32 @@ class _Tap:
     def models(self) -> list[Model]:
         return self.detector.models
 
+    def _flush(self) -> None:
+        if self._sweep_tick is not None:
+            self.stream.append(clock_tick(self._sweep_tick))
+        if self._last_tick is not None and self._last_tick != self._sweep_tick:
+            self.stream.append(clock_tick(self._last_tick))
+        self._sweep_tick = self._last_tick = None
+
     def observe(self, flow: Flow) -> list[Detection]:
         detector = self.detector
         recorder = self.recorder
         recorder.hit = False
         before = detector.max_ts
+        sweep_before = detector._next_sweep if self._sees_sweeps else None
         found = detector.observe(flow)
         ts = flow.ts
-        if recorder.hit:
-            if self.keep:
+        if self.keep:
+            if recorder.hit:
+                self._flush()
                 self.stream.append(flow)
-        elif detector.max_ts > before and self.keep:
-            self.stream.append(clock_tick(ts))
+            elif detector.max_ts > before:
+                if not self._sees_sweeps:
+                    self.stream.append(clock_tick(ts))
+                else:
+                    if detector._next_sweep != sweep_before:
+                        self._sweep_tick = ts
+                    self._last_tick = ts
         if ts < self.first:
             self.first = ts
         if ts > self.last:
@@ -154,6 +180,7 @@ class _Tap:
         return []
 
     def finish(self) -> list[Detection]:
+        self._flush()
         tally(self.detector.finish(), self.tallies)
         return []
 
