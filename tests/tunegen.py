@@ -5,8 +5,8 @@ HH:MM:SS.log.gz), or as one eve.json.
 Day 0 starts at 2023-11-14T00:00:00Z. Every hour: ordinary clients (a few external
 MongoDB / LDAP servers each, web on 443); the benign heavy hitters, steady every hour
 of every day and answered:
-- MONITOR polls 40 external MongoDB endpoints every 5 minutes (peak 40 > low 25);
-- DIRECTORY_CLIENT queries 30 external LDAP servers every 5 minutes (peak 30 > 25).
+- MONITOR polls 40 external MongoDB endpoints every 10 minutes (peak 40 > low 25);
+- DIRECTORY_CLIENT queries 30 external LDAP servers every 10 minutes (peak 30 > 25).
 The scanners (mostly failing):
 - MONGO_SWEEPER sweeps 150 hosts on 27017 in two minutes on day 1;
 - LDAP_SWEEPER sweeps 80 hosts on 389 on day 2;
@@ -77,13 +77,13 @@ def hour_conns(day: int, hour: int, gen: _Gen) -> list[Conn]:
     r = gen.rng
     t0 = DAY0 + day * 86400 + hour * 3600
     out: list[Conn] = []
-    for k in range(12):  # every 5 minutes
-        t = t0 + k * 300 + 7
+    for k in range(6):  # every 10 minutes
+        t = t0 + k * 600 + 7
         for i in range(40):
             out.append(gen.conn(t + i * 0.5, MONITOR, _ext(52, i), 27017, "SF"))
         for i in range(30):
             out.append(gen.conn(t + 60 + i * 0.5, DIRECTORY_CLIENT, _ext(53, i), 389, "SF"))
-    for c in range(60):  # ordinary clients
+    for c in range(40):  # ordinary clients
         src = f"10.2.{c // 20}.{c % 20 + 2}"
         t = t0 + r.random() * 3600
         out.append(gen.conn(t, src, _ext(54, c % 3), 27017, r.choice(("SF", "SF", "SF", "S0"))))
@@ -131,6 +131,7 @@ def write_zeekctl_archive(root: Path, days: int = 3, seed: int = 5) -> list[Path
 
 
 def write_eve_history(path: Path, days: int = 3, seed: int = 5) -> Path:
+    """The same history as `write_zeekctl_archive(days=days, seed=seed)` as one eve.json."""
     gen = _Gen(seed)
     with open(path, "w") as out:
         for day in range(days):

@@ -547,6 +547,11 @@ def cmd_tune(args: argparse.Namespace, env: Environment) -> int:
         what_if=args.engine == "local",
     )
     report = run_tune(request, clock=env.clock)
+    elapsed = max(report.elapsed, 1e-9)
+    env.stderr.write(
+        f"zeekndm tune: {plural(len(report.files), 'file')}, {plural(report.records, 'record')} "
+        f"in {elapsed:.2f} s ({report.records / elapsed:,.0f} records/s)\n"
+    )
     written = []
     if args.output:
         Path(args.output).write_text(render_overlay(report), encoding="utf-8")

@@ -99,11 +99,11 @@ def _model_text(r: ModelReport, report: TuneReport, w: Callable[[str], Any]) -> 
         dist = st.distribution()
         slow = st.distribution(slow=True)
         names = list(dist)
-        w("  peak per source       " + "".join(f"{n:>8}" for n in names) + "\n")
-        w(f"    in {t.window:g} s window".ljust(24) + "".join(f"{dist[n]:>8,}" for n in names))
+        w("  peak per source".ljust(28) + "".join(f"{n:>8}" for n in names) + "\n")
+        w(f"    in {t.window:g} s window".ljust(28) + "".join(f"{dist[n]:>8,}" for n in names))
         w("\n")
         w(
-            f"    slow path ({t.idle_timeout:g} s idle)".ljust(24)
+            f"    slow path ({t.idle_timeout:g} s idle)".ljust(28)
             + "".join(f"{slow[n]:>8,}" for n in names)
             + "\n"
         )
@@ -114,7 +114,7 @@ def _model_text(r: ModelReport, report: TuneReport, w: Callable[[str], Any]) -> 
         for key, s in st.top(TOP):
             active = (
                 f"{len(s.days)}/{st.span.day_count}d"
-                if st.span.day_count >= 2
+                if st.span.last - st.span.first >= 2 * 86400
                 else f"{len(s.hours)}/{st.span.hour_count}h"
             )
             looks = character(s, st.span)

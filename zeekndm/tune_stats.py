@@ -190,8 +190,8 @@ class Span:
 
 def steady(s: SourceStats, span: Span) -> bool:
     """Active through the history: on at least half of its days (and two of them) when it
-    covers two days or more, else in at least half of its hours (and two of them)."""
-    if span.day_count >= 2:
+    lasts two days or more, else in at least half of its hours (and two of them)."""
+    if span.last - span.first >= 2 * 86400:
         return len(s.days) >= max(2, math.ceil(span.day_count / 2))
     return len(s.hours) >= max(2, math.ceil(span.hour_count / 2))
 

@@ -122,7 +122,9 @@ def _network(address: str) -> str:
 
 
 def _describe(s: SourceStats, span) -> str:
-    days = f"{len(s.days)} of {span.day_count} days" if span.day_count >= 2 else None
+    days = (
+        f"{len(s.days)} of {span.day_count} days" if span.last - span.first >= 2 * 86400 else None
+    )
     hours = f"{len(s.hours)} of {span.hour_count} hours"
     return (
         f"peak {s.peak}, {s.failure_share:.0%} of {s.attempts:,} attempts failed, "
