@@ -84,13 +84,19 @@ def _draw(ax: Any, r: ModelReport) -> None:
 
 
 def plot_report(report: TuneReport, target: str) -> list[str]:
-    """Write the plot(s): one PNG with a panel per model, or one PNG per model in a
-    directory. Returns the paths written."""
+    """Write the plot(s): one PNG with a panel per model that counted anything, or one
+    PNG per such model in a directory. Returns the paths written."""
     plt = _pyplot()
     shown = [r for r in report.models if r.stats.sources]
-    if not shown:
-        raise ZeekNDMError("--plot: no model counted any record in this history: nothing to draw")
     out = Path(target)
+    if not shown:  # still a picture, saying why it is empty
+        fig, ax = plt.subplots(figsize=(8, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no model counted any record in this history", ha="center")
+        path = out / "tune.png" if out.is_dir() else out
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return [str(path)]
     if out.is_dir():
         written = []
         for r in shown:
