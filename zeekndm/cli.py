@@ -21,6 +21,7 @@ from zeekndm.config import Config, load_config
 from zeekndm.detect import Detector
 from zeekndm.enrich import Observer
 from zeekndm.errors import ConfigError, ZeekNDMError
+from zeekndm.models import watched_ports
 from zeekndm.outputs import build_sinks as _build_sinks
 from zeekndm.outputs import elasticsearch_settings, state_dir_for
 from zeekndm.pipeline import Pipeline
@@ -433,13 +434,6 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
         )
         return ExitStatus.ERROR
     return ExitStatus.OK
-
-
-def watched_ports(models) -> set[int] | None:
-    """Responder ports the enabled models watch, for the replay prefilter; None (parse
-    every line) when a model watches port ranges so wide the filter would pass them all."""
-    ports = {port for m in models for port in m.watched_dports()}
-    return None if len(ports) > 4096 else ports
 
 
 def _summary(

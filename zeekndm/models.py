@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -597,6 +597,13 @@ def _threat(r: FieldReader, errors: list) -> tuple[ThreatEntry, ...]:
     if not out and entries == []:
         r.fail("must list at least one ATT&CK tactic", name="threat")
     return tuple(out)
+
+
+def watched_ports(models: "Iterable[Model]") -> set[int] | None:
+    """Responder ports the enabled models watch, for the replay prefilter; None (parse
+    every line) when a model watches port ranges so wide the filter would pass them all."""
+    ports = {port for m in models for port in m.watched_dports()}
+    return None if len(ports) > 4096 else ports
 
 
 def builtin_model_dicts() -> dict[str, LocatedDict]:

@@ -195,7 +195,7 @@ def run_tune(
     on_file: Callable[[str], None] | None = None,
 ) -> TuneReport:
     """Read the history, gather statistics, suggest, run the what-if (module docstring)."""
-    from zeekndm.cli import watched_ports
+    from zeekndm.models import watched_ports
     from zeekndm.readers import EmptyInput, ReadStats, read_flows
 
     started = clock()

@@ -300,7 +300,7 @@ def spark_stats(
     files: Sequence[HistoryFile], config: Config, models: Sequence[Model], request: Any
 ) -> tuple[dict[str, dict[Any, SourceStats]], Span | None, int, str]:
     """model name -> key -> SourceStats, the span, the record count and a note."""
-    from zeekndm.cli import watched_ports
+    from zeekndm.models import watched_ports
 
     spark = spark_session()
     tmp = Path(tempfile.mkdtemp(prefix="zeekndm-tune-spark-"))

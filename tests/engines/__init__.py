@@ -521,7 +521,12 @@ def _kafka_config(home: Path, port: int) -> str:
             ]
         )
     )
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's own `random-uuid` form (URL-safe base64 of 16 bytes); one that starts with "-"
+    # (about 1 in 64) is taken by the storage tool's argument parser for an option, so draw again.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _kafka_answers(port: int) -> bool:
