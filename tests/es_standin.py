@@ -573,10 +573,6 @@ class ElasticsearchStandin(_Standin):
                     return 400, _error(400, "illegal_argument_exception",
                                        f"Settings [{','.join(refused)}] are not available "
                                        "when running in serverless mode")  # fmt: skip
-            for key in ("index.default_pipeline", "index.final_pipeline"):
-                if key in settings and settings[key] not in self.pipelines:
-                    reason = f"pipeline with id [{settings[key]}] does not exist"
-                    return 400, _error(400, "illegal_argument_exception", reason)
             self.templates[name] = tpl
             self.builtin.pop(name, None)
             return 200, {"acknowledged": True}
@@ -790,7 +786,7 @@ class ElasticsearchStandin(_Standin):
         index = self.data_streams[name]["indices"][-1] if is_stream else name
         info = self.index_meta[index]
         base["_index"] = index
-        source = copy.deepcopy(source or {})
+        source = source if source is not None else {}  # parsed from the body: our own copy
         problem = self._run_pipelines(info["settings"], source)
         if problem:
             return {**base, "status": 400, "error": problem}
@@ -812,12 +808,13 @@ class ElasticsearchStandin(_Standin):
             "index.mapping.ignore_malformed", info["settings"].get("index.mode") == "logsdb"
         )
         problem, ignored = _mapping_problem(
-            source, _flat_props(info["mappings"].get("properties", {})), doc_id,
+            source, self._flat_of(info), doc_id,
             bool(ignore_malformed),
         )  # fmt: skip
         if problem:
             return {**base, "status": 400, "error": problem}
-        _dynamic_update(info, source)
+        if _dynamic_update(info, source):
+            info.pop("flat", None)
         if ignored:
             self.ignored.setdefault(index, {})[doc_id] = ignored
         created = doc_id not in docs
@@ -826,6 +823,12 @@ class ElasticsearchStandin(_Standin):
                 "_shards": {"total": 1, "successful": 1, "failed": 0},
                 "_seq_no": len(docs) - 1, "_primary_term": 1,
                 "status": 201 if created else 200}  # fmt: skip
+
+    @staticmethod
+    def _flat_of(info: dict) -> dict[str, str]:
+        if "flat" not in info:
+            info["flat"] = _flat_props(info["mappings"].get("properties", {}))
+        return info["flat"]
 
     def _run_pipelines(self, settings: dict, doc: dict) -> dict | None:
         for key in ("index.default_pipeline", "index.final_pipeline"):
@@ -899,23 +902,28 @@ def _flat_mapping(template: dict) -> dict[str, str]:
     return _flat_props(template.get("template", {}).get("mappings", {}).get("properties", {}))
 
 
-def _dynamic_update(info: dict, doc: dict) -> None:
-    """Map fields seen for the first time, as dynamic mapping does (ecs@mappings: *.ip as ip)."""
+def _dynamic_update(info: dict, doc: dict) -> bool:
+    """Map fields seen for the first time, as dynamic mapping does (ecs@mappings: *.ip as
+    ip); True when the mapping grew."""
     mappings = info["mappings"]
     if mappings.get("dynamic") is False or mappings.get("dynamic") == "strict":
-        return
+        return False
+    added = []
 
     def walk(props: dict, obj: dict, prefix: str) -> None:
         for name, value in obj.items():
             path = f"{prefix}{name}"
             sample = value[0] if isinstance(value, list) and value else value
             if isinstance(sample, dict):
+                if name not in props:
+                    added.append(path)
                 node = props.setdefault(name, {"properties": {}})
                 if "properties" in node:
                     walk(node["properties"], sample, path + ".")
                 continue
             if name in props or sample is None or isinstance(value, list) and not value:
                 continue
+            added.append(path)
             if isinstance(sample, bool):
                 props[name] = {"type": "boolean"}
             elif isinstance(sample, int):
@@ -928,6 +936,7 @@ def _dynamic_update(info: dict, doc: dict) -> None:
                 props[name] = {"type": "keyword", "ignore_above": 1024}
 
     walk(mappings.setdefault("properties", {}), doc, "")
+    return bool(added)
 
 
 def _mapping_problem(

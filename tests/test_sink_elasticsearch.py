@@ -703,3 +703,13 @@ def test_cloud_id_stands_for_the_deployment_url():
         ElasticsearchSettings.from_dict({"cloud_id": cloud_id, "hosts": ["http://es:9200"]})
     with pytest.raises(ConfigError, match="Elastic Cloud ID"):
         ElasticsearchSettings.from_dict({"cloud_id": "nonsense"})
+
+
+def test_a_certificate_problem_at_start_is_an_error_not_an_outage(es, tmp_path):
+    """TLS to a node that speaks plain HTTP fails the handshake: a configuration mistake,
+    which `run` must report instead of spooling forever."""
+    url = es.url.replace("http://", "https://")
+    s = ElasticsearchSettings.from_dict({"hosts": [url], **FAST, "verify_certs": False})
+    with pytest.raises(SinkError) as err:
+        ElasticsearchSink(s, tmp_path).check(allow_unreachable=True)
+    assert str(err.value).startswith(f"cannot reach Elasticsearch at {url}")

@@ -695,13 +695,14 @@ class ElasticsearchSink:
         unsupported server still are. Also warns when the data stream exists but was not
         created from zeekndm's template (see `zeekndm setup`)."""
         from elastic_transport import ConnectionError as TransportConnectionError
-        from elastic_transport import ConnectionTimeout
+        from elastic_transport import ConnectionTimeout, TlsError
 
         try:
             info = self._client.info()
         except Exception as exc:  # noqa: BLE001 - every client failure becomes one line
             problem = connection_problem(exc, self.settings, self._redact)
-            if allow_unreachable and isinstance(exc, (TransportConnectionError, ConnectionTimeout)):
+            transient = isinstance(exc, (TransportConnectionError, ConnectionTimeout))
+            if allow_unreachable and transient and not isinstance(exc, TlsError):
                 self._note_failure()
                 self._outage.last_error = problem.message
                 log.warning("%s; alerts are spooled in %s until it answers", problem,
