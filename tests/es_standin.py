@@ -31,6 +31,9 @@ each behaviour names the Elastic source it was checked against:
 - security: 401 for unknown credentials; 403 `security_exception` with the reason
   Elasticsearch gives ("action [...] is unauthorized for user [...] ..., this action is
   granted by the cluster privileges [...]"), per request and per bulk item.
+- near real time: a search sees a document only after its index refreshed (every second,
+  or `_refresh`), while a get or `_mget` by id sees it at once (real time), as the
+  Elasticsearch reference describes search and get.
 - faults, injected through attributes and methods: whole-request statuses for the next
   bulk requests (or all of them), per-item 429s, a body limit answered 413 as a proxy
   does, a server that drips its answer one byte at a time, a listener that never
@@ -77,6 +80,8 @@ _INDEX = {
     "indices:admin/mappings/get": ["view_index_metadata", "manage", "all"],
     "indices:admin/rollover": ["manage", "all"],
     "indices:data/read/search": ["read", "all"],
+    "indices:data/read/mget": ["read", "all"],
+    "indices:admin/resolve/index": ["view_index_metadata", "manage", "all"],
     "indices:admin/auto_create": ["auto_configure", "create_index", "manage", "all"],
     "indices:data/write/bulk[s]": ["create_doc", "create", "index", "write", "all"],
 }
@@ -303,6 +308,11 @@ class ElasticsearchStandin(_Standin):
         self.item_429s = 0  # next N bulk items answer 429
         self.bulk_requests = 0
         self.searches = 0
+        # near real time: a search sees a document once its index was refreshed (every
+        # second, or by `_refresh`); a get or multi-get by id sees it at once
+        self.refresh_interval = 1.0
+        self._written: dict[str, dict[str, float]] = {}  # index -> id -> when written
+        self._refreshed: dict[str, float] = {}  # index -> last explicit refresh
 
     # -- principals and fault injection ----------------------------------------------------
     def add_user(self, name: str, password: str, role: dict) -> None:
@@ -497,6 +507,11 @@ class ElasticsearchStandin(_Standin):
                 action = "indices:admin/data_stream/" + ("create" if method == "PUT" else "get")
                 denied = self._deny(principal, action, segs[1])
                 return (403, denied) if denied else self._data_stream(method, segs[1])
+            if segs == ["_mget"] and method in ("GET", "POST"):
+                return self._mget(body, principal)
+            if segs[:2] == ["_resolve", "index"] and len(segs) == 3:
+                denied = self._deny(principal, "indices:admin/resolve/index", segs[2])
+                return (403, denied) if denied else (200, self._resolve(segs[2]))
             if segs[-1] == "_bulk" and method in ("POST", "PUT"):
                 return self._bulk(segs[0] if len(segs) == 2 else None, body, principal)
             if len(segs) == 2 and segs[1] == "_rollover" and method == "POST":
@@ -519,6 +534,8 @@ class ElasticsearchStandin(_Standin):
                     return 404, _not_found(segs[0])
                 return 200, {i: {"mappings": self.index_meta[i]["mappings"]} for i in found}
             if len(segs) == 2 and segs[1] == "_refresh":
+                for index in self._concrete(segs[0]):
+                    self._refreshed[index] = self.clock()
                 return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
             if len(segs) == 2 and segs[1] == "_count":
                 if not self._concrete(segs[0]):
@@ -689,6 +706,30 @@ class ElasticsearchStandin(_Standin):
             info["lifecycle"] = {"enabled": True, **tpl_lifecycle}
         return 200, {"data_streams": [info]}
 
+    def _mget(self, body: bytes, principal: Any) -> Any:
+        """Real-time gets by id: they see a document the moment it is written."""
+        out = []
+        for spec in json.loads(body)["docs"]:
+            index, _id = spec["_index"], spec["_id"]
+            denied = self._deny(principal, "indices:data/read/mget", index)
+            if denied:
+                out.append({"_index": index, "_id": _id, "error": denied["error"]})
+            elif index not in self.indices:
+                out.append({"_index": index, "_id": _id, "error": _not_found(index)["error"]})
+            else:
+                out.append({"_index": index, "_id": _id, "found": _id in self.indices[index]})
+        return 200, {"docs": out}
+
+    def _resolve(self, name: str) -> dict:
+        streams = [
+            {"name": ds, "backing_indices": list(info["indices"]), "timestamp_field": "@timestamp"}
+            for ds, info in self.data_streams.items()
+            if fnmatch.fnmatchcase(ds, name)
+        ]
+        indices = [{"name": i, "attributes": ["open"]} for i in self.indices
+                   if fnmatch.fnmatchcase(i, name)]  # fmt: skip
+        return {"indices": indices, "aliases": [], "data_streams": streams}
+
     def _search(self, name: str, body: bytes, query: dict) -> Any:
         self.searches += 1
         request = json.loads(body) if body else {}
@@ -699,8 +740,14 @@ class ElasticsearchStandin(_Standin):
         q = request.get("query", {"match_all": {}})
         ids = set(q["ids"]["values"]) if "ids" in q else None
         hits = []
+        now = self.clock()
         for index in concrete:
-            docs = self.indices.get(index, {})
+            visible_until = max(self._refreshed.get(index, 0.0), now - self.refresh_interval)
+            written = self._written.get(index, {})
+            docs = {
+                i: d for i, d in self.indices.get(index, {}).items()
+                if written.get(i, 0.0) <= visible_until
+            }  # fmt: skip
             # an ids query is a term lookup on _id, not a scan (as in Elasticsearch)
             pairs = ((i, docs[i]) for i in ids if i in docs) if ids is not None else docs.items()
             for _id, src in pairs:
@@ -819,6 +866,7 @@ class ElasticsearchStandin(_Standin):
             self.ignored.setdefault(index, {})[doc_id] = ignored
         created = doc_id not in docs
         docs[doc_id] = source
+        self._written.setdefault(index, {})[doc_id] = self.clock()
         return {**base, "_version": 1, "result": "created" if created else "updated",
                 "_shards": {"total": 1, "successful": 1, "failed": 0},
                 "_seq_no": len(docs) - 1, "_primary_term": 1,

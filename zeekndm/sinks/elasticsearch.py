@@ -725,9 +725,10 @@ class ElasticsearchSink:
             self._stale, self._inspected_at = False, time.monotonic()
             self._warn_if_template_missing(client)
             return
-        except ApiError as exc:  # 403: the writer may lack view_index_metadata
+        except ApiError as exc:  # 403, or a cluster without the data streams API
             log.debug("cannot inspect data stream %s: %s", self.index, self._redact(exc))
-            self._inspected = True
+            self._inspected, self._stale, self._inspected_at = True, False, time.monotonic()
+            self._resolve_backing_indices(client)
             return
         except Exception as exc:  # noqa: BLE001 - unreachable: try again at the first send
             log.debug("cannot inspect data stream %s: %s", self.index, self._redact(exc))
@@ -766,6 +767,22 @@ class ElasticsearchSink:
                     "`zeekndm setup`, which rolls the data stream over",
                     self._write_index, self.index, meta.get("template_version"), TEMPLATE_VERSION,
                 )  # fmt: skip
+
+    def _resolve_backing_indices(self, client: Any) -> None:
+        """The backing indices from `_resolve/index` (core Elasticsearch) when `GET
+        _data_stream` is not available; unknown (look up the whole stream) otherwise."""
+        try:
+            resp = client.indices.resolve_index(name=self.index).body
+        except Exception as exc:  # noqa: BLE001
+            log.debug("cannot resolve %s: %s", self.index, self._redact(exc))
+            return
+        streams = [d for d in resp.get("data_streams", []) if d.get("name") == self.index]
+        if not streams:
+            self._older, self._write_index = [], None
+            return
+        indices = sorted(streams[0].get("backing_indices") or [], key=lambda i: i[-6:])
+        if indices:
+            self._older, self._write_index = indices[:-1], indices[-1]
 
     def _warn_if_template_missing(self, client: Any) -> None:
         from elasticsearch import ApiError, NotFoundError
@@ -821,6 +838,11 @@ class ElasticsearchSink:
                 elif status == 404 and _missing_index(error):
                     missing_stream = True
                     retry.append(alert)
+                elif _missing_pipeline(error):
+                    # the template names an ingest pipeline that is not installed (the
+                    # template put by hand, or the pipeline deleted): not the alert's fault
+                    self._warn_missing_pipeline(error)
+                    retry.append(alert)
                 elif _permanent(status):
                     reason = f"{status} {describe_error(error)}"
                     try:
@@ -855,15 +877,24 @@ class ElasticsearchSink:
             return alerts, 0
         index = ",".join(self._older) if self._older else self.index
         timeout = min(self.settings.request_timeout, max(0.001, self._remaining(deadline)))
+        client = self._client.options(request_timeout=timeout)
         found: set[str] = set()
         try:
             for start in range(0, len(alerts), 10_000):
                 ids = [a.id for a in alerts[start : start + 10_000]]
-                resp = self._client.options(request_timeout=timeout).search(
+                # a search sees what was refreshed (within a second of the write) ...
+                resp = client.search(
                     index=index, query={"ids": {"values": ids}}, size=len(ids), source=False,
                     ignore_unavailable=True, track_total_hits=False,
                 )  # fmt: skip
                 found.update(h["_id"] for h in resp.body["hits"]["hits"])
+                if self._older:
+                    # ... and a multi-get is real-time: the index rolled over last may hold
+                    # alerts written the moment before (a spool drained across a rollover)
+                    docs = [{"_index": self._older[-1], "_id": i} for i in ids if i not in found]
+                    if docs:
+                        got = client.mget(docs=docs, source=False).body["docs"]
+                        found.update(d["_id"] for d in got if d.get("found"))
         except AuthorizationException as exc:
             self._lookup_off = True
             log.warning(
@@ -881,6 +912,16 @@ class ElasticsearchSink:
             return alerts, 0
         self.stats["duplicates"] += len(found)
         return [a for a in alerts if a.id not in found], len(found)
+
+    def _warn_missing_pipeline(self, error: Any) -> None:
+        if not getattr(self, "_pipeline_warned", False):
+            self._pipeline_warned = True
+            log.warning(
+                "Elasticsearch refuses alerts for data stream %s: %s; they are kept in the "
+                "spool: run `zeekndm setup` (it installs the ingest pipeline)",
+                self.index,
+                self._redact(describe_error(error)),
+            )
 
     def _create_data_stream(self, deadline: float) -> None:
         """A bulk item said the data stream does not exist (auto-creation refused)."""
@@ -1063,6 +1104,12 @@ class ElasticsearchSink:
 
 def _permanent(status: int | None) -> bool:
     return status is not None and 400 <= status < 500 and status not in (401, 403, 408, 429)
+
+
+def _missing_pipeline(error: Any) -> bool:
+    return isinstance(error, dict) and bool(
+        re.search(r"pipeline with id \[[^\]]+\] does not exist", str(error.get("reason", "")))
+    )
 
 
 def _missing_index(error: Any) -> bool:
