@@ -8,9 +8,12 @@ sink's own CPU time per alert, in three configurations measured in the same run:
   (the baseline);
 - `lookup, 1 backing index`: the default, on a data stream that was never rolled over
   (nothing to look up: no extra request);
-- `lookup after a rollover`: the default on a data stream rolled over after `--alerts`
-  other alerts were stored, so every batch first runs one `ids` query over the older
-  backing index (which never finds them: the worst case, every alert is then sent).
+- `lookup, rollover just before`: the default on a data stream rolled over right after
+  `--alerts` other alerts were stored, so every batch first runs one `ids` query over the
+  older backing index and, within a minute of the rollover, a real-time multi-get of the
+  same ids there (neither finds them: the worst case, every alert is then sent);
+- `lookup, rollover a minute ago`: the same once the minute has passed (the search only;
+  the window is set to 0 to stand for the passing time).
 
 "time in lookup" is the share of the timed sends spent in the lookup (the `ids` query and
 its answer), measured inside the same runs: the cost of keeping one copy across rollovers.
@@ -37,6 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_sink_elasticsearch import many  # noqa: E402
 
+import zeekndm.sinks.elasticsearch as es_sink  # noqa: E402
 from zeekndm.setup import run_setup  # noqa: E402
 from zeekndm.sinks.elasticsearch import ElasticsearchSettings, ElasticsearchSink  # noqa: E402
 
@@ -44,7 +48,8 @@ SERVER = (
     "import sys, time; sys.path.insert(0, 'tests'); from es_standin import "
     "ElasticsearchStandin as S; s = S().start(); print(s.url, flush=True); time.sleep(1e9)"
 )
-MODES = ("no lookup", "lookup, 1 backing index", "lookup after a rollover")
+MODES = ("no lookup", "lookup, 1 backing index", "lookup, rollover just before",
+         "lookup, rollover a minute ago")  # fmt: skip
 DS = "logs-zeekndm.alert-default"
 
 
@@ -63,12 +68,13 @@ def run(mode: str, batch_size: int, total: int) -> tuple[float, float, float]:
         alerts = many(2 * total)
         stored, fresh = alerts[:total], alerts[total:]
         with tempfile.TemporaryDirectory() as state:
-            if mode == "lookup after a rollover":
+            if mode.startswith("lookup, rollover"):
                 filler = ElasticsearchSink(settings, Path(state) / "fill")
                 for i in range(0, total, 2000):
                     assert filler.send(stored[i : i + 2000]).complete
                 filler._client.indices.rollover(alias=DS)
                 filler.close()
+            es_sink.REALTIME_WINDOW = 0.0 if mode.endswith("minute ago") else 60.0
             sink = ElasticsearchSink(settings, Path(state))
             sink.check()
             in_lookup = [0.0]

@@ -308,6 +308,7 @@ class ElasticsearchStandin(_Standin):
         self.item_429s = 0  # next N bulk items answer 429
         self.bulk_requests = 0
         self.searches = 0
+        self.mgets = 0
         # near real time: a search sees a document once its index was refreshed (every
         # second, or by `_refresh`); a get or multi-get by id sees it at once
         self.refresh_interval = 1.0
@@ -525,6 +526,17 @@ class ElasticsearchStandin(_Standin):
                 return 200, {"acknowledged": True, "shards_acknowledged": True,
                              "old_index": old, "new_index": new, "rolled_over": True,
                              "dry_run": False, "lazy": False, "conditions": {}}  # fmt: skip
+            if len(segs) >= 2 and segs[1] == "_settings" and method == "GET":
+                denied = self._deny(principal, "indices:admin/mappings/get", segs[0])
+                if denied:
+                    return 403, denied
+                found = self._concrete(segs[0])
+                if not found:
+                    return 404, _not_found(segs[0])
+                return 200, {i: {"settings": {"index": {
+                    "creation_date": str(int(self.index_meta[i].get("created", 0) * 1000)),
+                    **{k[6:]: v for k, v in self.index_meta[i]["settings"].items()}}}}
+                    for i in found}  # fmt: skip
             if len(segs) == 2 and segs[1] == "_mapping" and method == "GET":
                 denied = self._deny(principal, "indices:admin/mappings/get", segs[0])
                 if denied:
@@ -653,6 +665,7 @@ class ElasticsearchStandin(_Standin):
             "settings": settings,
             "ecs_dynamic": builtin,
             "template": found[0] if found else None,
+            "created": self.clock(),
         }
         self.indices[backing] = {}
         return backing
@@ -708,6 +721,7 @@ class ElasticsearchStandin(_Standin):
 
     def _mget(self, body: bytes, principal: Any) -> Any:
         """Real-time gets by id: they see a document the moment it is written."""
+        self.mgets += 1
         out = []
         for spec in json.loads(body)["docs"]:
             index, _id = spec["_index"], spec["_id"]

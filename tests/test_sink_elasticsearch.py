@@ -476,6 +476,23 @@ def test_a_spool_drained_across_a_rollover_stores_no_second_copy(es, tmp_path):
     assert not sink.spool and es.count(DS) == 30
 
 
+def test_long_after_a_rollover_the_lookup_is_one_search(es, tmp_path, monkeypatch):
+    """The real-time multi-get is only needed for a minute after a rollover: by then the
+    older index has refreshed and a search sees everything in it."""
+    import zeekndm.sinks.elasticsearch as es_sink
+
+    installed(es)
+    alerts = many(10)
+    ElasticsearchSink(settings(es), tmp_path).send(alerts)
+    es.rollover(DS)
+    monkeypatch.setattr(es_sink, "REALTIME_WINDOW", 0.0)  # the rollover is long past
+    es.refresh_interval = 0.0  # and the older index refreshed long ago
+    sink = ElasticsearchSink(settings(es), tmp_path / "b")
+    sink.check()
+    assert sink.send(alerts).acked == 10 and es.count(DS) == 10
+    assert es.mgets == 0 and es.searches == 1
+
+
 def test_a_rollover_is_noticed_within_the_inspection_interval(es, tmp_path):
     installed(es)
     alerts = many(10)

@@ -5,8 +5,9 @@ with `op_type: create`, so a re-sent alert answers 409 and counts as delivered (
 duplicate). `create` only sees the data stream's *write* index, so before a batch goes
 out one `ids` query over the older backing indices (known from `GET _data_stream`, and
 from the `_index` each bulk item reports, which changes at a rollover) finds the alerts
-already stored there; with a single backing index, the usual case, there is nothing to
-look up. Each batch ends explicitly (see `zeekndm.sinks.base`):
+already stored there (plus a real-time multi-get in the index rolled over last, as a
+search sees only refreshed documents); with a single backing index, the usual case,
+there is nothing to look up. Each batch ends explicitly (see `zeekndm.sinks.base`):
 
 - 201 created, 409 already there, found in an older index -> acknowledged
 - 429 / 5xx per item, a missing data stream (404: created, then retried), whole-request
@@ -71,6 +72,10 @@ TEMPLATE_VERSION = 2
 # rollover is seen at once by a new process (it asks at start), after any failed delivery
 # (a spool drain asks first) and by the `_index` bulk items report.
 INSPECT_EVERY = 30.0
+# A search sees a document once its index refreshed (a second after the write, or at the
+# next search of an idle shard); for this long after a rollover the lookup also asks the
+# index rolled over last in real time (a multi-get), for alerts written just before it.
+REALTIME_WINDOW = 60.0
 # The last drain at close while the cluster is failing: brief, the spool is on disk.
 CLOSE_BUDGET = 5.0
 _SECRET_KEYS = {
@@ -611,6 +616,7 @@ class ElasticsearchSink:
         self._stale = False  # a delivery failed since: a rollover may have happened meanwhile
         self._write_index: str | None = None
         self._older: list[str] | None = None  # None: unknown (look up the whole stream)
+        self._rolled_at: float | None = None  # monotonic time of the last rollover, if recent
         self._lookup_off = not settings.dedupe_lookup
         self._created_stream = False
         self.remaining = 0  # alerts left in the spool when closed
@@ -741,6 +747,7 @@ class ElasticsearchSink:
         indices = [i["index_name"] for i in ds.get("indices", [])]
         if indices:
             self._older, self._write_index = indices[:-1], indices[-1]
+            self._note_write_index_age(client)
         template = ds.get("template")
         if template and template != self.index:
             log.warning(
@@ -768,6 +775,25 @@ class ElasticsearchSink:
                     self._write_index, self.index, meta.get("template_version"), TEMPLATE_VERSION,
                 )  # fmt: skip
 
+    def _recent_rollover(self) -> bool:
+        return self._rolled_at is not None and time.monotonic() - self._rolled_at < REALTIME_WINDOW
+
+    def _note_write_index_age(self, client: Any) -> None:
+        """When the write index was created, i.e. when the last rollover happened."""
+        if not self._older or not self._write_index:
+            return
+        self._rolled_at = time.monotonic()  # unknown: assume just now
+        try:
+            resp = client.indices.get_settings(
+                index=self._write_index, name="index.creation_date"
+            ).body
+            created = float(resp[self._write_index]["settings"]["index"]["creation_date"]) / 1000
+        except Exception as exc:  # noqa: BLE001 - 403 without view_index_metadata
+            log.debug("cannot read the creation date of %s: %s", self._write_index,
+                      self._redact(exc))  # fmt: skip
+            return
+        self._rolled_at = time.monotonic() - max(0.0, time.time() - created)
+
     def _resolve_backing_indices(self, client: Any) -> None:
         """The backing indices from `_resolve/index` (core Elasticsearch) when `GET
         _data_stream` is not available; unknown (look up the whole stream) otherwise."""
@@ -783,6 +809,7 @@ class ElasticsearchSink:
         indices = sorted(streams[0].get("backing_indices") or [], key=lambda i: i[-6:])
         if indices:
             self._older, self._write_index = indices[:-1], indices[-1]
+            self._note_write_index_age(client)
 
     def _warn_if_template_missing(self, client: Any) -> None:
         from elasticsearch import ApiError, NotFoundError
@@ -888,7 +915,7 @@ class ElasticsearchSink:
                     ignore_unavailable=True, track_total_hits=False,
                 )  # fmt: skip
                 found.update(h["_id"] for h in resp.body["hits"]["hits"])
-                if self._older:
+                if self._older and self._recent_rollover():
                     # ... and a multi-get is real-time: the index rolled over last may hold
                     # alerts written the moment before (a spool drained across a rollover)
                     docs = [{"_index": self._older[-1], "_id": i} for i in ids if i not in found]
@@ -1022,6 +1049,7 @@ class ElasticsearchSink:
         if self._write_index is not None and self._older is not None:
             if self._write_index not in self._older:
                 self._older.append(self._write_index)
+            self._rolled_at = time.monotonic()
             log.info("data stream %s rolled over to %s", self.index, index)
         self._write_index = index
 
