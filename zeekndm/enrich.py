@@ -184,8 +184,10 @@ def enrich(
         destination["port"] = ports[0]
     if d.target:  # a vertical scan or an exposure model: one host, by construction
         destination["ip"] = d.target
-    elif d.counted == "destinations" and d.distinct_destinations == 1 and (
-        len(set(d.sample_destinations)) == 1
+    elif (
+        d.counted == "destinations"
+        and d.distinct_destinations == 1
+        and (len(set(d.sample_destinations)) == 1)
     ):
         destination["ip"] = d.sample_destinations[0]
     doc: dict[str, Any] = {
