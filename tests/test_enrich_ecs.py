@@ -74,6 +74,13 @@ def test_a_scan_of_one_host_names_it_as_the_destination():
     assert doc["network"]["transport"] == "tcp"
 
 
+def test_a_vertical_scan_names_its_target_as_the_destination():
+    vertical = detection(counted="ports", target="45.0.0.7", distinct_destinations=40,
+                         sample_destinations=(), ports=tuple(range(20, 60)))  # fmt: skip
+    doc = enrich(vertical).doc
+    assert doc["destination"] == {"ip": "45.0.0.7"} and doc["zeekndm"]["target"] == "45.0.0.7"
+
+
 @pytest.mark.parametrize("direction", ["outbound", "inbound", "internal"])
 def test_network_direction_comes_from_the_detection(direction):
     doc = enrich(detection(direction=direction)).doc
