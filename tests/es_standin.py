@@ -758,13 +758,12 @@ class ElasticsearchStandin(_Standin):
         for index in concrete:
             visible_until = max(self._refreshed.get(index, 0.0), now - self.refresh_interval)
             written = self._written.get(index, {})
-            docs = {
-                i: d for i, d in self.indices.get(index, {}).items()
-                if written.get(i, 0.0) <= visible_until
-            }  # fmt: skip
+            docs = self.indices.get(index, {})
             # an ids query is a term lookup on _id, not a scan (as in Elasticsearch)
             pairs = ((i, docs[i]) for i in ids if i in docs) if ids is not None else docs.items()
             for _id, src in pairs:
+                if written.get(_id, 0.0) > visible_until:
+                    continue  # not refreshed yet
                 hit: dict[str, Any] = {"_index": index, "_id": _id, "_score": 1.0}
                 if request.get("_source", True) is not False:
                     hit["_source"] = src
