@@ -47,11 +47,11 @@ def es():
 
 
 @pytest.fixture
-def kibana():
-    """A Kibana stand-in for the saved objects import API."""
-    from es_standin import KibanaStandin
+def kibana(request):
+    """A Kibana stand-in (saved objects, Security rules), reading from the `es` stand-in."""
+    from kibana_standin import KibanaStandin
 
-    server = KibanaStandin().start()
+    server = KibanaStandin(es=request.getfixturevalue("es")).start()
     yield server
     server.stop()
 

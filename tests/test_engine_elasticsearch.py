@@ -57,8 +57,11 @@ def client(node):
 
 
 def bare_node_template(body: dict) -> dict:
-    """`body` with each `constant_keyword` field mapped as `keyword` (no x-pack here)."""
+    """`body` with each `constant_keyword` field mapped as `keyword` (no x-pack here), and
+    without the default ingest pipeline (its processors are the ingest-common module's,
+    not on Maven Central either: a template naming a missing pipeline fails every write)."""
     body = copy.deepcopy(body)
+    body["template"]["settings"]["index"].pop("default_pipeline", None)
 
     def walk(props: dict) -> None:
         for mapping in props.values():
@@ -166,12 +169,6 @@ def test_second_replay_leaves_one_copy_through_real_409s(node, client, namespace
     assert not dead.exists(), dead.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="issue 10 point 5, fixed on branch es: `create` with a fixed _id deduplicates "
-    "only within the write index, so after _rollover each re-sent alert is a second copy",
-)
 def test_replay_after_a_rollover_still_leaves_one_copy(node, client, namespace, tmp_path):
     install_template(client, namespace)
     _, first = replay(node, namespace, tmp_path, "first")

@@ -11,7 +11,7 @@ import re
 
 import pytest
 from conftest import REPO
-from helpers import Run
+from helpers import Run, comparable
 from test_readers import header, row
 
 from zeekndm.cli import Environment, ExitStatus, build_parser, main
@@ -36,7 +36,8 @@ def test_replay_dash_reads_standard_input(tmp_path, gz):
     expected = Run(["replay", tmp_path / "conn.log"]).out
     status, out, err = run_with_stdin(["replay", "-"], gzip.compress(data) if gz else data)
     assert status == ExitStatus.OK, err
-    assert out == expected and "<stdin>: zeek_tsv, 4,200 records" in err
+    assert comparable(out) == comparable(expected)
+    assert "<stdin>: zeek_tsv, 4,200 records" in err
 
 
 def test_replay_directory_reads_its_logs_oldest_first(tmp_path):
@@ -89,11 +90,11 @@ def test_output_file_is_replaced_by_default_and_appended_with_append(tmp_path):
     log = demo_tsv(tmp_path / "conn.log")
     out = tmp_path / "alerts.ndjson"
     Run(["replay", log, "-o", out])
-    once = out.read_text().splitlines()
+    once = comparable(out.read_text())
     Run(["replay", log, "-o", out])
-    assert out.read_text().splitlines() == once  # a re-run does not duplicate alerts
+    assert comparable(out.read_text()) == once  # a re-run does not duplicate alerts
     Run(["replay", log, "-o", out, "--append"])
-    assert out.read_text().splitlines() == once + once
+    assert comparable(out.read_text()) == once + once
 
 
 def test_output_into_a_missing_directory_is_an_error(tmp_path):

@@ -125,8 +125,9 @@ def test_zeekndm_notice_evidence_comes_through():
 def test_ldap_notice_lists_every_ldap_port_and_both_transports():
     ldap = by_rule(replay(DATA / "notice.log").alerts, LDAP)[0]
     assert ldap["zeekndm"]["ports"] == [389, 636, 3268, 3269]
-    assert ldap["network"]["transport"] == ["tcp", "udp"]
-    assert "2001:db8::389" in ldap["destination"]["ip"]
+    # ECS network.transport and destination.ip hold one value: the lists are under zeekndm
+    assert ldap["zeekndm"]["transports"] == ["tcp", "udp"] and "transport" not in ldap["network"]
+    assert "2001:db8::389" in ldap["related"]["ip"] and "destination" not in ldap
 
 
 def test_evidence_is_read_from_sub_when_the_extra_columns_are_missing(tmp_path):
@@ -164,7 +165,7 @@ def test_scan_address_scan_source_and_port_are_read_from_the_message(tmp_path):
 
 def test_scan_port_scan_names_the_victim_and_counts_ports_as_attempts():
     alert = by_rule(replay(DATA / "notice.log").alerts, "zeek_scan_port_scan")[0]
-    assert alert["destination"]["ip"] == ["10.1.1.5"]
+    assert alert["destination"]["ip"] == "10.1.1.5"  # one victim: ECS's single value
     assert alert["zeekndm"]["attempts"] == 17
     assert alert["zeekndm"]["distinct_destinations"] == 1
 

@@ -225,19 +225,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "setup",
         parents=[common],
-        help="install the index template, ILM policy, data stream and Kibana dashboard",
+        help="install the index template, ILM policy, data stream and Kibana objects",
+        description="Install what Elasticsearch and Kibana need (idempotent). With no part "
+        "named, every part is installed (the Kibana ones when a Kibana URL is known).",
         epilog="example: zeekndm setup --elasticsearch https://es:9200 --kibana https://kb:5601",
     )
-    p.add_argument("--elasticsearch", metavar="URL")
-    p.add_argument("--kibana", metavar="URL")
-    p.add_argument("--template", action="store_true", help="only the template and ILM policy")
-    p.add_argument("--dashboards", action="store_true", help="only the Kibana objects")
+    p.add_argument("--elasticsearch", metavar="URL", help="replaces output.elasticsearch hosts")
+    p.add_argument(
+        "--kibana",
+        metavar="URL",
+        help="Kibana's URL (default: from output.elasticsearch.cloud_id on Elastic Cloud)",
+    )
+    p.add_argument(
+        "--kibana-space", metavar="SPACE", help="Kibana space id to install into (default: default)"
+    )
+    p.add_argument(
+        "--template",
+        action="store_true",
+        help="the ILM policy, ingest pipeline, index template and data stream",
+    )
+    p.add_argument(
+        "--dashboards", action="store_true", help="the Kibana data view, search and dashboard"
+    )
+    p.add_argument(
+        "--detection-rule",
+        action="store_true",
+        help="the Kibana Security rule promoting zeekndm alerts (and the External Alerts "
+        "exception)",
+    )
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("export", parents=[common], help="print an asset for manual installation")
     p.add_argument(
         "asset",
-        choices=["template", "ilm-policy", "dashboards", "detection-rule"],
+        choices=["template", "ilm-policy", "ingest-pipeline", "dashboards", "detection-rule"],
         help="detection-rule: a Kibana Security rule that promotes zeekndm alerts",
     )
     p.set_defaults(func=cmd_export)
@@ -427,6 +448,8 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
         pipeline.close()
     elapsed = max(env.clock() - started, 1e-9)
     _summary(env, all_stats, pipeline, elapsed, all_funnels=args.funnel)
+    if _report_spooled(env, pipeline.sinks):
+        return ExitStatus.ERROR
     if not delivered:
         env.stderr.write(
             f"zeekndm: error: {plural(pipeline.pending, 'alert')} could not be delivered to "
@@ -434,6 +457,26 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
         )
         return ExitStatus.ERROR
     return ExitStatus.OK
+
+
+def _report_spooled(env: Environment, sinks: list[Any]) -> bool:
+    """Say so when alerts were only spooled (acknowledged to disk, not delivered): a
+    replay whose cluster failed throughout has not delivered them. True if any wait."""
+    from zeekndm.sinks.base import SpoolingSink
+
+    waiting = False
+    for sink in sinks:
+        if not isinstance(sink, SpoolingSink):
+            continue
+        count, why = sink.undelivered()
+        if count:
+            waiting = True
+            env.stderr.write(
+                f"zeekndm: error: {plural(count, 'alert')} {'was' if count == 1 else 'were'} not "
+                f"delivered to {sink.name} and {'waits' if count == 1 else 'wait'} in its spool ({why or 'no answer'}); the next replay or run with this "
+                "state directory sends them\n"
+            )
+    return waiting
 
 
 def _summary(
@@ -715,25 +758,34 @@ def cmd_setup(args: argparse.Namespace, env: Environment) -> int:
 
     config = _load(args)
     _setup_logging(env, args.log_level or "warning")
+    from zeekndm.sinks.elasticsearch import cloud_kibana_url
+
     es = elasticsearch_settings(config, args.elasticsearch)
-    parts = set()
-    if args.template:
-        parts.add("template")
-    if args.dashboards:
-        parts.add("dashboards")
-    if not parts:
-        parts = {"template", "dashboards"}
+    chosen = {
+        part
+        for part, flag in (
+            ("template", args.template),
+            ("dashboards", args.dashboards),
+            ("detection-rule", args.detection_rule),
+        )
+        if flag
+    }
+    parts = chosen or {"template", "dashboards", "detection-rule"}
     if "template" in parts and es is None:
         raise ConfigError(
             "no Elasticsearch configured: pass --elasticsearch URL or set "
             "output.elasticsearch in the config"
         )
-    if "dashboards" in parts and not args.kibana:
-        if args.dashboards:
-            raise ConfigError("--dashboards needs --kibana URL")
-        parts.discard("dashboards")
-        env.stderr.write("zeekndm: no --kibana URL given: skipping the dashboards\n")
-    for line in run_setup(es, args.kibana, parts):
+    kibana = args.kibana or cloud_kibana_url(getattr(es, "cloud_id", None))
+    kibana_parts = parts & {"dashboards", "detection-rule"}
+    if kibana_parts and not kibana:
+        if chosen & kibana_parts:
+            raise ConfigError(f"--{'/--'.join(sorted(chosen & kibana_parts))} needs --kibana URL")
+        parts -= kibana_parts
+        env.stderr.write(
+            "zeekndm: no --kibana URL given: skipping the dashboards and the Security rule\n"
+        )
+    for line in run_setup(es, kibana, parts, kibana_space=args.kibana_space):
         env.stdout.write(line + "\n")
     env.stdout.write("setup: OK\n")
     return ExitStatus.OK

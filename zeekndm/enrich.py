@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from zeekndm import __version__
-from zeekndm.detection import END, ONGOING, Detection
+from zeekndm.detection import END, ESCALATED, ONGOING, START, Detection
 from zeekndm.models import SEVERITY_SCORE
 
 DATASET = "zeekndm.alert"
@@ -121,13 +121,28 @@ def describe(detection: Detection) -> str:
     return f"{first} {episode}{raised}"
 
 
-def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
+def event_kind(state: str) -> str:
+    """ECS `event.kind` for a lifecycle state.
+
+    `alert` only where the detection raises something an analyst should act on (an
+    episode starts, or escalates); periodic updates and ends are `event`. Why: Kibana
+    Security lists `event.kind: alert` documents in logs-* as external alerts, and
+    Elastic's prebuilt External Alerts rule promotes every one of them, so an alert per
+    update would flood the Alerts page with copies of the same episode."""
+    return "alert" if state in (START, ESCALATED) else "event"
+
+
+def enrich(
+    detection: Detection, observer: Observer | None = None, created: float | None = None
+) -> Alert:
+    """The ECS alert for a detection. `created` (epoch seconds) is when zeekndm raised it:
+    `event.created`, beside `@timestamp`, the traffic time. The id never depends on it."""
     d = detection
     m = d.model
     observer = observer or Observer()
     score = SEVERITY_SCORE[d.severity]
     event: dict[str, Any] = {
-        "kind": "alert",
+        "kind": event_kind(d.state),
         "category": ["network", "intrusion_detection"],
         "type": ["info"],
         "action": f"scan-{d.state}",
@@ -139,6 +154,8 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
         "provider": d.detector,
         "id": d.alert_id,
     }
+    if created is not None:
+        event["created"] = isotime(created)
     if d.state == END:
         event["end"] = isotime(d.last_seen)
         event["duration"] = int(max(0.0, d.last_seen - d.first_seen) * 1e9)
@@ -159,11 +176,20 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
     if hostname:
         observer_doc["hostname"] = hostname
     ports = list(d.ports)
+    # ECS destination.* and network.transport describe one destination: set them only
+    # where they hold; a scan's many destinations, ports and transports stay in
+    # related.ip and zeekndm.*.
     destination: dict[str, Any] = {}
-    if ports:
-        destination["port"] = ports[0] if len(ports) == 1 else ports
-    if d.sample_destinations:
-        destination["ip"] = list(d.sample_destinations)
+    if len(ports) == 1:
+        destination["port"] = ports[0]
+    if d.target:  # a vertical scan or an exposure model: one host, by construction
+        destination["ip"] = d.target
+    elif (
+        d.counted == "destinations"
+        and d.distinct_destinations == 1
+        and (len(set(d.sample_destinations)) == 1)
+    ):
+        destination["ip"] = d.sample_destinations[0]
     doc: dict[str, Any] = {
         "@timestamp": isotime(d.last_seen),
         "event": event,
@@ -180,9 +206,7 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
         "threat": {"framework": "MITRE ATT&CK", "technique": techniques, "tactic": tactics},
         "source": {"ip": d.source} if d.source else {},
         "destination": destination,
-        "network": {
-            "transport": d.transports[0] if len(d.transports) == 1 else list(d.transports),
-        },
+        "network": {},
         "observer": observer_doc,
         "related": {"ip": [ip for ip in (d.source, *d.sample_destinations) if ip]},
         "message": d.message or describe(d),
@@ -203,6 +227,7 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
             "failure_ratio": round(d.failures / d.attempts, 4) if d.attempts else 0.0,
             "sample_destinations": list(d.sample_destinations),
             "ports": ports,
+            "transports": list(d.transports),
             "window_seconds": float(m.threshold.window),
             "threshold": d.threshold,
             "what_to_look_for": m.what_to_look_for,
@@ -228,10 +253,14 @@ def enrich(detection: Detection, observer: Observer | None = None) -> Alert:
         doc["zeekndm"]["target"] = d.target
     if not doc["source"]:
         del doc["source"]
+    if len(d.transports) == 1:
+        doc["network"]["transport"] = d.transports[0]
     if d.direction:
         doc["network"]["direction"] = d.direction
     if d.end_reason:
         doc["zeekndm"]["end_reason"] = d.end_reason
     if not destination:
         del doc["destination"]
+    if not doc["network"]:
+        del doc["network"]
     return Alert(d.alert_id, doc)

@@ -24,13 +24,15 @@ def state_dir_for(config: Config, override: str | None = None) -> Path:
 
 
 def elasticsearch_settings(config: Config, url: str | None = None) -> Any:
-    """`output.elasticsearch`, with `url` (from `--elasticsearch`) replacing its hosts."""
+    """`output.elasticsearch`, with `url` (from `--elasticsearch`) replacing its hosts
+    (and its cloud_id). The URL is checked as `hosts:` entries are: no credentials in it."""
     es = config.elasticsearch
     if url:
-        from zeekndm.sinks.elasticsearch import ElasticsearchSettings
+        from zeekndm.sinks.elasticsearch import ElasticsearchSettings, check_url
 
+        check_url(url, "--elasticsearch")
         es = (
-            replace(es, hosts=[url])
+            replace(es, hosts=[url], cloud_id=None)
             if es is not None
             else ElasticsearchSettings.from_dict({"hosts": [url]})
         )

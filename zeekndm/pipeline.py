@@ -40,6 +40,7 @@ class Pipeline:
     ) -> None:
         self.detector = detector
         self.clock = EventClock(event_time, wall_clock, start=detector.max_ts)
+        self.wall_clock = wall_clock  # event.created: when an alert was raised
         self.sinks = list(sinks)
         self.observer = observer or Observer()
         self.batch_size = batch_size
@@ -99,8 +100,9 @@ class Pipeline:
                 clock.high = high
 
     def add_detections(self, detections: Iterable[Detection]) -> None:
+        created = self.wall_clock()
         for detection in detections:
-            alert = enrich(detection, self.observer)
+            alert = enrich(detection, self.observer, created)
             self.alerts_by_model[detection.model.name] += 1
             self.alerts_by_state[detection.state] += 1
             for queue in self._pending.values():

@@ -5,41 +5,62 @@ document (`zeekndm.enrich`) field for field; the copies under config/elasticsear
 config/kibana/ are written from these functions and a test keeps them identical.
 
 `setup` installs, each step idempotent (running it twice gives the same result):
-the ILM policy, the index template (data stream, ECS mappings for every alert field),
-the data stream itself, and the Kibana saved objects (a data view and a dashboard),
-imported with `overwrite=true` and the `kbn-xsrf` header Kibana requires.
+the ILM policy (skipped on serverless, where the retention becomes the data stream's
+lifecycle), the ingest pipeline that stamps `event.ingested`, the index template (data
+stream, ECS mappings for every alert field), the data stream itself - rolled over when
+its write index was created from another template - and, in Kibana, the saved objects
+(a data view, a saved search and a dashboard) and the Security rule that promotes
+zeekndm alerts (with an exception on Elastic's prebuilt External Alerts rule, so an
+alert is promoted once whichever rules are enabled).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import re
+import socket
 import ssl
-import urllib.error
-import urllib.request
+import threading
 import uuid
-from base64 import b64encode
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from zeekndm.errors import ConfigError, SinkError
+from zeekndm.redact import Redactor, redact_url
 from zeekndm.sinks.elasticsearch import (
+    TEMPLATE_VERSION,
+    Credentials,
     ElasticsearchSettings,
+    check_url,
     connection_problem,
     data_stream_name,
+    is_serverless,
     make_client,
-    resolve_secret,
     verify_info,
 )
 
 log = logging.getLogger(__name__)
+_DATASET = "zeekndm.alert"
 
 ILM_POLICY = "zeekndm-alerts"
+INGEST_PIPELINE = "zeekndm-alerts"
 DATA_VIEW_ID = "zeekndm-alerts"
 DASHBOARD_ID = "zeekndm-alerts-overview"
 SEARCH_ID = "zeekndm-alerts-table"
-TEMPLATE_VERSION = 1
-ASSETS = ("template", "ilm-policy", "dashboards", "detection-rule")
+RULE_ID = "zeekndm-promote-scan-alerts"
+EXTERNAL_ALERTS_RULE_ID = "eb079c62-4481-4d6e-9643-3ca499df7aaa"  # Elastic's prebuilt rule
+EXCEPTION_ITEM_ID = "zeekndm-alerts-promoted-by-the-zeekndm-rule"
+ASSETS = ("template", "ilm-policy", "ingest-pipeline", "dashboards", "detection-rule")
+PARTS = ("template", "dashboards", "detection-rule")
+# The saved objects declare typeMigrationVersion 8.9.0 (the dashboard's Lens panels):
+# Kibana below 8.9 refuses them as "belongs to a more recent version of Kibana".
+KIBANA_MIN = (8, 9)
+KIBANA_MAX_MAJOR = 9
+PANEL_VERSION = "8.9.0"
+_SPACE = re.compile(r"^[a-z0-9_-]{1,1024}$")
 
 
 # -- Elasticsearch assets -----------------------------------------------------------------
@@ -92,13 +113,14 @@ def alert_mappings() -> dict:
                 module=_K,
                 provider=_K,
                 id=_K,
+                created=_DATE,
                 ingested=_DATE,
             ),  # fmt: skip
             "rule": _obj(
                 id=_K,
                 uuid=_K,
                 name=_K,
-                description=_TEXT,
+                description=_K,  # keyword, as ECS and ecs@mappings have it
                 category=_K,
                 ruleset=_K,
                 version=_K,
@@ -126,6 +148,7 @@ def alert_mappings() -> dict:
                 failure_ratio=_FLOAT,
                 sample_destinations=_IP,
                 ports=_LONG,
+                transports=_K,
                 window_seconds=_FLOAT,
                 threshold=_LONG,
                 what_to_look_for=_TEXT,
@@ -150,29 +173,82 @@ def alert_mappings() -> dict:
     }
 
 
-def template_body(namespace: str = "default", ilm: bool = True) -> dict:
+def template_body(
+    namespace: str = "default",
+    ilm: bool = True,
+    *,
+    lifecycle_retention: str | None = None,
+    index_mode: bool = True,
+) -> dict:
     """The composable index template for the data stream logs-zeekndm.alert-<namespace>.
 
     Priority 200 wins over Elasticsearch's built-in `logs-*-*` template (priority 100),
-    so these mappings (ip, date, numbers) apply rather than dynamic ones.
+    so these mappings (ip, date, numbers) apply rather than dynamic ones. It replaces
+    that template whole, so it names its own default pipeline, which calls the
+    `logs@custom` hook as the built-in one does.
+
+    `index.mode: standard` and `index.mapping.ignore_malformed: false` are explicit: on
+    9.x a `logs-*-*` data stream whose template leaves the mode unset becomes LogsDB,
+    which ignores malformed values (the document is accepted without the field), and an
+    alert whose field contradicts the mapping must reach the dead-letter file instead.
+    `index_mode=False` leaves the mode out for servers older than 8.1, which lack the
+    setting. `ilm=False` (serverless) drops the ILM policy; `lifecycle_retention` then
+    carries the retention as the data stream lifecycle.
     """
     mappings = alert_mappings()
+    mappings["_meta"] = {"managed_by": "zeekndm", "template_version": TEMPLATE_VERSION}
     mappings["properties"]["data_stream"]["properties"]["type"]["value"] = "logs"
     mappings["properties"]["data_stream"]["properties"]["dataset"]["value"] = "zeekndm.alert"
     mappings["properties"]["data_stream"]["properties"]["namespace"]["value"] = namespace
-    settings: dict[str, Any] = {"index": {"mapping": {"total_fields": {"limit": 2000}}}}
+    index: dict[str, Any] = {
+        "mapping": {"total_fields": {"limit": 2000}, "ignore_malformed": False},
+        "default_pipeline": INGEST_PIPELINE,
+    }
+    if index_mode:
+        index["mode"] = "standard"
     if ilm:
-        settings["index"]["lifecycle"] = {"name": ILM_POLICY}
+        index["lifecycle"] = {"name": ILM_POLICY}
+    template: dict[str, Any] = {"settings": {"index": index}, "mappings": mappings}
+    if lifecycle_retention:
+        template["lifecycle"] = {"data_retention": lifecycle_retention}
     return {
         "index_patterns": [data_stream_name(namespace)],
         "data_stream": {},
+        "allow_auto_create": True,
         "priority": 200,
-        "template": {"settings": settings, "mappings": mappings},
+        "template": template,
         "version": TEMPLATE_VERSION,
         "_meta": {
             "managed_by": "zeekndm",
             "description": "zeekndm network detection alerts (ECS)",
         },
+    }
+
+
+def ingest_pipeline_body() -> dict:
+    """The data stream's default pipeline: the users' hooks, then `event.ingested`.
+
+    Why `event.ingested`: alerts carry the traffic time in `@timestamp` and are often
+    indexed much later (a replay, a drained spool, Zeek writing a connection when it
+    ends); the Security rule looks back on the time the cluster received them, as
+    Elastic's External Alerts rule does. The hooks are the ones Elastic's logs pipeline
+    calls (`logs@custom`) and the per-dataset one Fleet integrations call; neither exists
+    by default and both are skipped when missing.
+    """
+    return {
+        "description": "zeekndm alerts: custom hooks, then event.ingested",
+        "processors": [
+            {"pipeline": {"name": "logs@custom", "ignore_missing_pipeline": True}},
+            {"pipeline": {"name": f"logs-{_DATASET}@custom", "ignore_missing_pipeline": True}},
+            {
+                "set": {
+                    "description": "when the cluster received the alert",
+                    "field": "event.ingested",
+                    "value": "{{{_ingest.timestamp}}}",
+                }
+            },
+        ],
+        "_meta": {"managed_by": "zeekndm"},
     }
 
 
@@ -202,10 +278,11 @@ def ilm_policy_body(
 
 
 # -- Kibana saved objects -----------------------------------------------------------------
-def _terms(field: str, order_by: str, size: int = 10) -> dict:
+def _terms(field: str, order_by: str, size: int = 10, data_type: str = "string") -> dict:
+    """A terms column; `data_type` is the field's Kibana type (string, number, ip)."""
     return {
         "label": f"Top values of {field}",
-        "dataType": "string",
+        "dataType": data_type,
         "operationType": "terms",
         "sourceField": field,
         "isBucketed": True,
@@ -251,6 +328,7 @@ def _lens_panel(
     ref_name = "indexpattern-datasource-layer-l1"
     x, y, w, h = grid
     panel = {
+        "version": PANEL_VERSION,
         "type": "lens",
         "panelIndex": panel_id,
         "gridData": {"x": x, "y": y, "w": w, "h": h, "i": panel_id},
@@ -350,7 +428,7 @@ def dashboard_objects() -> list[dict]:
                 "rule.name",
                 "zeekndm.severity_name",
                 "source.ip",
-                "destination.port",
+                "zeekndm.ports",
                 "zeekndm.distinct_destinations",
                 "zeekndm.alert_state",
                 "observer.hostname",
@@ -363,7 +441,7 @@ def dashboard_objects() -> list[dict]:
             "kibanaSavedObjectMeta": {
                 "searchSourceJSON": json.dumps(
                     {
-                        "query": {"query": "event.kind:alert", "language": "kuery"},
+                        "query": {"query": 'event.dataset:"zeekndm.alert"', "language": "kuery"},
                         "filter": [],
                         "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index",
                     }
@@ -388,9 +466,11 @@ def dashboard_objects() -> list[dict]:
          {"x": _OVER_TIME, "split": _terms("zeekndm.severity_name", "count", 4),
           "count": _COUNT}),
         ("Top scanning sources", (0, 14, 16, 14), "lnsXY", _xy("bar_horizontal", split=False),
-         {"x": _terms("source.ip", "count", 15), "count": _COUNT}),
+         {"x": _terms("source.ip", "count", 15, "ip"), "count": _COUNT}),
+        # zeekndm.ports, not destination.port: ECS's destination.port holds one port and
+        # is only set when the model watches one (LDAP's watches five)
         ("Top destination ports", (16, 14, 16, 14), "lnsPie", _pie("donut", ["port"]),
-         {"port": _terms("destination.port", "count"), "count": _COUNT}),
+         {"port": _terms("zeekndm.ports", "count", 10, "number"), "count": _COUNT}),
         ("MITRE ATT&CK techniques", (32, 14, 16, 14), "lnsPie",
          _pie("treemap", ["tactic", "technique"]),
          {"tactic": _terms("threat.tactic.name", "count"),
@@ -403,6 +483,7 @@ def dashboard_objects() -> list[dict]:
     table_index = f"p{len(specs) + 1}"
     panels.append(
         {
+            "version": PANEL_VERSION,
             "type": "search",
             "panelIndex": table_index,
             "gridData": {"x": 0, "y": 28, "w": 48, "h": 20, "i": table_index},
@@ -447,34 +528,39 @@ def dashboards_ndjson() -> str:
     return "".join(json.dumps(o, sort_keys=True) + "\n" for o in dashboard_objects())
 
 
-def detection_rule() -> dict:
+def detection_rule(enabled: bool = False) -> dict:
     """A Kibana Security custom-query rule that promotes zeekndm alerts to detection alerts.
 
     Why: Security lists zeekndm documents as *external alerts* (event.kind: alert in
     logs-*); a rule is what turns them into detection alerts an analyst can triage, assign
-    and close. New and escalated episodes only, so an episode is not promoted on every
-    periodic update; severity, risk score and rule name come from each alert.
-    Install with Security > Rules > Import rules, or POST it to
-    /api/detection_engine/rules/_import (multipart `file`, kbn-xsrf header). It is
-    imported disabled: enable it when the alerts look right.
+    and close. Only `start` and `escalated` documents are `event.kind: alert` (updates and
+    ends are `event`), so an episode is promoted at its start and at each escalation, not
+    on every periodic update; severity, risk score and rule name come from each alert.
+    It looks back on `event.ingested` (set by the ingest pipeline), as Elastic's External
+    Alerts rule does, so alerts indexed long after their traffic (a replay, a drained
+    spool) are promoted too; documents without it fall back to `@timestamp`.
+    `zeekndm setup --kibana` installs it (enabled, or as the user left it); the exported
+    copy is disabled, for Security > Rules > Import rules.
     """
     techniques = [
         ("T1046", "Network Service Discovery", "TA0007", "Discovery"),
         ("T1595", "Active Scanning", "TA0043", "Reconnaissance"),
     ]
     return {
-        "rule_id": "zeekndm-promote-scan-alerts",
-        "name": "zeekndm outbound scan alert",
-        "description": "Promotes zeekndm network detection alerts (an internal host scanning "
-        "external hosts for a service such as MongoDB or LDAP) to Security detection alerts.",
+        "rule_id": RULE_ID,
+        "name": "zeekndm scan alert",
+        "description": "Promotes zeekndm network detection alerts (a host scanning others for "
+        "a service such as MongoDB or LDAP) to Security detection alerts, once when an "
+        "episode starts and once per escalation.",
         "type": "query",
         "language": "kuery",
         "index": ["logs-zeekndm.alert-*"],
-        "query": 'event.kind:alert and event.dataset:"zeekndm.alert" and '
+        "query": 'event.dataset:"zeekndm.alert" and event.kind:alert and '
         "zeekndm.alert_state:(start or escalated)",
+        "timestamp_override": "event.ingested",
         "from": "now-6m",
         "interval": "5m",
-        "enabled": False,
+        "enabled": enabled,
         "severity": "medium",
         "risk_score": 47,
         "severity_mapping": [
@@ -487,7 +573,7 @@ def detection_rule() -> dict:
         "tags": ["zeekndm", "Domain: Network", "Tactic: Discovery", "Tactic: Reconnaissance"],
         "author": ["zeekndm"],
         "license": "Apache-2.0",
-        "version": 1,
+        "version": 2,
         "note": "The alert's `rule.description` explains the model and "
         "`zeekndm.what_to_look_for` says what to check on the source host; "
         "`zeekndm.sample_destinations` lists some of the scanned hosts.",
@@ -513,9 +599,32 @@ def detection_rule() -> dict:
     }
 
 
+def external_alerts_exception() -> dict:
+    """The exception `setup` adds to Elastic's External Alerts rule while ours is enabled.
+
+    Elastic's prebuilt External Alerts rule promotes every `event.kind: alert` document in
+    `logs-*`, ours included; with both rules enabled each zeekndm alert would become two
+    Security alerts. Elastic does the same for its own integrations with dedicated
+    promotion rules (the prebuilt query excludes those datasets)."""
+    return {
+        "item_id": EXCEPTION_ITEM_ID,
+        "name": "zeekndm alerts are promoted by the zeekndm rule",
+        "description": "Added by `zeekndm setup` while the 'zeekndm scan alert' rule is "
+        "enabled, so each zeekndm alert is promoted once. Run `zeekndm setup` again after "
+        "disabling that rule, or delete this exception.",
+        "type": "simple",
+        "namespace_type": "single",
+        "tags": ["zeekndm"],
+        "entries": [
+            {"field": "event.dataset", "operator": "included", "type": "match", "value": _DATASET}
+        ],  # fmt: skip
+    }
+
+
 def export_asset(name: str, settings: ElasticsearchSettings | None = None) -> str:
-    """What `zeekndm export <name>` prints: exactly what `setup` would install
-    (with the namespace and ILM durations of `settings` when a config gives them)."""
+    """What `zeekndm export <name>` prints: exactly what `setup` would install on a
+    self-managed 8.1+ cluster (with the namespace and ILM durations of `settings` when a
+    config gives them)."""
     if name == "template":
         namespace = settings.namespace if settings is not None else "default"
         return json.dumps(template_body(namespace), indent=2) + "\n"
@@ -526,6 +635,8 @@ def export_asset(name: str, settings: ElasticsearchSettings | None = None) -> st
             rollover_max_age=settings.rollover_max_age, retention=settings.retention
         )
         return json.dumps(body, indent=2) + "\n"
+    if name == "ingest-pipeline":
+        return json.dumps(ingest_pipeline_body(), indent=2) + "\n"
     if name == "dashboards":
         return dashboards_ndjson()
     if name == "detection-rule":
@@ -533,7 +644,7 @@ def export_asset(name: str, settings: ElasticsearchSettings | None = None) -> st
     raise ConfigError(f"unknown asset {name!r}; choose one of {', '.join(ASSETS)}")
 
 
-# -- setup --------------------------------------------------------------------------------
+# -- setup: Elasticsearch -----------------------------------------------------------------
 def run_setup(
     es_settings: ElasticsearchSettings | None,
     kibana_url: str | None,
@@ -541,14 +652,16 @@ def run_setup(
     kibana_auth: tuple[str, str] | None = None,
     client_factory: Callable[[ElasticsearchSettings], Any] | None = None,
     timeout: float = 30.0,
+    kibana_space: str | None = None,
 ) -> list[str]:
-    """Install the parts ("template": ILM policy + index template + data stream;
-    "dashboards": Kibana saved objects). One result line per step; SinkError on failure.
+    """Install the parts ("template": ILM policy, ingest pipeline, index template, data
+    stream; "dashboards": Kibana saved objects; "detection-rule": the Security rule).
+    One result line per step; SinkError on failure.
 
     Kibana credentials default to the Elasticsearch ones (as Filebeat's setup.kibana does);
     `kibana_auth` (username, password) overrides them.
     """
-    unknown = parts - {"template", "dashboards"}
+    unknown = parts - set(PARTS)
     if unknown:
         raise ConfigError(f"unknown setup part(s): {', '.join(sorted(unknown))}")
     lines: list[str] = []
@@ -556,11 +669,21 @@ def run_setup(
         if es_settings is None:
             raise ConfigError("setup --template needs an Elasticsearch output")
         lines += _setup_elasticsearch(es_settings, client_factory or make_client)
-    if "dashboards" in parts:
+    kibana_parts = parts & {"dashboards", "detection-rule"}
+    if kibana_parts:
         if not kibana_url:
-            raise ConfigError("setup --dashboards needs a Kibana URL")
-        lines.append(import_saved_objects(kibana_url, es_settings, kibana_auth, timeout=timeout))
+            raise ConfigError("setup --dashboards/--detection-rule needs a Kibana URL")
+        kibana = KibanaClient.connect(kibana_url, kibana_space, es_settings, kibana_auth, timeout)
+        lines.append(kibana.check_version())
+        if "dashboards" in parts:
+            lines.append(kibana.import_saved_objects())
+        if "detection-rule" in parts:
+            lines += kibana.install_detection_rule()
     return lines
+
+
+def _version(number: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", number)[:3]) or (0,)
 
 
 def _setup_elasticsearch(
@@ -569,129 +692,401 @@ def _setup_elasticsearch(
     from elasticsearch import ApiError
 
     client = factory(settings)
+    try:
+        redact = Credentials.load(settings).redactor()
+    except SinkError:
+        redact = Redactor()
     name = settings.data_stream
     try:
         try:
-            info = client.info()
+            info = client.info().body
         except Exception as exc:  # noqa: BLE001
-            raise connection_problem(exc, settings) from None
-        lines = [verify_info(info.body, settings)]
-        ilm = True
+            raise connection_problem(exc, settings, redact) from None
+        lines = [verify_info(info, settings)]
+        serverless = is_serverless(info)
+        version = _version(str((info.get("version") or {}).get("number", "0")))
         try:
-            policy = ilm_policy_body(
-                rollover_max_age=settings.rollover_max_age, retention=settings.retention
-            )
-            client.ilm.put_lifecycle(name=ILM_POLICY, policy=policy["policy"])
-            lines.append(f"ilm policy {ILM_POLICY}: installed")
-        except ApiError as exc:
-            if exc.status_code in (400, 404, 410) and "api_not_available" in str(exc.body):
-                ilm = False  # serverless: lifecycle is managed by the platform
-                lines.append(f"ilm policy {ILM_POLICY}: skipped (ILM not available here)")
+            ilm = not serverless
+            if serverless:
+                lines.append(
+                    f"ilm policy {ILM_POLICY}: skipped (serverless: retention "
+                    f"{settings.retention} is set as the data stream lifecycle)"
+                )
             else:
-                raise connection_problem(exc, settings) from None
-        body = template_body(settings.namespace, ilm=ilm)
-        try:
+                ilm = _put_ilm_policy(client, settings, lines)
+            client.ingest.put_pipeline(id=INGEST_PIPELINE, **ingest_pipeline_body())
+            lines.append(f"ingest pipeline {INGEST_PIPELINE}: installed (sets event.ingested)")
+            body = template_body(
+                settings.namespace,
+                ilm=ilm,
+                lifecycle_retention=None if ilm else settings.retention,
+                index_mode=serverless or version >= (8, 1),
+            )
             client.indices.put_index_template(name=name, body=body)
             lines.append(f"index template {name}: installed (version {TEMPLATE_VERSION})")
-            try:
-                client.indices.create_data_stream(name=name)
-                lines.append(f"data stream {name}: created")
-            except ApiError as exc:
-                if exc.status_code == 400 and "already_exists" in str(exc.body):
-                    lines.append(f"data stream {name}: already exists")
-                else:
-                    raise
+            lines.append(_ensure_data_stream(client, name))
+        except SinkError:
+            raise
         except ApiError as exc:
-            raise connection_problem(exc, settings) from None
+            raise connection_problem(exc, settings, redact) from None
         except Exception as exc:  # noqa: BLE001 - connection lost mid-way
-            raise connection_problem(exc, settings) from None
+            raise connection_problem(exc, settings, redact) from None
         return lines
     finally:
         client.close()
 
 
-def _kibana_headers(
-    es_settings: ElasticsearchSettings | None, kibana_auth: tuple[str, str] | None
-) -> dict[str, str]:
-    headers = {"kbn-xsrf": "zeekndm", "Accept": "application/json"}
-    if kibana_auth:
-        user, password = kibana_auth
-        headers["Authorization"] = "Basic " + b64encode(f"{user}:{password}".encode()).decode()
-    elif es_settings is not None:
-        api_key = resolve_secret(es_settings, "api_key")
-        token = resolve_secret(es_settings, "bearer_token")
-        if api_key:
-            headers["Authorization"] = f"ApiKey {api_key}"
-        elif es_settings.username:
-            password = resolve_secret(es_settings, "password") or ""
-            pair = f"{es_settings.username}:{password}".encode()
-            headers["Authorization"] = "Basic " + b64encode(pair).decode()
-        elif token:
-            headers["Authorization"] = f"Bearer {token}"
-    return headers
+def _put_ilm_policy(client: Any, settings: ElasticsearchSettings, lines: list[str]) -> bool:
+    """Install the policy; False when this cluster has no ILM (retention then via DSL)."""
+    from elasticsearch import ApiError
+
+    policy = ilm_policy_body(
+        rollover_max_age=settings.rollover_max_age, retention=settings.retention
+    )
+    try:
+        client.ilm.put_lifecycle(name=ILM_POLICY, policy=policy["policy"])
+    except ApiError as exc:
+        text = str(exc.body)
+        if exc.status_code in (400, 404, 410) and (
+            "api_not_available" in text or "no handler found" in text
+        ):
+            lines.append(
+                f"ilm policy {ILM_POLICY}: skipped (ILM not available here: retention "
+                f"{settings.retention} is set as the data stream lifecycle)"
+            )
+            return False
+        raise
+    lines.append(f"ilm policy {ILM_POLICY}: installed")
+    return True
 
 
-def import_saved_objects(
-    kibana_url: str,
-    es_settings: ElasticsearchSettings | None = None,
-    kibana_auth: tuple[str, str] | None = None,
-    timeout: float = 30.0,
-) -> str:
-    """POST the dashboards to Kibana's saved-objects import API (overwrite=true)."""
-    boundary = uuid.uuid4().hex
-    payload = (
-        f"--{boundary}\r\n"
-        'Content-Disposition: form-data; name="file"; filename="zeekndm-dashboards.ndjson"\r\n'
-        "Content-Type: application/ndjson\r\n\r\n"
-        f"{dashboards_ndjson()}\r\n"
-        f"--{boundary}--\r\n"
-    ).encode()
-    headers = _kibana_headers(es_settings, kibana_auth)
-    headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
-    url = kibana_url.rstrip("/") + "/api/saved_objects/_import?overwrite=true"
-    request = urllib.request.Request(url, data=payload, headers=headers, method="POST")
-    context = None
-    if url.startswith("https") and es_settings is not None:
-        context = ssl.create_default_context(cafile=es_settings.ca_file)
-        if not es_settings.verify_certs:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+def _ensure_data_stream(client: Any, name: str) -> str:
+    """Create the data stream, or roll it over when its write index is not from our template.
+
+    A template applies only to backing indices created after it: a data stream made by
+    Elasticsearch's built-in `logs` template (alerts sent before `setup`) or by an older
+    zeekndm keeps its mappings until the next rollover."""
+    from elasticsearch import ApiError
+
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise SinkError(f"cannot reach Kibana at {kibana_url}: {reason}") from None
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if status in (401, 403):
-        raise SinkError(f"Kibana {kibana_url} refused the credentials ({status})")
-    kibana_shaped = isinstance(body, dict) and ("success" in body or "statusCode" in body)
-    if not kibana_shaped:
+        client.indices.create_data_stream(name=name)
+        return f"data stream {name}: created"
+    except ApiError as exc:
+        if not (exc.status_code == 400 and "already_exists" in str(exc.body)):
+            raise
+    ds = client.indices.get_data_stream(name=name).body["data_streams"][0]
+    governing = ds.get("template")
+    if governing and governing != name:
         raise SinkError(
-            f"{kibana_url} did not answer as Kibana's saved-objects API does (HTTP {status})"
+            f"data stream {name} is governed by index template {governing!r}, which has a "
+            "higher priority than zeekndm's (200): remove it or lower its priority, then run "
+            "setup again"
         )
-    if status != 200:
-        message = body.get("message", "")
-        if "kbn-xsrf" in str(message):
+    write_index = ds["indices"][-1]["index_name"]
+    mapping = client.indices.get_mapping(index=write_index).body
+    meta = (mapping.get(write_index) or {}).get("mappings", {}).get("_meta") or {}
+    if meta.get("managed_by") == "zeekndm" and meta.get("template_version") == TEMPLATE_VERSION:
+        return f"data stream {name}: already exists"
+    was = (
+        f"template version {meta.get('template_version')}"
+        if meta.get("managed_by") == "zeekndm"
+        else "another template (Elasticsearch's built-in logs template?)"
+    )
+    new = client.indices.rollover(alias=name).body.get("new_index", "?")
+    return (
+        f"data stream {name}: rolled over to {new} (its write index {write_index} had "
+        f"mappings from {was}; new alerts get zeekndm's)"
+    )
+
+
+# -- setup: Kibana ------------------------------------------------------------------------
+class KibanaClient:
+    """Kibana's HTTP API, as `setup` needs it.
+
+    Requests never follow redirects (a 3xx would carry the credentials to wherever it
+    points, and turn the import's POST into a GET): the message names the target so the
+    user can pass it as --kibana. Each request has an overall deadline."""
+
+    def __init__(
+        self,
+        url: str,
+        space: str | None,
+        authorization: str | None,
+        ssl_context: ssl.SSLContext | None,
+        timeout: float,
+        redact: Redactor,
+    ) -> None:
+        check_url(url, "--kibana")
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            raise ConfigError("must not have a query string or fragment", key="--kibana")
+        base = parts.path.rstrip("/")
+        in_url = re.search(r"/s/([^/]+)$", base)
+        self.root = base[: in_url.start()] if in_url else base  # the status API has no space
+        if space is not None:
+            if not _SPACE.match(space):
+                raise ConfigError(
+                    f"{space!r} is not a Kibana space id (lowercase letters, digits, '_', '-')",
+                    key="--kibana-space",
+                )
+            if in_url and in_url.group(1) != space:
+                raise ConfigError(
+                    f"the Kibana URL already names space {in_url.group(1)!r}", key="--kibana-space"
+                )
+            if not in_url and space != "default":
+                base += f"/s/{space}"
+        self.space = space or (in_url.group(1) if in_url else "default")
+        self.display = redact_url(url)
+        self.scheme = parts.scheme
+        self.host = parts.hostname or ""
+        self.port = parts.port
+        self.base = base
+        self.authorization = authorization
+        self.ssl_context = ssl_context
+        self.timeout = timeout
+        self.redact = redact
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        space: str | None,
+        es_settings: ElasticsearchSettings | None,
+        kibana_auth: tuple[str, str] | None,
+        timeout: float,
+    ) -> KibanaClient:
+        from base64 import b64encode
+
+        if kibana_auth:
+            user, password = kibana_auth
+            authorization = "Basic " + b64encode(f"{user}:{password}".encode()).decode()
+            redact = Redactor.for_basic(user, password)
+        elif es_settings is not None:
+            creds = Credentials.load(es_settings)
+            authorization, redact = creds.authorization(), creds.redactor()
+        else:
+            authorization, redact = None, Redactor()
+        context = None
+        if urlsplit(url).scheme == "https":
+            ca = es_settings.ca_file if es_settings is not None else None
+            context = ssl.create_default_context(cafile=ca)
+            if es_settings is not None and not es_settings.verify_certs:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return cls(url, space, authorization, context, timeout, redact)
+
+    # -- transport -------------------------------------------------------------------------
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        spaced: bool = True,
+    ) -> tuple[int, Any]:
+        headers = {"kbn-xsrf": "zeekndm", "Accept": "application/json"}
+        if self.authorization:
+            headers["Authorization"] = self.authorization
+        if content_type:
+            headers["Content-Type"] = content_type
+        if self.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=self.ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            if conn.sock is not None:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        timer = threading.Timer(self.timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.request(
+                method, (self.base if spaced else self.root) + path, body=body, headers=headers
+            )
+            resp = conn.getresponse()
+            raw = resp.read()
+            status, location = resp.status, resp.getheader("Location")
+        except (OSError, http.client.HTTPException) as exc:
+            if expired.is_set():
+                raise SinkError(
+                    f"Kibana {self.display} did not answer within {self.timeout:g} s"
+                ) from None
+            reason = getattr(exc, "reason", None) or exc
             raise SinkError(
-                f"Kibana {kibana_url} rejected the import: {message} (a proxy dropping the "
+                f"cannot reach Kibana at {self.display}: {self.redact(reason)}"
+            ) from None
+        finally:
+            timer.cancel()
+            conn.close()
+        if 300 <= status < 400:
+            target = redact_url(location) if location else "?"
+            raise SinkError(
+                f"Kibana {self.display} answered {status}, a redirect to {target}: zeekndm does "
+                "not follow redirects with credentials; if that is Kibana, pass it as --kibana"
+            )
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, None
+
+    def _fail(self, status: int, body: Any, what: str) -> SinkError:
+        message = self.redact(body.get("message", "")) if isinstance(body, dict) else ""
+        if status == 401:
+            return SinkError(
+                f"Kibana {self.display} refused the credentials (401): check the Kibana "
+                "(or Elasticsearch) username and password, or the API key"
+            )
+        if status == 403:
+            return SinkError(
+                f"Kibana {self.display}: the user lacks a privilege (403) to {what}: "
+                f"{message} (see README, Roles)"
+            )
+        if status == 404 and "space/" in message:
+            return SinkError(f"Kibana {self.display}: space {self.space!r} does not exist")
+        if "kbn-xsrf" in message:
+            return SinkError(
+                f"Kibana {self.display} rejected the request: {message} (a proxy dropping the "
                 "kbn-xsrf header?)"
             )
-        raise SinkError(f"Kibana {kibana_url} rejected the import ({status}): {message}")
-    if not body.get("success"):
-        errors = body.get("errors") or []
-        first = errors[0] if errors else {}
-        raise SinkError(
-            f"Kibana {kibana_url} imported {body.get('successCount', 0)} objects, "
-            f"{len(errors)} failed (first: {first.get('type')} {first.get('id')}: "
-            f"{first.get('error', {}).get('type')})"
+        return SinkError(f"Kibana {self.display} refused to {what} ({status}): {message}")
+
+    def _kibana_shaped(self, body: Any) -> bool:
+        return isinstance(body, dict) and bool(
+            {"success", "statusCode", "status_code", "version", "id", "rule_id"} & set(body)
         )
-    return (
-        f"kibana {kibana_url}: {body.get('successCount', 0)} saved objects imported "
-        f"(dashboard '[zeekndm] Scan detection alerts')"
-    )
+
+    def _multipart(self, filename: str, content: str) -> tuple[bytes, str]:
+        boundary = uuid.uuid4().hex
+        payload = (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/ndjson\r\n\r\n"
+            f"{content}\r\n"
+            f"--{boundary}--\r\n"
+        ).encode()
+        return payload, f"multipart/form-data; boundary={boundary}"
+
+    # -- steps -----------------------------------------------------------------------------
+    def check_version(self) -> str:
+        """Refuse a Kibana the saved objects cannot be imported into, in one line."""
+        status, body = self.request("GET", "/api/status", spaced=False)
+        if status in (401, 403):
+            raise self._fail(status, body, "read its status")
+        version = body.get("version") if isinstance(body, dict) else None
+        if status != 200 or not isinstance(version, dict):
+            raise SinkError(
+                f"{self.display} did not answer as Kibana's status API does (HTTP {status})"
+            )
+        number = str(version.get("number", "?"))
+        if version.get("build_flavor") == "serverless":
+            return f"kibana {self.display} OK (serverless, space {self.space})"
+        v = _version(number)
+        if v[:2] < KIBANA_MIN or v[0] > KIBANA_MAX_MAJOR:
+            raise SinkError(
+                f"Kibana {number} at {self.display} is not supported: zeekndm's saved objects "
+                f"need Kibana {KIBANA_MIN[0]}.{KIBANA_MIN[1]} to {KIBANA_MAX_MAJOR}.x"
+            )
+        return f"kibana {self.display} OK (version {number}, space {self.space})"
+
+    def import_saved_objects(self) -> str:
+        """POST the dashboards to Kibana's saved-objects import API (overwrite=true)."""
+        payload, ctype = self._multipart("zeekndm-dashboards.ndjson", dashboards_ndjson())
+        status, body = self.request(
+            "POST", "/api/saved_objects/_import?overwrite=true", payload, ctype
+        )
+        if status in (401, 403):
+            raise self._fail(status, body, "import saved objects")
+        if not self._kibana_shaped(body):
+            raise SinkError(
+                f"{self.display} did not answer as Kibana's saved-objects API does (HTTP {status})"
+            )
+        if status != 200:
+            raise self._fail(status, body, "import the saved objects")
+        if not body.get("success"):
+            errors = body.get("errors") or []
+            first = errors[0] if errors else {}
+            error = first.get("error", {})
+            detail = error.get("message") or error.get("type")
+            raise SinkError(
+                f"Kibana {self.display} imported {body.get('successCount', 0)} objects, "
+                f"{len(errors)} failed (first: {first.get('type')} {first.get('id')}: {detail})"
+            )
+        return (
+            f"kibana: {body.get('successCount', 0)} saved objects imported into space "
+            f"{self.space} (data view, saved search, dashboard '[zeekndm] Scan detection alerts')"
+        )
+
+    def _get_rule(self, rule_id: str) -> dict | None:
+        status, body = self.request("GET", f"/api/detection_engine/rules?rule_id={rule_id}")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            raise self._fail(status, body, "read Security rules")
+        return body
+
+    def install_detection_rule(self) -> list[str]:
+        """Import (or update) our rule, keeping its enabled state; set the External Alerts
+        exception so each zeekndm alert is promoted once."""
+        existing = self._get_rule(RULE_ID)
+        enabled = bool(existing.get("enabled")) if existing else True
+        rule = detection_rule(enabled=enabled)
+        payload, ctype = self._multipart("zeekndm-rule.ndjson", json.dumps(rule) + "\n")
+        status, body = self.request(
+            "POST", "/api/detection_engine/rules/_import?overwrite=true", payload, ctype
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise self._fail(status, body, "import Security rules")
+        if not body.get("success"):
+            first = (body.get("errors") or [{}])[0].get("error", {})
+            raise SinkError(
+                f"Kibana {self.display} refused the Security rule: {first.get('message', '?')}"
+            )
+        state = "enabled" if enabled else "disabled, as you left it"
+        lines = [f"kibana: Security rule {rule['name']!r} installed ({state})"]
+        external = self._get_rule(EXTERNAL_ALERTS_RULE_ID)
+        if external is None:
+            return lines
+        status, _ = self.request(
+            "GET", f"/api/exception_lists/items?item_id={EXCEPTION_ITEM_ID}&namespace_type=single"
+        )
+        has_exception = status == 200
+        if enabled and not has_exception:
+            body_bytes = json.dumps({"items": [external_alerts_exception()]}).encode()
+            status, body = self.request(
+                "POST",
+                f"/api/detection_engine/rules/{external['id']}/exceptions",
+                body_bytes,
+                "application/json",
+            )
+            if status != 200:
+                raise self._fail(status, body, "add a rule exception")
+            lines.append(
+                "kibana: Elastic's External Alerts rule: exception added (zeekndm alerts are "
+                "promoted once, by the zeekndm rule)"
+            )
+        elif not enabled and has_exception:
+            status, body = self.request(
+                "DELETE",
+                f"/api/exception_lists/items?item_id={EXCEPTION_ITEM_ID}&namespace_type=single",
+            )
+            if status != 200:
+                raise self._fail(status, body, "remove a rule exception")
+            lines.append(
+                "kibana: Elastic's External Alerts rule: zeekndm exception removed (the zeekndm "
+                "rule is disabled, External Alerts promotes zeekndm alerts)"
+            )
+        else:
+            lines.append(
+                "kibana: Elastic's External Alerts rule: "
+                + ("exception already in place" if enabled else "no exception needed")
+            )
+        return lines

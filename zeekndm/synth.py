@@ -365,9 +365,9 @@ def write_eve(conns: Iterable[Conn], out: IO[str]) -> int:
     return n
 
 
-def demo_traffic(seed: int = 7) -> Traffic:
+def demo_traffic(seed: int = 7, start: float = 1_700_000_000.0) -> Traffic:
     """The demo: an outbound MongoDB scan and an outbound LDAP scan among ordinary traffic."""
-    t = Traffic(seed=seed)
+    t = Traffic(seed=seed, start=start)
     t.background(4000, duration=3600.0)
     t.scan("10.1.7.23", 27017, targets=140, start_offset=900.0, duration=180.0)
     t.scan("10.3.4.5", 389, targets=40, start_offset=2000.0, duration=200.0)
@@ -383,6 +383,12 @@ def main() -> None:  # pragma: no cover - used by scripts/make_demo.sh
     parser.add_argument("--format", choices=["zeek_tsv", "zeek_json", "eve"], default="zeek_tsv")
     parser.add_argument("--records", type=int, default=0, help="background records (default demo)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--recent",
+        action="store_true",
+        help="date the demo traffic in the last two hours (default: November 2023, as "
+        "demo/conn.log), so its alerts fall in a dashboard's recent time range",
+    )
     args = parser.parse_args()
     if args.records:
         t = Traffic(seed=args.seed)
@@ -390,6 +396,10 @@ def main() -> None:  # pragma: no cover - used by scripts/make_demo.sh
         for k in range(max(1, args.records // 100_000)):
             t.scan(f"10.1.7.{20 + k}", 27017, targets=150, start_offset=900.0 + 3000 * k)
             t.scan(f"10.3.4.{5 + k}", 389, targets=60, start_offset=1500.0 + 3000 * k)
+    elif args.recent:
+        import time
+
+        t = demo_traffic(args.seed, start=float(int(time.time()) - 2 * 3600))
     else:
         t = demo_traffic(args.seed)
     writer = {"zeek_tsv": write_zeek_tsv, "zeek_json": write_zeek_json, "eve": write_eve}

@@ -41,3 +41,21 @@ class AlertSink(Protocol):
     def flush(self) -> SendResult: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SpoolingSink(Protocol):
+    """A sink that acknowledges alerts by keeping them on disk until its output answers.
+
+    `undelivered()` is (alerts still waiting, the last delivery error): a replay that
+    ends with alerts waiting has not delivered them, whatever `send` acknowledged."""
+
+    def undelivered(self) -> tuple[int, str | None]: ...
+
+
+@runtime_checkable
+class InterruptibleSink(Protocol):
+    """A sink whose sending can be cut short: `interrupt()` ends the request under way and
+    any backoff wait at once (undelivered alerts are spooled). Safe in a signal handler."""
+
+    def interrupt(self) -> None: ...
