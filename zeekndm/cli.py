@@ -473,8 +473,9 @@ def _report_spooled(env: Environment, sinks: list[Any]) -> bool:
             waiting = True
             env.stderr.write(
                 f"zeekndm: error: {plural(count, 'alert')} {'was' if count == 1 else 'were'} not "
-                f"delivered to {sink.name} and {'waits' if count == 1 else 'wait'} in its spool ({why or 'no answer'}); the next replay or run with this "
-                "state directory sends them\n"
+                f"delivered to {sink.name} and {'waits' if count == 1 else 'wait'} in its spool "
+                f"({why or 'no answer'}); the next replay or run with this state directory "
+                "sends them\n"
             )
     return waiting
 
