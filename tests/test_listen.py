@@ -507,3 +507,154 @@ def test_real_eve_lines_through_the_socket_parse_into_the_same_flows_as_the_file
     expected = list(read_flows(head, fmt="suricata_eve"))
     assert len(flows) > 900
     assert flows == expected
+
+
+# -- issue 9 items 18, 20, 21: clients, senders, permissions ----------------------------
+def test_stream_clients_beyond_max_clients_are_closed_with_a_warning(sockdir, caplog):
+    path = sockdir / "eve.sock"
+    caplog.set_level(logging.WARNING, logger="zeekndm.listen")
+    with SocketListener(str(path), "unix_stream", max_clients=3) as listener:
+        kept = [_stream_client(path) for _ in range(3)]
+        listener.read(0.1)
+        extra = _stream_client(path)
+        listener.read(0.1)
+        assert extra.recv(10) == b""  # closed at once: nothing of it is buffered
+        assert listener.clients == 3 and listener.refused == 1
+        assert any("max_clients" in r.getMessage() for r in caplog.records)
+        kept[0].sendall(b'{"a":1}\n')
+        assert _read_until(listener, 1) == [b'{"a":1}']
+        for c in kept + [extra]:
+            c.close()
+
+
+def test_stream_client_silent_for_idle_timeout_is_disconnected(sockdir):
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), "unix_stream", idle_timeout=0.3) as listener:
+        idle = _stream_client(path)
+        idle.sendall(b'{"half":')  # and then nothing
+        busy = _stream_client(path)
+        started = time.monotonic()
+        while time.monotonic() - started < 0.6:
+            busy.sendall(b'{"b":1}\n')
+            listener.read(0.02)
+            time.sleep(0.02)
+        assert listener.clients == 1 and listener.evicted == 1  # busy one stays
+        assert listener.dropped == 1  # the half line is counted
+        assert idle.recv(10) == b""
+        deadline = time.monotonic() + 3
+        while listener.clients and time.monotonic() < deadline:
+            listener.read(0.1)
+        assert listener.evicted == 2
+        idle.close()
+        busy.close()
+
+
+def test_stream_unfinished_lines_over_all_clients_are_bounded(sockdir):
+    """600 clients each holding a partial line once took 610 MB: now the sum is capped."""
+    path = sockdir / "eve.sock"
+    cap = 200_000
+    with SocketListener(
+        str(path), "unix_stream", max_clients=50, max_buffered_bytes=cap
+    ) as listener:
+        clients = [_stream_client(path) for _ in range(50)]
+        listener.read(0.1)
+        for c in clients:
+            c.sendall(b"x" * 9000)  # a partial line each: 450 KB in all
+        for _ in range(10):
+            listener.read(0.05)
+        assert listener._buffered <= cap
+        assert listener.evicted >= 25
+        good = _stream_client(path)
+        good.sendall(b'{"ok":1}\n')
+        assert _read_until(listener, 1) == [b'{"ok":1}']
+        for c in clients + [good]:
+            c.close()
+
+
+def test_stream_connections_are_refused_before_descriptors_run_out(sockdir, monkeypatch):
+    import zeekndm.listen as listen
+
+    path = sockdir / "eve.sock"
+    with SocketListener(str(path), "unix_stream") as listener:
+        monkeypatch.setattr(listen, "free_descriptors", lambda: listen.FD_RESERVE - 1)
+        c = _stream_client(path)
+        listener.read(0.1)
+        assert c.recv(10) == b"" and listener.refused == 1 and listener.clients == 0
+        c.close()
+
+
+def test_dgram_split_piece_joins_only_the_same_senders_next_datagram(sockdir):
+    """Junk of 4096 bytes without a newline from another local process, between Suricata's
+    datagrams, neither glues itself to them nor splits them."""
+    import subprocess
+    import sys
+
+    path = sockdir / "eve.sock"
+    events = [b'{"event_type":"flow","n":%d}' % i for i in range(20)]
+    big = b'{"event_type":"flow","big":"' + b"b" * 6000 + b'"}'
+    with SocketListener(str(path)) as listener:
+        junk = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import socket,sys,time\n"
+                "s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM);s.connect(sys.argv[1])\n"
+                "for _ in range(40):\n s.send(b'J'*4096); time.sleep(0.005)\n",
+                str(path),
+            ]
+        )
+        sender = _dgram_sender(path)
+
+        def send() -> None:
+            for i, ev in enumerate(events):
+                sender.send(ev + b"\n")
+                if i == 10:  # a split event as stdio sends it: 4096 bytes, then the rest
+                    sender.send(big[:4096])
+                    time.sleep(0.01)
+                    sender.send(big[4096:] + b"\n")
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        lines = _read_until(listener, 61, limit=5)  # reading while both send
+        thread.join(5)
+        junk.wait(10)
+        sender.close()
+    good = [ln for ln in lines if not ln.startswith(b"J")]
+    assert good == events[:11] + [big] + events[11:]
+    # the junk sender's own pieces may join each other; never anything of Suricata's
+    assert all(set(ln) == {ord("J")} for ln in lines if ln.startswith(b"J"))
+
+
+def test_socket_directory_is_owner_only_and_socket_never_wider_than_its_mode(sockdir):
+    os.umask(old := os.umask(0))  # read the umask
+    try:
+        os.umask(0)  # the widest umask: nothing may depend on it
+        path = sockdir / "new" / "eve.sock"
+        with SocketListener(str(path), mode=0o600):
+            assert (sockdir / "new").stat().st_mode & 0o777 == 0o700
+            assert path.stat().st_mode & 0o777 == 0o600
+        group = sockdir / "grp" / "eve.sock"
+        with SocketListener(str(group), mode=0o660):
+            assert (sockdir / "grp").stat().st_mode & 0o777 == 0o710  # group may reach it
+            assert group.stat().st_mode & 0o777 == 0o660
+    finally:
+        os.umask(old)
+
+
+def test_socket_is_bound_under_a_private_umask(sockdir, monkeypatch):
+    seen = []
+    real_bind = socket.socket.bind
+
+    def spy(self, address):
+        real_bind(self, address)
+        seen.append(os.stat(address).st_mode & 0o777)
+
+    monkeypatch.setattr(socket.socket, "bind", spy)
+    old = os.umask(0)
+    try:
+        with SocketListener(str(sockdir / "eve.sock"), mode=0o660):
+            pass
+    finally:
+        os.umask(old)
+    assert seen == [0o600]  # owner-only between bind() and chmod()

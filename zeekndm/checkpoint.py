@@ -15,9 +15,11 @@ directory, which would make each skip the other's records.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,65 @@ log = logging.getLogger(__name__)
 REGISTRY_VERSION = 1
 REGISTRY_NAME = "registry.json"
 LOCK_NAME = "zeekndm.lock"
+REGISTRY_MAX_BYTES = 512 << 20
+"""A registry larger than this is refused (it holds offsets and window state: megabytes)."""
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of the regular file at `path`, at most `max_bytes`, without blocking.
+
+    `open()` on a FIFO waits for a writer forever and a symlink to /dev/zero reads without
+    end: the file is opened non-blocking, checked with `fstat` on the open descriptor (no
+    race with a rename) and read up to the cap. Raises OSError with a readable strerror.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
+            raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
+        chunks = []
+        left = max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes:,} bytes", str(path))
+        return data
+    finally:
+        os.close(fd)
+
+
+def make_private_dirs(path: str | os.PathLike, mode: int = 0o700) -> None:
+    """Create `path` and any missing parent with `mode` (default 0700, owner only), whatever
+    the umask: the state directory holds alerts (the spool) and what was read of the
+    sensor's logs. Directories that exist are left as they are."""
+    path = Path(path)
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(p, mode)  # exactly `mode`: mkdir's is masked by the umask
 
 
 class Registry:
@@ -44,8 +105,8 @@ class Registry:
     def lock(self) -> None:
         """Take the state directory for this process; fail clearly if another one has it."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            make_private_dirs(self.dir)
+            fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ZeekNDMError(
                 f"cannot use the state directory: {exc.strerror}", file=str(self.dir)
@@ -75,12 +136,14 @@ class Registry:
         would re-read (or skip) whole files without anyone noticing.
         """
         try:
-            data = self.path.read_bytes()
+            data = read_regular_file(self.path, REGISTRY_MAX_BYTES)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise ZeekNDMError(
-                f"cannot read the registry: {exc.strerror}", file=str(self.path)
+                f"cannot read the registry: {exc.strerror}; move it away to start reading "
+                "from scratch",
+                file=str(self.path),
             ) from None
         try:
             state = orjson.loads(data)
@@ -103,7 +166,7 @@ class Registry:
         """Replace the registry with `state` (JSON-able), atomically and durably."""
         data = orjson.dumps({**state, "version": REGISTRY_VERSION})
         tmp = self.path.with_name(f".{REGISTRY_NAME}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
             while view:

@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import stat
+import struct
 import threading
 import time
 from collections import deque
@@ -51,8 +52,13 @@ MAX_OPEN_FILES = 64
 
 STATE_VERSION = 1
 
+PARK_AFTER = 5.0
+"""With more files than descriptors allowed, a file at its end and unchanged for this many
+seconds may be closed ("parked") to make room; it is reopened when it changes."""
+
 _HISTORY = 64  # how many ended/truncated files are remembered to recognise their copies
 _ADOPT_MARGIN = 60.0  # s before a saved state within which a rotated file may be unread
+_MAX_PENDING = 64  # descriptors held for files opened early or not decided yet
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,20 @@ class _File:
     partial_warned: bool = False
 
 
+@dataclass
+class _Parked:
+    """A followed file whose descriptor was closed to make room (see `PARK_AFTER`)."""
+
+    key: str
+    path: str
+    origin: str
+    offset: int
+    line: int
+    head: bytes
+    size: int
+    mtime: int
+
+
 def _opened(ident: tuple[int, int], fd: int, path: str, origin: str, **state: object) -> _File:
     """A `_File` for the descriptor `fd` of the file `ident` found at `path`."""
     return _File(
@@ -168,6 +188,95 @@ def _current_path(fd: int, fallback: str) -> str:
     return name
 
 
+class _CreateWatch(threading.Thread):
+    """Opens new files in the watched directories the moment they appear (inotify
+    IN_CREATE / IN_MOVED_TO, straight from the kernel, Linux only).
+
+    watchdog delivers a create event only after any rename before it has been paired up
+    (half a second), and a rotation renames the old file just before it creates the new
+    one: by then a file that is rotated away quickly is out of reach. This thread has one
+    job, calling `on_create(path)` as early as possible, which holds a descriptor to it.
+    """
+
+    IN_MOVED_TO = 0x80
+    IN_CREATE = 0x100
+    IN_ONLYDIR = 0x01000000
+    IN_NONBLOCK = 0o4000
+    IN_CLOEXEC = 0o2000000
+    _EVENT = struct.Struct("iIII")
+
+    def __init__(self, on_create) -> None:
+        super().__init__(daemon=True, name="zeekndm-create-watch")
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._add = libc.inotify_add_watch
+        self._add.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+        self._rm = libc.inotify_rm_watch
+        self._rm.argtypes = [ctypes.c_int, ctypes.c_int]
+        self._fd = libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self._on_create = on_create
+        self._dirs: dict[int, bytes] = {}  # watch descriptor -> directory
+        self._by_dir: dict[str, int] = {}
+        self._stop_r, self._stop_w = os.pipe()
+        self._lock = threading.Lock()
+
+    def set_dirs(self, dirs: set[str]) -> None:
+        with self._lock:
+            for d in [d for d in self._by_dir if d not in dirs]:
+                wd = self._by_dir.pop(d)
+                self._dirs.pop(wd, None)
+                self._rm(self._fd, wd)
+            for d in dirs - set(self._by_dir):
+                wd = self._add(
+                    self._fd, os.fsencode(d), self.IN_CREATE | self.IN_MOVED_TO | self.IN_ONLYDIR
+                )
+                if wd >= 0:
+                    self._by_dir[d] = wd
+                    self._dirs[wd] = os.fsencode(d)
+
+    def run(self) -> None:
+        import select
+
+        size = self._EVENT.size
+        while True:
+            ready, _, _ = select.select([self._fd, self._stop_r], [], [])
+            if self._stop_r in ready:
+                return
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return
+            pos = 0
+            while pos + size <= len(data):
+                wd, _mask, _cookie, length = self._EVENT.unpack_from(data, pos)
+                name = data[pos + size : pos + size + length].rstrip(b"\0")
+                pos += size + length
+                with self._lock:
+                    directory = self._dirs.get(wd)
+                if directory is not None and name:
+                    try:
+                        self._on_create(os.fsdecode(os.path.join(directory, name)))
+                    except Exception:  # noqa: BLE001 - never let this thread die
+                        log.debug("early open of %r failed", name, exc_info=True)
+
+    def stop(self) -> None:
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
+        self.join(timeout=2)
+        for fd in (self._fd, self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class Follower:
     """Follows files and directories of logs through rotation, truncation and restarts.
 
@@ -185,14 +294,24 @@ class Follower:
         read_bytes: int = 1 << 20,
         start_at_end: bool = False,
         max_open: int = MAX_OPEN_FILES,
+        park_after: float = PARK_AFTER,
     ) -> None:
         self._targets = list(targets)
         self._poll_interval = max(0.01, float(poll_interval))
         self._read_bytes = max(1, int(read_bytes))
         self._start_at_end = start_at_end
         self._max_open = max(1, int(max_open))
+        self._park_after = float(park_after)
         self._files: dict[str, _File] = {}  # insertion order = order of discovery
         self._shadowed: dict[tuple[int, int], _File] = {}
+        self._parked: dict[tuple[int, int], _Parked] = {}
+        # Descriptors of files not followed yet: opened by the notification thread the
+        # moment they appeared (so a file renamed away before the next scan is still
+        # read), or found by a scan but not decided yet (could still become a copy).
+        self._pending: dict[tuple[int, int], tuple[int, str]] = {}
+        self._pending_lock = threading.Lock()
+        self._early_rules: dict[str, tuple[str, ...]] = {}
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
         self._history: deque[_Snapshot] = deque(maxlen=_HISTORY)
         self._to_close: list[int] = []
         self._closed_heads: dict[str, bytes] = {}
@@ -204,6 +323,7 @@ class Follower:
         self._wake = threading.Event()
         self._next_tick = 0.0
         self._observer = None
+        self._create_watch: _CreateWatch | None = None
         self._watches: dict[str, object] = {}
         if use_watchdog:
             self._start_observer()
@@ -264,6 +384,22 @@ class Follower:
                     "skipping": f.skipping,
                 }
             )
+        for (dev, ino), p in self._parked.items():
+            files.append(
+                {
+                    "key": p.key,
+                    "dev": dev,
+                    "ino": ino,
+                    "fp": _sha(p.head),
+                    "fp_len": len(p.head),
+                    "path": p.path,
+                    "origin": p.origin,
+                    "offset": p.offset,
+                    "line": p.line,
+                    "size": p.size,
+                    "skipping": False,
+                }
+            )
         # Files not yet resumed (read() never called) keep their old positions.
         files.extend(self._resume)
         # Files read to their end: a file rotated away while we are stopped is recognised by
@@ -315,6 +451,9 @@ class Follower:
             except Exception:  # noqa: BLE001 - shutting down; nothing useful to do
                 log.debug("stopping watchdog observer failed", exc_info=True)
             self._observer = None
+        if self._create_watch is not None:
+            self._create_watch.stop()
+            self._create_watch = None
         for f in list(self._files.values()) + list(self._shadowed.values()):
             self._close_fd(f.fd)
         self._files.clear()
@@ -322,6 +461,11 @@ class Follower:
         for fd in self._to_close:
             self._close_fd(fd)
         self._to_close.clear()
+        with self._pending_lock:
+            for fd, _ in self._pending.values():
+                self._close_fd(fd)
+            self._pending.clear()
+        self._parked.clear()
 
     def __enter__(self) -> Follower:
         return self
@@ -368,6 +512,12 @@ class Follower:
             log.warning("file notification unavailable (%s); falling back to polling", exc)
             return
         self._observer = observer
+        try:
+            self._create_watch = _CreateWatch(self._early_open_and_wake)
+            self._create_watch.start()
+        except (OSError, AttributeError) as exc:  # not Linux, or no inotify left
+            log.debug("no early opening of new files: %s", exc)
+            self._create_watch = None
         log.info(
             "following %d target(s) with %s notification, polling every %.2fs as backup",
             len(self._targets),
@@ -375,7 +525,53 @@ class Follower:
             self._poll_interval,
         )
 
+    def _early_open_and_wake(self, path: str) -> None:
+        self._early_open(path)
+        self._wake.set()
+
+    def _early_open(self, path: str | bytes) -> None:
+        """In the notification thread: open a watched file the moment it appears, so that a
+        rotation that renames it away before the next scan cannot hide it from us."""
+        path = os.fsdecode(path)
+        patterns = self._early_rules.get(os.path.dirname(path))
+        name = os.path.basename(path)
+        if patterns is None or not any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return  # gone already, or not readable: the scan says so
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return
+        ident = (st.st_dev, st.st_ino)
+        with self._pending_lock:
+            if (
+                not stat.S_ISREG(st.st_mode)
+                or ident in self._pending
+                or len(self._pending) >= _MAX_PENDING
+            ):
+                os.close(fd)
+                return
+            self._pending[ident] = (fd, path)
+
+    def _take_pending(self, ident: tuple[int, int]) -> tuple[int, str] | None:
+        with self._pending_lock:
+            return self._pending.pop(ident, None)
+
+    def _hold_pending(self, ident: tuple[int, int], fd: int, path: str) -> bool:
+        """Keep `fd` for a file not decided yet; False (caller closes it) when full."""
+        with self._pending_lock:
+            if ident in self._pending or len(self._pending) >= _MAX_PENDING:
+                return False
+            self._pending[ident] = (fd, path)
+            return True
+
     def _watch_dirs(self, dirs: set[str]) -> None:
+        if self._create_watch is not None:
+            self._create_watch.set_dirs(dirs)
         if self._observer is None:
             return
         for d in list(self._watches):
@@ -405,7 +601,10 @@ class Follower:
         found, dirs = self._scan()
         self._watch_dirs(dirs)
         if self._first_tick:
-            self._resume_from_state(found, dirs)
+            if self._resume or self._saved_at is not None:
+                self._resume_from_state(found, dirs)
+            else:
+                self._note_preexisting_rotated(found)
 
         # Which followed files are still at a watched path, and under which name.
         for f in self._files.values():
@@ -420,6 +619,8 @@ class Follower:
                 self._close_fd(self._shadowed.pop(ident).fd)
                 self._forget_shadow(ident)
 
+        self._adopt_pending_gone(found)
+        self._unpark(found)
         self._discover(found)
         self._first_tick = False
 
@@ -439,10 +640,13 @@ class Follower:
         """Every watched file that exists now, by identity, and the directories to watch."""
         found: dict[tuple[int, int], str] = {}
         dirs: set[str] = set()
+        rules: dict[str, tuple[str, ...]] = {}
+        sizes: dict[tuple[int, int], tuple[int, int]] = {}
         for t in self._targets:
             real = os.path.realpath(t.path)
             if os.path.isdir(real):
                 dirs.add(real)
+                rules[real] = rules.get(real, ()) + tuple(t.patterns)
                 try:
                     entries = list(os.scandir(real))
                 except OSError as exc:
@@ -457,10 +661,12 @@ class Follower:
                         continue
                     if stat.S_ISREG(st.st_mode):
                         found.setdefault((st.st_dev, st.st_ino), e.path)
+                        sizes[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
                 continue
             parent = os.path.dirname(real) or "."
             if os.path.isdir(parent):
                 dirs.add(parent)
+                rules[parent] = rules.get(parent, ()) + (os.path.basename(real),)
             link_parent = os.path.dirname(os.path.abspath(t.path))
             if os.path.isdir(link_parent):
                 dirs.add(link_parent)
@@ -472,32 +678,42 @@ class Follower:
             self._warned.discard(("wait", t.path))
             if stat.S_ISREG(st.st_mode):
                 found.setdefault((st.st_dev, st.st_ino), t.path)
+                sizes[(st.st_dev, st.st_ino)] = (st.st_size, st.st_mtime_ns)
+        self._early_rules = rules  # one assignment: the notification thread reads it
+        self._sizes = sizes
         return found, dirs
 
     def _discover(self, found: dict[tuple[int, int], str]) -> None:
         """Start following files seen for the first time (or recognise them as copies)."""
         for ident, path in found.items():
             key = _key(*ident)
-            if key in self._files or ident in self._shadowed:
+            if key in self._files or ident in self._shadowed or ident in self._parked:
                 continue
-            if self._open_count() >= self._max_open:
+            if self._open_count() >= self._max_open and not self._park_one():
                 self._warn_once(
                     "max_open",
                     "",
-                    "more than %d files to follow; %s and any "
-                    "further ones wait for a free descriptor",
+                    "more than %d files to follow (max_open_files); %s and any "
+                    "further ones wait for a free descriptor (an idle file is closed for "
+                    "them after %.0f s unchanged)",
                     self._max_open,
                     path,
+                    self._park_after,
                 )
+                self._release_pending(found)
                 return
-            fd = self._open(path, ident)
+            held = self._take_pending(ident)
+            fd = held[0] if held is not None else self._open(path, ident)
             if fd is None:
                 continue
             size = os.fstat(fd).st_size
             if any(s.ambiguous(fd, size) for s in self._history) or any(
                 self._ambiguous_with(g, fd, size) for g in self._files.values()
             ):
-                self._close_fd(fd)  # could still become a copy of a file we know: wait
+                # Could still become a copy of a file we know: wait and see, holding the
+                # descriptor, so a rotation meanwhile does not take the file out of reach.
+                if not self._hold_pending(ident, fd, path):
+                    self._close_fd(fd)
                 continue
             f = _opened(ident, fd, path, path)
             owner = next((g for g in self._files.values() if self._is_copy_of(g, fd, size)), None)
@@ -534,6 +750,157 @@ class Follower:
                 "at least %d unread bytes are lost",
                 snap.path,
                 snap.lost_bytes,
+            )
+
+    def _release_pending(self, found: dict[tuple[int, int], str]) -> None:
+        """Close held descriptors of files still at a watched path (the scan finds them
+        again): over the descriptor cap only files already gone keep theirs."""
+        with self._pending_lock:
+            for ident in [i for i in self._pending if i in found]:
+                self._close_fd(self._pending.pop(ident)[0])
+
+    def _adopt_pending_gone(self, found: dict[tuple[int, int], str]) -> None:
+        """Files opened early (or held undecided) that are no longer at a watched path: a
+        rotation renamed them away (or deleted them) before a scan took them up. Read them
+        like the rotated files they are, before anything newer at the same name."""
+        with self._pending_lock:
+            gone = []
+            for ident, held in list(self._pending.items()):
+                if _key(*ident) in self._files or ident in self._shadowed or ident in self._parked:
+                    del self._pending[ident]
+                    self._close_fd(held[0])  # followed already (renamed within our paths)
+                elif ident not in found:
+                    del self._pending[ident]
+                    gone.append((ident, held))
+        for ident, (fd, origin) in gone:
+            key = _key(*ident)
+            try:
+                size = os.fstat(fd).st_size
+            except OSError:
+                self._close_fd(fd)
+                continue
+            if (
+                size == 0
+                or any(s.ambiguous(fd, size) for s in self._history)
+                or any(self._ambiguous_with(g, fd, size) for g in self._files.values())
+                or any(self._is_copy_of(g, fd, size) for g in self._files.values())
+            ):
+                # empty, or nothing but a prefix (or a copy) of content read through
+                # another file: nothing of its own to read
+                self._close_fd(fd)
+                continue
+            f = _opened(ident, fd, _current_path(fd, origin), origin, detached=True)
+            snap = next((s for s in self._history if s.matches(fd, size)), None)
+            if snap is not None:
+                self._history.remove(snap)
+                f.offset, f.line, f.skipping = snap.offset, snap.line, snap.skipping
+                self._check_not_beyond_end(f, size)
+            else:
+                f.new_file = True
+            f.head = os.pread(fd, FINGERPRINT_BYTES, 0)
+            log.info(
+                "%s was rotated away from %s before it was scanned; reading it", f.path, origin
+            )
+            self._files[key] = f
+
+    def _park_one(self) -> bool:
+        """Close the longest-unchanged idle file to free a descriptor; False if none is."""
+        now_ns = time.time_ns()
+        best: _File | None = None
+        for f in self._files.values():
+            if (
+                f.detached
+                or f.new_file
+                or f.reset
+                or f.skipping
+                or f.shadows
+                or f.last_size != f.offset
+                or now_ns - f.last_mtime < self._park_after * 1e9
+            ):
+                continue
+            if best is None or f.last_mtime < best.last_mtime:
+                best = f
+        if best is None:
+            return False
+        del self._files[best.key]
+        self._parked[(best.dev, best.ino)] = _Parked(
+            best.key,
+            best.path,
+            best.origin,
+            best.offset,
+            best.line,
+            self._refresh_head(best),
+            best.last_size,
+            best.last_mtime,
+        )
+        self._close_fd(best.fd)
+        log.debug("%s is idle: its descriptor is closed until it changes", best.path)
+        return True
+
+    def _unpark(self, found: dict[tuple[int, int], str]) -> None:
+        """Reopen parked files that changed; forget those that left the watched paths."""
+        for ident, p in list(self._parked.items()):
+            if ident not in found:
+                del self._parked[ident]
+                log.info(
+                    "%s, closed while idle, left the watched paths; anything written to it "
+                    "after %d bytes is not read",
+                    p.path,
+                    p.offset,
+                )
+                continue
+            if self._sizes.get(ident) == (p.size, p.mtime):
+                continue
+            if self._open_count() >= self._max_open and not self._park_one():
+                continue
+            del self._parked[ident]
+            path = found[ident]
+            fd = self._open(path, ident)
+            if fd is None:
+                continue
+            f = _opened(ident, fd, path, p.origin, offset=p.offset, line=p.line, head=p.head)
+            f.last_size, f.last_mtime = p.size, p.mtime
+            self._files[f.key] = f
+
+    def _note_preexisting_rotated(self, found: dict[tuple[int, int], str]) -> None:
+        """First start: rotated files already beside a watched one predate zeekndm. They
+        are not read (the current file is where following starts), and they are
+        remembered as read, so a later restart never takes them up late, out of order."""
+        since_ns = int((time.time() - 2 * _ADOPT_MARGIN) * 1e9)
+        counts: dict[str, int] = {}
+        for directory, stem, origin in self._rotation_stems():
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if not entry.name.startswith(stem):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if not stat.S_ISREG(st.st_mode) or ident in found:
+                    continue
+                counts[origin] = counts.get(origin, 0) + 1
+                if st.st_mtime_ns < since_ns:
+                    continue  # too old to ever look rotated-while-stopped
+                try:
+                    with open(entry.path, "rb") as fh:
+                        head = fh.read(FINGERPRINT_BYTES)
+                except OSError:
+                    continue
+                if head:
+                    self._history.append(
+                        _Snapshot(len(head), _sha(head), None, st.st_size, 0, False, entry.path)
+                    )
+        for origin, n in counts.items():
+            log.info(
+                "%d rotated file(s) beside %s predate this first start and are not read "
+                "(zeekndm replay reads them if needed)",
+                n,
+                origin,
             )
 
     def _ambiguous_with(self, g: _File, fd: int, size: int) -> bool:
@@ -726,7 +1093,11 @@ class Follower:
         if not state:
             return []
         entries = state.get("files") if isinstance(state, dict) else None
-        if state.get("version") != STATE_VERSION or not isinstance(entries, list):
+        if (
+            not isinstance(state, dict)
+            or state.get("version") != STATE_VERSION
+            or not isinstance(entries, list)
+        ):
             log.warning(
                 "ignoring follow state of unknown shape (version %r)",
                 state.get("version") if isinstance(state, dict) else None,
@@ -737,38 +1108,43 @@ class Follower:
             try:
                 good.append(
                     {
-                        "key": str(e["key"]),
-                        "dev": int(e["dev"]),
-                        "ino": int(e["ino"]),
-                        "fp": str(e["fp"]),
-                        "fp_len": int(e["fp_len"]),
-                        "path": str(e["path"]),
-                        "origin": str(e.get("origin", e["path"])),
-                        "offset": int(e["offset"]),
-                        "line": int(e["line"]),
-                        "size": int(e.get("size", e["offset"])),
-                        "skipping": bool(e.get("skipping", False)),
+                        "key": _text(e["key"]),
+                        "dev": _count(e["dev"]),
+                        "ino": _count(e["ino"]),
+                        "fp": _text(e["fp"]),
+                        "fp_len": _count(e["fp_len"], FINGERPRINT_BYTES),
+                        "path": _text(e["path"]),
+                        "origin": _text(e.get("origin", e["path"])),
+                        "offset": _count(e["offset"]),
+                        "line": _count(e["line"]),
+                        "size": _count(e.get("size", e["offset"])),
+                        "skipping": e.get("skipping", False) is True,
                     }
                 )
             except (KeyError, TypeError, ValueError):
-                log.warning("ignoring malformed follow state entry %r", e)
+                log.warning("ignoring malformed follow state entry %.200r", e)
         saved_at = state.get("saved_at")
-        self._saved_at = float(saved_at) if isinstance(saved_at, (int, float)) else None
-        for e in state.get("ended") or []:
+        self._saved_at = (
+            float(saved_at)
+            if isinstance(saved_at, (int, float)) and not isinstance(saved_at, bool)
+            else None
+        )
+        ended = state.get("ended")
+        for e in ended if isinstance(ended, list) else []:
             try:
                 self._resume_ended.append(
                     _Snapshot(
-                        int(e["fp_len"]),
-                        str(e["fp"]),
+                        _count(e["fp_len"], FINGERPRINT_BYTES),
+                        _text(e["fp"]),
                         None,
-                        int(e["offset"]),
-                        int(e["line"]),
+                        _count(e["offset"]),
+                        _count(e["line"]),
                         False,
-                        str(e.get("path", "")),
+                        _text(e.get("path", "")),
                     )
                 )
             except (KeyError, TypeError, ValueError):
-                log.warning("ignoring malformed follow state entry %r", e)
+                log.warning("ignoring malformed follow state entry %.200r", e)
         return good
 
     def _resume_from_state(self, found: dict[tuple[int, int], str], dirs: set[str]) -> None:
@@ -837,7 +1213,7 @@ class Follower:
         if self._saved_at is None:
             return
         since_ns = int((self._saved_at - _ADOPT_MARGIN) * 1e9)
-        known = set(found) | {(f.dev, f.ino) for f in self._files.values()}
+        known = set(found) | {(f.dev, f.ino) for f in self._files.values()} | set(self._parked)
         candidates = []
         for directory, stem, origin in self._rotation_stems():
             try:
@@ -948,6 +1324,22 @@ class Follower:
             return
         self._warned.add((kind, what))
         log.warning(msg, *args)
+
+
+_MAX_OFFSET = 1 << 62  # beyond any file; keeps os.pread away from an OverflowError
+
+
+def _count(value: object, limit: int = _MAX_OFFSET) -> int:
+    """A saved non-negative integer (offset, inode, length), or ValueError."""
+    if type(value) is not int or not 0 <= value <= limit:
+        raise ValueError(f"not a count: {value!r}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not a string: {value!r}")
+    return value
 
 
 def _strip_cr(line: bytes) -> bytes:

@@ -14,6 +14,11 @@ Four kinds, as sensors write their logs:
   (`eve-log: filetype: unix_dgram|unix_stream`).
 
 The format of a file is detected from its content unless `format:` forces one.
+
+Limits, each a logged and configurable bound rather than a silent one: `max_open_files`
+(file and directory inputs: descriptors held at once; idle files beyond it are closed and
+reopened when they grow), and for `unix_stream` `max_clients`, `max_buffered_bytes` (half
+lines held over all clients) and `idle_timeout` (seconds a silent client stays connected).
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeekndm.errors import ConfigError, ZeekNDMError
+from zeekndm.listen import IDLE_TIMEOUT, MAX_BUFFERED_BYTES, MAX_CLIENTS
 from zeekndm.yamlfile import FieldReader
 
 KINDS = ("zeek_dir", "dir", "file", "unix_dgram", "unix_stream")
 SOCKET_KINDS = ("unix_dgram", "unix_stream")
 DEFAULT_PATTERNS = ("conn.log", "notice.log")
+MAX_OPEN_FILES = 64
+"""Default descriptors a file or directory input holds open at once."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ class InputSpec:
     path: str
     patterns: tuple[str, ...] = DEFAULT_PATTERNS
     format: str | None = None
+    max_open_files: int = MAX_OPEN_FILES
+    max_clients: int = MAX_CLIENTS
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES
+    idle_timeout: float = IDLE_TIMEOUT
 
     @property
     def is_dir(self) -> bool:
@@ -89,6 +101,15 @@ def parse_inputs(raw: list[Any], errors: list, file: str | None = None) -> list[
             default=None,
             check=lambda v: None if v in _formats() else f"must be one of {', '.join(_formats())}",
         )
+        positive = lambda v: None if v > 0 else "must be positive"  # noqa: E731
+        limits = {
+            "max_open_files": r.take("max_open_files", int, MAX_OPEN_FILES, check=positive),
+            "max_clients": r.take("max_clients", int, MAX_CLIENTS, check=positive),
+            "max_buffered_bytes": r.take(
+                "max_buffered_bytes", int, MAX_BUFFERED_BYTES, check=positive
+            ),
+            "idle_timeout": float(r.take("idle_timeout", float, IDLE_TIMEOUT, check=positive)),
+        }
         r.finish()
         if kind is None or not path:
             continue  # already reported
@@ -98,7 +119,7 @@ def parse_inputs(raw: list[Any], errors: list, file: str | None = None) -> list[
         if kind in SOCKET_KINDS and fmt not in (None, "suricata_eve"):
             r.fail("a socket input carries Suricata eve events", name="format")
             continue
-        specs.append(InputSpec(kind, path, tuple(patterns), fmt))
+        specs.append(InputSpec(kind, path, tuple(patterns), fmt, **limits))
     return specs
 
 

@@ -9,15 +9,28 @@ to a socket that must already exist, so zeekndm binds it and reads.
   because datagram boundaries are message boundaries. One exception: Suricata writes
   through stdio, which splits an event over 4 KiB into 4096-byte-multiple datagrams; those
   are joined back (see `SocketListener._receive_datagrams`).
-- `unix_stream`: newline-delimited events over any number of connections. Each client's
-  unfinished last line is buffered until its newline arrives; a client that disconnects
-  mid-line has its remainder returned as a line (Suricata ends every event with a newline,
-  so a remainder is a whole event whose newline was simply the last byte not sent).
+  A held piece is joined only with the next datagram *from the same sender* (told apart
+  by the credentials the kernel attaches, SO_PASSCRED) and only if that one follows
+  within `FRAGMENT_WAIT`: another local process sending junk between Suricata's
+  datagrams cannot glue itself to, or split, Suricata's events.
+- `unix_stream`: newline-delimited events over up to `max_clients` connections. Each
+  client's unfinished last line is buffered until its newline arrives; a client that
+  disconnects mid-line has its remainder returned as a line (Suricata ends every event with
+  a newline, so a remainder is a whole event whose newline was simply the last byte not
+  sent). A client silent for `idle_timeout` is disconnected.
 
 Invariants: memory per client is bounded by `max_line_bytes` (an over-long line is dropped,
-counted and its rest discarded as it arrives, never buffered); one `read` call returns at
-most about `READ_BUDGET` lines so a busy socket cannot starve the caller's other work; nothing a
-client does (garbage, resets, half lines, floods) makes `read` raise.
+counted and its rest discarded as it arrives, never buffered) and memory over all clients
+by `max_buffered_bytes` (past it, the client holding the longest unfinished line is
+disconnected); connections beyond `max_clients`, or that would leave fewer than
+`FD_RESERVE` free descriptors for the registry, the followed files and the outputs, are
+closed at once with a warning; one `read` call returns at most about `READ_BUDGET` lines so
+a busy socket cannot starve the caller's other work; nothing a client does (garbage,
+resets, half lines, floods, idling) makes `read` raise.
+
+The socket's directory, when zeekndm has to create it, is owner-only (plus group search
+when the socket's mode lets the group connect), and the socket is bound under a umask that
+keeps it private until it gets its mode: it is never reachable by others, not even briefly.
 
 There is no offset to checkpoint here: what the kernel delivered is gone from it, so socket
 input is at-most-once across a crash, unlike file inputs.
@@ -28,12 +41,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import selectors
 import socket
 import stat
+import struct
 import time
 from dataclasses import dataclass, field
 
+from zeekndm.checkpoint import make_private_dirs
 from zeekndm.errors import ZeekNDMError
 
 __all__ = ["KINDS", "READ_BUDGET", "SocketListener"]
@@ -64,17 +80,43 @@ STREAM_CHUNK = 64 * 1024
 MAX_PATH_BYTES = 107
 #: At most one warning about dropped lines per this many seconds.
 WARN_INTERVAL = 60.0
+#: Default most stream clients at once (Suricata opens one connection).
+MAX_CLIENTS = 64
+#: Default most bytes of unfinished lines held over all stream clients.
+MAX_BUFFERED_BYTES = 64 << 20
+#: Default seconds a stream client may stay silent before it is disconnected.
+IDLE_TIMEOUT = 900.0
+#: Descriptors kept free for the registry commit, the followed files and the outputs: a
+#: connection that would eat into them is refused.
+FD_RESERVE = 64
+#: At most this many senders' split datagrams are held at once (the oldest is ended).
+MAX_HELD_FRAGMENTS = 64
 _BACKLOG = 64
+_CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 @dataclass(eq=False)
 class _Client:
-    """One stream connection: its socket and its unfinished last line."""
+    """One stream connection (or one datagram sender): its unfinished last line."""
 
-    sock: socket.socket
+    sock: socket.socket | None
     partial: bytearray = field(default_factory=bytearray)
     #: True while the rest of an over-long line is being thrown away up to its newline.
     discarding: bool = False
+    #: monotonic time of the last data (stream: idle timeout; dgram: when the piece came)
+    last_active: float = 0.0
+
+
+def free_descriptors() -> int:
+    """How many more descriptors this process may open (a large number when unknown)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 1 << 30
+    return soft - used
 
 
 class SocketListener:
@@ -93,6 +135,9 @@ class SocketListener:
         *,
         max_line_bytes: int = 1 << 20,
         mode: int = 0o660,
+        max_clients: int = MAX_CLIENTS,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         if kind not in KINDS:
             raise ZeekNDMError(
@@ -103,14 +148,27 @@ class SocketListener:
         self.path = str(path)
         self.kind = kind
         self.max_line_bytes = max_line_bytes
+        self.max_clients = max(1, int(max_clients))
+        self.max_buffered_bytes = max(1, int(max_buffered_bytes))
+        self.idle_timeout = float(idle_timeout)
         self.received = 0
         self.dropped = 0
         self.clients = 0
+        #: connections closed at once (over max_clients, or short of descriptors)
+        self.refused = 0
+        #: stream clients disconnected for idling or for holding too much unfinished data
+        self.evicted = 0
         self._clients: dict[int, _Client] = {}
+        self._buffered = 0  # bytes in every stream client's partial line
         self._last_warning = float("-inf")
         self._dropped_since_warning = 0
+        self._refused_since_warning = 0
+        self._last_refusal_warning = float("-inf")
+        self._next_idle_check = 0.0
         self._closed = False
         self._buffer = bytearray(DGRAM_BUFFER) if kind == "unix_dgram" else bytearray()
+        #: split datagrams waiting for their continuation, per sender (pid, uid, gid)
+        self._fragments: dict[tuple, _Client] = {}
         self._fragment_since: float | None = None
         if len(os.fsencode(self.path)) > MAX_PATH_BYTES:
             raise ZeekNDMError(
@@ -118,18 +176,17 @@ class SocketListener:
                 f"{MAX_PATH_BYTES} a unix socket address can hold; choose a shorter path",
                 file=self.path,
             )
-        self._prepare_path()
+        self._prepare_path(mode)
         self._sock = self._bind(mode)
         st = os.stat(self.path)
         self._identity = (st.st_dev, st.st_ino)
-        self._dgram = _Client(self._sock)  # the held fragment of a split datagram event
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._sock, selectors.EVENT_READ, None)
         log.info("listening for %s eve events on %s", kind, self.path)
 
     # -- setup ----------------------------------------------------------------------------
-    def _prepare_path(self) -> None:
-        """Create the parent directory; clear a stale socket left by a crash.
+    def _prepare_path(self, mode: int) -> None:
+        """Create the parent directory (owner-only); clear a stale socket left by a crash.
 
         A regular file (or anything not a socket) at the path is refused rather than
         deleted: it is someone's data and the path is most likely a configuration mistake.
@@ -139,7 +196,11 @@ class SocketListener:
         parent = os.path.dirname(self.path)
         if parent:
             try:
-                os.makedirs(parent, exist_ok=True)
+                # Search permission for the group only when the group may connect (Suricata
+                # running as another user in zeekndm's group); nothing for others.
+                make_private_dirs(parent, 0o710 if mode & 0o060 else 0o700)
+                if not os.path.isdir(parent):
+                    raise FileExistsError(errno.EEXIST, "not a directory", parent)
             except FileExistsError as exc:
                 raise ZeekNDMError(
                     f"{exc.filename or parent} exists and is not a directory", file=self.path
@@ -180,14 +241,19 @@ class SocketListener:
     def _bind(self, mode: int) -> socket.socket:
         sock_type = socket.SOCK_DGRAM if self.kind == "unix_dgram" else socket.SOCK_STREAM
         sock = socket.socket(socket.AF_UNIX, sock_type)
+        # bind() creates the socket file with 0777 & ~umask: under 0177 it is owner-only
+        # from the start, and chmod below only ever opens it to the configured mode.
+        old_umask = os.umask(0o177)
         try:
             sock.bind(self.path)
         except OSError as exc:
+            os.umask(old_umask)
             sock.close()
             reason = exc.strerror or str(exc)
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 reason += " (the zeekndm user needs write access to the socket's directory)"
             raise ZeekNDMError(f"cannot bind {self.kind} socket: {reason}", file=self.path) from exc
+        os.umask(old_umask)
         try:
             # Suricata often runs as another user; the group (e.g. suricata) gets access.
             os.chmod(self.path, mode)
@@ -196,6 +262,8 @@ class SocketListener:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DGRAM_RCVBUF)
                 except OSError:
                     log.debug("could not raise SO_RCVBUF on %s", self.path)
+                # every datagram then carries its sender's pid/uid/gid (see _sender)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             else:
                 sock.listen(_BACKLOG)
             sock.setblocking(False)
@@ -236,6 +304,8 @@ class SocketListener:
         now = time.monotonic()
         deadline = now + max(0.0, timeout)
         while True:
+            if self._clients and now >= self._next_idle_check:
+                self._evict_idle(now, lines)
             remaining = deadline - now
             wait = remaining
             if self._fragment_since is not None:
@@ -256,12 +326,21 @@ class SocketListener:
                     self._receive_stream(key.data, lines)
             now = time.monotonic()
             if self._fragment_since is not None and now - self._fragment_since >= FRAGMENT_WAIT:
-                self._flush_fragment(lines)
+                self._flush_fragments(lines, now)
             if lines or remaining <= 0:
                 break
         self.received += len(lines)
         self._warn_about_drops()
         return lines
+
+    @staticmethod
+    def _sender(ancdata: list) -> tuple:
+        """Who sent a datagram: the (pid, uid, gid) of SCM_CREDENTIALS (SO_PASSCRED)."""
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                if len(data) >= _CREDS.size:
+                    return _CREDS.unpack_from(data)
+        return ()
 
     def _receive_datagrams(self, lines: list[bytes]) -> None:
         """Drain queued datagrams into `lines`.
@@ -269,16 +348,27 @@ class SocketListener:
         Suricata writes a socket through stdio (fwrite + fflush), so glibc sends an event
         larger than its 4 KiB buffer as several datagrams: every one but the last is a
         multiple of 4096 bytes long and does not end with a newline. Such a datagram is
-        held and joined with what follows, up to the line cap and at most `FRAGMENT_WAIT`
-        seconds. Any other datagram ends a line, with or without its trailing newline.
+        held for its sender and joined with that sender's next datagram if it comes within
+        `FRAGMENT_WAIT`, up to the line cap. Any other datagram ends a line, with or
+        without its trailing newline; other senders' datagrams in between are their own.
         """
+        fragments = self._fragments
+        try:
+            self._receive_queued(lines)
+        finally:
+            self._fragment_since = (
+                min(f.last_active for f in fragments.values()) if fragments else None
+            )
+
+    def _receive_queued(self, lines: list[bytes]) -> None:
         view = memoryview(self._buffer)
-        recv_into = self._sock.recvmsg_into
-        state = self._dgram
+        recvmsg_into = self._sock.recvmsg_into
+        ancsize = socket.CMSG_SPACE(_CREDS.size)
         trunc = getattr(socket, "MSG_TRUNC", 0)
+        fragments = self._fragments
         while len(lines) < READ_BUDGET:
             try:
-                n, _, flags, _ = recv_into([view])
+                n, ancdata, flags, _ = recvmsg_into([view], ancsize)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # nothing a sender does should stop us
@@ -286,6 +376,12 @@ class SocketListener:
                 return
             if not n:
                 continue
+            sender = self._sender(ancdata)
+            now = time.monotonic()
+            held = fragments.get(sender)
+            if held is not None and now - held.last_active > FRAGMENT_WAIT:
+                self._end_fragment(sender, lines)  # too late to be its continuation
+                held = None
             data = bytes(view[:n])
             if flags & trunc:
                 # The kernel cut the tail off: lines complete before the cut are kept,
@@ -293,26 +389,39 @@ class SocketListener:
                 self._drop(1)
                 cut = data.rfind(b"\n")
                 if cut < 0:
-                    state.partial.clear()
-                    state.discarding = False
-                    self._fragment_since = None
+                    fragments.pop(sender, None)
                     continue
                 data = data[: cut + 1]
-            if data[-1:] != b"\n":
-                if len(data) % STDIO_BLOCK == 0:
-                    self._split(state, data, lines)
-                    if self._fragment_since is None:
-                        self._fragment_since = time.monotonic()
-                    continue
-                data += b"\n"
-            self._split(state, data, lines)
-            self._fragment_since = None
+            if data[-1:] != b"\n" and len(data) % STDIO_BLOCK == 0:
+                if held is None:
+                    if len(fragments) >= MAX_HELD_FRAGMENTS:
+                        oldest = min(fragments, key=lambda k: fragments[k].last_active)
+                        self._end_fragment(oldest, lines)
+                    held = fragments[sender] = _Client(None)
+                self._split(held, data, lines)
+                held.last_active = now
+            else:
+                if data[-1:] != b"\n":
+                    data += b"\n"
+                if held is None:
+                    self._split(_Client(None), data, lines)
+                else:
+                    del fragments[sender]
+                    self._split(held, data, lines)
 
-    def _flush_fragment(self, lines: list[bytes]) -> None:
+    def _end_fragment(self, sender: tuple, lines: list[bytes]) -> None:
         """A held datagram got no continuation in time: it was a whole event after all."""
-        state = self._dgram
-        self._split(state, b"\n", lines)
-        self._fragment_since = None
+        held = self._fragments.pop(sender, None)
+        if held is not None:
+            self._split(held, b"\n", lines)
+
+    def _flush_fragments(self, lines: list[bytes], now: float) -> None:
+        for sender, held in list(self._fragments.items()):
+            if now - held.last_active >= FRAGMENT_WAIT:
+                self._end_fragment(sender, lines)
+        self._fragment_since = (
+            min(f.last_active for f in self._fragments.values()) if self._fragments else None
+        )
 
     def _accept_clients(self) -> None:
         while True:
@@ -323,17 +432,62 @@ class SocketListener:
             except OSError as exc:  # EMFILE and friends: try again on the next read
                 log.warning("cannot accept a connection on %s: %s", self.path, exc)
                 return
+            why = None
+            if len(self._clients) >= self.max_clients:
+                why = f"{self.max_clients} clients are connected (max_clients)"
+            elif free_descriptors() < FD_RESERVE:
+                why = f"fewer than {FD_RESERVE} file descriptors are left"
+            if why is not None:
+                conn.close()  # the client sees the connection closed; nothing is buffered
+                self.refused += 1
+                self._warn_refused(why)
+                continue
             conn.setblocking(False)
-            client = _Client(conn)
+            client = _Client(conn, last_active=time.monotonic())
             self._clients[conn.fileno()] = client
             self._selector.register(conn, selectors.EVENT_READ, client)
             self.clients = len(self._clients)
             log.debug("client connected to %s (%d now)", self.path, self.clients)
 
+    def _warn_refused(self, why: str) -> None:
+        self._refused_since_warning += 1
+        now = time.monotonic()
+        if now - self._last_refusal_warning < WARN_INTERVAL:
+            return
+        log.warning(
+            "%s: refused %d connection(s): %s (%d refused in total)",
+            self.path,
+            self._refused_since_warning,
+            why,
+            self.refused,
+        )
+        self._last_refusal_warning = now
+        self._refused_since_warning = 0
+
+    def _evict_idle(self, now: float, lines: list[bytes]) -> None:
+        """Disconnect stream clients silent for `idle_timeout` (their half line is dropped)."""
+        self._next_idle_check = now + min(1.0, self.idle_timeout / 4)
+        for client in list(self._clients.values()):
+            if now - client.last_active >= self.idle_timeout:
+                log.info(
+                    "%s: disconnecting a client silent for %.0f s (idle_timeout)",
+                    self.path,
+                    now - client.last_active,
+                )
+                self._evict(client)
+
+    def _evict(self, client: _Client) -> None:
+        if client.partial and not client.partial.isspace():
+            self._drop(1)
+        self.evicted += 1
+        self._forget(client)
+
     def _receive_stream(self, client: _Client, lines: list[bytes]) -> None:
+        sock = client.sock
+        assert sock is not None
         while len(lines) < READ_BUDGET:
             try:
-                chunk = client.sock.recv(STREAM_CHUNK)
+                chunk = sock.recv(STREAM_CHUNK)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # reset by peer and similar: same as a disconnect
@@ -342,7 +496,29 @@ class SocketListener:
             if not chunk:
                 self._disconnect(client, lines)
                 return
+            client.last_active = time.monotonic()
+            before = len(client.partial)
             self._split(client, chunk, lines)
+            self._buffered += len(client.partial) - before
+            if self._buffered > self.max_buffered_bytes:
+                self._shed_buffered()
+                if client.sock is None:
+                    return
+
+    def _shed_buffered(self) -> None:
+        """Over `max_buffered_bytes`: disconnect the clients holding the longest half lines."""
+        by_size = sorted(self._clients.values(), key=lambda c: len(c.partial), reverse=True)
+        for client in by_size:
+            if self._buffered <= self.max_buffered_bytes:
+                break
+            log.warning(
+                "%s: disconnecting a client holding %d bytes of an unfinished line "
+                "(max_buffered_bytes %d over all clients)",
+                self.path,
+                len(client.partial),
+                self.max_buffered_bytes,
+            )
+            self._evict(client)
 
     def _split(self, client: _Client, chunk: bytes, lines: list[bytes]) -> None:
         """Append the lines `chunk` completes to `lines`; keep its unfinished tail."""
@@ -386,12 +562,18 @@ class SocketListener:
         log.debug("client disconnected from %s (%d left)", self.path, self.clients)
 
     def _forget(self, client: _Client) -> None:
+        sock = client.sock
+        if sock is None:
+            return
         try:
-            self._selector.unregister(client.sock)
+            self._selector.unregister(sock)
         except (KeyError, ValueError):
             pass
-        self._clients.pop(client.sock.fileno(), None)
-        client.sock.close()
+        self._clients.pop(sock.fileno(), None)
+        sock.close()
+        client.sock = None
+        self._buffered -= len(client.partial)
+        client.partial.clear()
         self.clients = len(self._clients)
 
     # -- accounting -----------------------------------------------------------------------
@@ -406,7 +588,8 @@ class SocketListener:
         if now - self._last_warning < WARN_INTERVAL:
             return
         log.warning(
-            "%s: dropped %d over-long or truncated event(s) (limit %d bytes; %d in total)",
+            "%s: dropped %d over-long, truncated or unfinished event(s) (limit %d bytes; %d in "
+            "total)",
             self.path,
             self._dropped_since_warning,
             self.max_line_bytes,

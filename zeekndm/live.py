@@ -79,13 +79,34 @@ class LiveReadStats(ReadStats):
         log.warning("%s:%d: %s%s", self.path, lineno, reason, f" ({detail})" if detail else "")
 
 
+HEADER_MAX_LINES = 64
+"""A Zeek header block longer than this is not remembered whole for a resume (Zeek's own
+has 8 lines)."""
+
+
 @dataclass
 class _Stream:
-    """One file being read (or one socket): its parser and counters."""
+    """One file being read (or one socket): its parser and counters.
+
+    `header` is the Zeek TSV header block in force at the last line fed: a file can hold
+    several blocks (logs concatenated, or appended to after a restart of Zeek), and a
+    resume in the middle of a later block must prime the parser with that block, not with
+    the file's first one. It is committed with the file's offset.
+    """
 
     parser: LineParser | None
     stats: LiveReadStats
     observer: Observer
+    header: list[bytes] = field(default_factory=list)
+    in_header: bool = False
+
+    def note_header(self, line: bytes) -> None:
+        """Keep track of the header block a `#` line belongs to."""
+        if not self.in_header:
+            self.header = []
+            self.in_header = True
+        if len(self.header) < HEADER_MAX_LINES:
+            self.header.append(line)
 
 
 @dataclass
@@ -107,18 +128,79 @@ class _Totals:
 
     @classmethod
     def from_dict(cls, data: Any) -> _Totals:
-        if not isinstance(data, dict):
+        """The saved counters; a value of the wrong type is a warning and counts from 0
+        (counters are for operators, never a reason not to start)."""
+        if data is None:
             return cls()
-        return cls(
-            int(data.get("records", 0)),
-            int(data.get("bad_lines", 0)),
-            int(data.get("notices", 0)),
-            Counter({str(k): int(v) for k, v in dict(data.get("alerts", {})).items()}),
-        )
+        if not isinstance(data, dict):
+            log.warning("registry: totals is %s, not a mapping; counting from 0", _kind(data))
+            return cls()
+
+        def count(name: str) -> int:
+            value = data.get(name, 0)
+            if type(value) is int and value >= 0:
+                return value
+            log.warning("registry: totals.%s is %r, not a count; counting from 0", name, value)
+            return 0
+
+        alerts: Counter = Counter()
+        raw = data.get("alerts", {})
+        if isinstance(raw, dict):
+            for k, v in raw.items():
+                if type(v) is int and v >= 0:
+                    alerts[str(k)] = v
+                else:
+                    log.warning("registry: totals.alerts.%s is %r, not a count; ignored", k, v)
+        else:
+            log.warning("registry: totals.alerts is %s, not a mapping; ignored", _kind(raw))
+        return cls(count("records"), count("bad_lines"), count("notices"), alerts)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def _none() -> None:
     return None
+
+
+def _saved_headers(data: Any) -> dict[str, tuple[list[bytes], bool]]:
+    """`streams` of the registry: per file key, the Zeek header block in force, and
+    whether the commit fell inside it (more of its lines follow)."""
+    out: dict[str, tuple[list[bytes], bool]] = {}
+    if data is None:
+        return out
+    if not isinstance(data, dict):
+        log.warning("registry: streams is %s, not a mapping; ignored", _kind(data))
+        return out
+    for key, entry in data.items():
+        header = entry.get("header") if isinstance(entry, dict) else None
+        if not isinstance(header, list) or not all(isinstance(h, str) for h in header):
+            log.warning("registry: streams.%s is malformed; ignored", key)
+            continue
+        try:
+            lines = [h.encode("latin-1") for h in header[:HEADER_MAX_LINES]]
+        except UnicodeEncodeError:
+            log.warning("registry: streams.%s is malformed; ignored", key)
+            continue
+        out[str(key)] = (lines, entry.get("open") is True)
+    return out
+
+
+def _saved_positions(data: Any) -> dict[str, int]:
+    """`ndjson` of the registry: output path -> its size at the commit."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        log.warning("registry: ndjson is %s, not a mapping; ignored", _kind(data))
+        return {}
+    out = {}
+    for path, offset in data.items():
+        if type(offset) is int and offset >= 0:
+            out[str(path)] = offset
+        else:
+            log.warning("registry: ndjson position of %s is %r; ignored", path, offset)
+    return out
 
 
 def run_live(args: Any, config: Config, env: Any) -> int:
@@ -173,6 +255,7 @@ class LiveRunner:
         self._since_commit = 0
         self._commit_took = 0.0
         self._config_mtime = self._mtime(config.path)
+        self._saved_headers: dict[str, tuple[list[bytes], bool]] = {}
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -190,9 +273,18 @@ class LiveRunner:
         if saved.get("detector"):
             try:
                 self.detector.restore(saved["detector"])
-            except (ValueError, TypeError, KeyError, IndexError) as exc:
-                log.warning("the saved detector state cannot be used (%s); starting empty", exc)
+            except Exception as exc:  # noqa: BLE001 - any malformed snapshot: start empty
+                log.warning(
+                    "registry: the saved detector state cannot be used (%s: %s); starting "
+                    "with empty windows",
+                    type(exc).__name__,
+                    exc,
+                )
+                self.detector = Detector(
+                    config.enabled_models, config.classifier(), config.detector
+                )
         self.totals = _Totals.from_dict(saved.get("totals"))
+        self._saved_headers = _saved_headers(saved.get("streams"))
         sinks = build_sinks(
             config,
             self.state_dir,
@@ -201,7 +293,7 @@ class LiveRunner:
             stdout=self.stdout,
             allow_unreachable=True,
         )
-        self._resume_ndjson(sinks, saved.get("ndjson") or {})
+        self._resume_ndjson(sinks, _saved_positions(saved.get("ndjson")))
         self.pipeline = Pipeline(
             self.detector,
             sinks,
@@ -219,6 +311,7 @@ class LiveRunner:
             state=saved.get("follow"),
             poll_interval=self.poll_interval,
             use_watchdog=self.use_watchdog,
+            max_open=sum(s.max_open_files for s in self.specs if not s.is_socket) or 1,
         )
         self.registry = registry
         previous = self._install_signals()
@@ -231,16 +324,25 @@ class LiveRunner:
         if saved:
             log.info(
                 "resuming: %d file position(s) and %d tracked source(s) restored",
-                len((saved.get("follow") or {}).get("files", [])),
+                len(self.follower.state()["files"]),
                 self.detector.tracked_sources,
             )
         status = 0
+        crashed = True
         try:
             self._loop()
+            crashed = False
         finally:
             self._restore_signals(previous)
-            delivered = self._commit_if_delivered(final=True)
-            if not delivered:
+            if crashed:
+                # Lines may have been read past the point where handling stopped: the
+                # registry keeps the last commit, so they are all read again at the next
+                # start (their alerts keep their ids), and none is skipped.
+                log.error(
+                    "stopping on an unexpected error; nothing is committed after it, "
+                    "reading resumes at the last commit"
+                )
+            elif not self._commit_if_delivered(final=True):
                 log.error(
                     "%d alerts could not be delivered to every output; the records that "
                     "caused them will be read again at the next start",
@@ -336,13 +438,22 @@ class LiveRunner:
         set_models = getattr(parser, "set_models", None)
         if set_models is not None:
             set_models(self.config.models)
-        if resumed:
-            for line in head_lines:
-                if line.startswith(b"#"):
-                    parse_line(parser, 0, line, stats)
-                elif line.strip():
-                    break
         stream = _Stream(parser, stats, Observer(self.config.sensor_name, sensor_type(fmt)))
+        if resumed:
+            # The header block in force at the committed offset (a later block of a
+            # concatenated log), else the file's first one.
+            header, still_open = self._saved_headers.pop(chunk.key, (None, False))
+            if header is None:
+                header = []
+                for line in head_lines:
+                    if line.startswith(b"#"):
+                        header.append(line)
+                    elif line.strip():
+                        break
+            for line in header:
+                stream.note_header(line)
+                parse_line(parser, 0, line, stats)
+            stream.in_header = still_open
         stats.format = fmt
         self._streams[chunk.key] = stream
         if not resumed:
@@ -368,10 +479,22 @@ class LiveRunner:
         records = 0
         bad_before = stats.bad_lines
         for lineno, line in lines:
-            item = parse_line(parser, lineno, line, stats)
-            if item is not None:
-                records += 1
+            if line[:1] == b"#":
+                stream.note_header(line)
+            elif stream.in_header and line.strip():
+                stream.in_header = False
+            try:
+                item = parse_line(parser, lineno, line, stats)
+                if item is None:
+                    continue
                 pipeline.push(item, stats, lineno)
+            except Exception as exc:  # noqa: BLE001 - one line must never stop the service
+                # A record that breaks a later stage (a bug, or a value nobody validated):
+                # it is one bad line, counted and logged, and reading goes on.
+                stats.add_bad(lineno, "record not processed", f"{type(exc).__name__}: {exc}")
+                log.debug("%s:%d: record not processed", stats.path, lineno, exc_info=True)
+                continue
+            records += 1
         stats.records += records
         self.totals.records += records
         self.totals.bad_lines += stats.bad_lines - bad_before
@@ -385,7 +508,13 @@ class LiveRunner:
 
         listeners = []
         for spec in sockets:
-            listener = SocketListener(spec.path, spec.type)
+            listener = SocketListener(
+                spec.path,
+                spec.type,
+                max_clients=spec.max_clients,
+                max_buffered_bytes=spec.max_buffered_bytes,
+                idle_timeout=spec.idle_timeout,
+            )
             listeners.append(listener)
             stats = LiveReadStats(spec.path)
             stats.format = "suricata_eve"
@@ -424,9 +553,19 @@ class LiveRunner:
             str(getattr(s, "path", "")): getattr(s, "position", _none)()
             for s in self.pipeline.sinks
         }
+        follow = self.follower.state()
+        keys = {e.get("key") for e in follow.get("files", [])}
+        headers = {k: h for k, h in self._saved_headers.items() if k in keys}
+        for key, stream in self._streams.items():
+            if key in keys and stream.header:
+                headers[key] = (stream.header, stream.in_header)
         return {
-            "follow": self.follower.state(),
+            "follow": follow,
             "detector": self.detector.snapshot(),
+            "streams": {
+                k: {"header": [ln.decode("latin-1") for ln in h], "open": is_open}
+                for k, (h, is_open) in headers.items()
+            },
             "totals": totals,
             "ndjson": {path: pos for path, pos in positions.items() if pos is not None},
             "committed_at": time.time(),

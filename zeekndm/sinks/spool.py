@@ -11,10 +11,18 @@ per line. The newest segment takes appends until it reaches `segment_bytes`; dra
 reads whole segments in order and deletes each one after every alert in it is settled.
 The total size is bounded; when full, `append` refuses and the caller keeps the batch
 for retry rather than dropping it.
+
+One process at a time: a `zeekndm replay` pointed at the service's config would otherwise
+drain (and delete) the service's segments while the service appends to them. The spool
+takes a POSIX lock on `<directory>.lock` beside it for as long as the process lives (per
+process, so one process may open the same spool again, as a restart within tests does);
+another process finds it held and is refused with the holder's pid, rather than given a
+private spool that nothing would ever drain once it exits.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -23,11 +31,14 @@ from pathlib import Path
 
 import orjson
 
+from zeekndm.checkpoint import make_private_dirs
 from zeekndm.enrich import Alert
+from zeekndm.errors import SinkError
 
 log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^seg-(\d{12})\.ndjson$")
+LOCK_SUFFIX = ".lock"  # beside the directory: <state_dir>/es-spool-<namespace>.lock
 
 
 class Spool:
@@ -37,8 +48,34 @@ class Spool:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
+        self._lock_fd: int | None = None
+        self._lock()
         self._full_warned = False
+
+    def _lock(self) -> None:
+        path = self.directory.with_name(self.directory.name + LOCK_SUFFIX)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise SinkError(
+                f"the Elasticsearch spool is in use by another zeekndm process (pid {holder}), "
+                "most likely the `zeekndm run` service; sharing it would send or delete its "
+                "alerts behind its back: give this command its own --state-dir",
+                file=str(self.directory),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the lock (also released when the process exits)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- inspection ---------------------------------------------------------------------
     def segments(self) -> list[Path]:
