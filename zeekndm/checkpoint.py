@@ -15,17 +15,16 @@ directory, which would make each skip the other's records.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from zeekndm.errors import ZeekNDMError
+from zeekndm.regularfile import read_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -34,44 +33,6 @@ REGISTRY_NAME = "registry.json"
 LOCK_NAME = "zeekndm.lock"
 REGISTRY_MAX_BYTES = 512 << 20
 """A registry larger than this is refused (it holds offsets and window state: megabytes)."""
-
-_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFDIR: "a directory",
-}
-
-
-def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
-    """The bytes of the regular file at `path`, at most `max_bytes`, without blocking.
-
-    `open()` on a FIFO waits for a writer forever and a symlink to /dev/zero reads without
-    end: the file is opened non-blocking, checked with `fstat` on the open descriptor (no
-    race with a rename) and read up to the cap. Raises OSError with a readable strerror.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
-    fd = os.open(path, flags)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
-            raise OSError(errno.EINVAL, f"not a regular file ({kind})", str(path))
-        chunks = []
-        left = max_bytes + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
-        if len(data) > max_bytes:
-            raise OSError(errno.EFBIG, f"larger than {max_bytes:,} bytes", str(path))
-        return data
-    finally:
-        os.close(fd)
 
 
 def make_private_dirs(path: str | os.PathLike, mode: int = 0o700) -> None:
