@@ -575,7 +575,7 @@ registry commit: {tail}
 In one `--profile` run (cProfile inflates it) a commit took about 16 ms of the loop:
 `detect.py:Detector.snapshot` of every tracked source about 9 ms, the registry write and
 fsync (`checkpoint.py:Registry.commit`) about 7 ms. Alerts that arrive meanwhile wait for
-it. To cut the tail (zeekndm/live.py and checkpoint.py, not changed by this benchmark):
+it. To cut the tail (zeekndm/live/runner.py and registry.py, not changed by this benchmark):
 serialise and fsync the registry in a worker thread (the snapshot dict is taken in the
 loop, so what is committed is unchanged), or snapshot only the tracks changed since the
 last commit.
@@ -584,7 +584,7 @@ CPU: at these rates most of zeekndm's CPU is paid per wake-up, not per record. I
 nearly the same at 1,000 as at 10,000 records/s, and it follows how often the file is
 written (the append-interval table): watchdog's own threads ("other threads") and the
 main thread's `_tick`/`_scan` run once per append whether it carries 5 lines or 500; the
-records themselves cost about what the 50 ms row shows. Where to save it (zeekndm/follow.py,
+records themselves cost about what the 50 ms row shows. Where to save it (zeekndm/live/follow/,
 not changed by this benchmark): re-list the directory only on create/move/delete events or
 the poll tick, not on a modify event of a file already followed; skip a tick when no
 followed file grew (one fstat) instead of scanning; and watch with a raw inotify descriptor

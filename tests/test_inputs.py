@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from zeekndm.checkpoint import Registry
 from zeekndm.config import load_config
 from zeekndm.errors import ConfigErrors, ZeekNDMError
-from zeekndm.inputs import DEFAULT_PATTERNS, InputSpec, input_from_arg
+from zeekndm.live.inputs import DEFAULT_PATTERNS, InputSpec, input_from_arg
+from zeekndm.live.registry import Registry
 
 
 def config(tmp_path, text: str):

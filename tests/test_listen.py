@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from zeekndm.errors import ZeekNDMError
-from zeekndm.listen import READ_BUDGET, STREAM_CHUNK, SocketListener
+from zeekndm.live.listen import READ_BUDGET, STREAM_CHUNK, SocketListener
 from zeekndm.readers import Skip, make_parser, read_flows
 
 
@@ -95,7 +95,7 @@ def test_dgram_over_long_line_is_dropped_counted_and_later_lines_still_arrive(so
         sender.send(b"x" * 101)
         sender.send(b'{"short":1}\n' + b"y" * 200 + b"\n" + b'{"short":2}\n')
         sender.send(b'{"short":3}')
-        with caplog.at_level(logging.WARNING, logger="zeekndm.listen"):
+        with caplog.at_level(logging.WARNING, logger="zeekndm.live.listen"):
             lines = _read_until(listener, 3)
         assert lines == [b'{"short":1}', b'{"short":2}', b'{"short":3}']
         assert listener.dropped == 2
@@ -106,7 +106,7 @@ def test_dgram_over_long_line_is_dropped_counted_and_later_lines_still_arrive(so
 def test_drop_warning_is_logged_at_most_once_a_minute(sockdir, caplog):
     with SocketListener(str(sockdir / "eve.sock"), max_line_bytes=10) as listener:
         sender = _dgram_sender(sockdir / "eve.sock")
-        with caplog.at_level(logging.WARNING, logger="zeekndm.listen"):
+        with caplog.at_level(logging.WARNING, logger="zeekndm.live.listen"):
             for _ in range(5):
                 sender.send(b"z" * 50)
                 sender.send(b"ok")
@@ -512,7 +512,7 @@ def test_real_eve_lines_through_the_socket_parse_into_the_same_flows_as_the_file
 # -- issue 9 items 18, 20, 21: clients, senders, permissions ----------------------------
 def test_stream_clients_beyond_max_clients_are_closed_with_a_warning(sockdir, caplog):
     path = sockdir / "eve.sock"
-    caplog.set_level(logging.WARNING, logger="zeekndm.listen")
+    caplog.set_level(logging.WARNING, logger="zeekndm.live.listen")
     with SocketListener(str(path), "unix_stream", max_clients=3) as listener:
         kept = [_stream_client(path) for _ in range(3)]
         listener.read(0.1)
@@ -572,7 +572,7 @@ def test_stream_unfinished_lines_over_all_clients_are_bounded(sockdir):
 
 
 def test_stream_connections_are_refused_before_descriptors_run_out(sockdir, monkeypatch):
-    import zeekndm.listen as listen
+    import zeekndm.live.listen as listen
 
     path = sockdir / "eve.sock"
     with SocketListener(str(path), "unix_stream") as listener:

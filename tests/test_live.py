@@ -528,21 +528,18 @@ def test_json_logs_are_one_object_per_line(tmp_path, zeekndm_proc):
     assert any(d["message"].startswith("stopped: records=0") for d in docs)
 
 
-def test_episode_ends_when_the_sensor_goes_quiet(tmp_path, monkeypatch):
+def test_episode_ends_when_the_sensor_goes_quiet(tmp_path):
     """No more records at all: event time advances with the wall clock while idle, so the
     scan's END alert still comes once the window and the allowed lateness have passed.
     (The loop's clock runs 100x fast here, so 300 s of window pass in 3 s.)"""
-    import types
-
-    import zeekndm.live as live
     from zeekndm.config import load_config
+    from zeekndm.live import LiveRunner
 
     t0 = time.monotonic()
-    monkeypatch.setattr(
-        live,
-        "time",
-        types.SimpleNamespace(monotonic=lambda: t0 + (time.monotonic() - t0) * 100, time=time.time),
-    )
+
+    def fast_clock() -> float:
+        return t0 + (time.monotonic() - t0) * 100
+
     header, data = zeek_tsv_parts()
     fields = next(h for h in header if h.startswith("#fields")).split("\t")[1:]
     col = {name: fields.index(name) for name in ("id.orig_h", "id.resp_h", "id.resp_p")}
@@ -562,8 +559,12 @@ def test_episode_ends_when_the_sensor_goes_quiet(tmp_path, monkeypatch):
         "models:\n  ldap_scanning_inside_to_outside: {enabled: false}\n"
     )
     out = tmp_path / "alerts.ndjson"
-    runner = live.LiveRunner(
-        load_config(cfg), inputs=[str(logs)], output=str(out), state_dir=str(tmp_path / "s")
+    runner = LiveRunner(
+        load_config(cfg),
+        inputs=[str(logs)],
+        output=str(out),
+        state_dir=str(tmp_path / "s"),
+        clock=fast_clock,
     )
     (logs / "conn.log").write_text("\n".join(header + data) + "\n")
     thread = threading.Thread(target=runner.run, daemon=True)

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from test_live import replay_ids, zeek_tsv_parts  # noqa: I001 - the tests' own helpers
 
-import zeekndm.live as live
-from zeekndm.checkpoint import Registry
+import zeekndm.live.runner as live
 from zeekndm.config import load_config
 from zeekndm.errors import SinkError, ZeekNDMError
+from zeekndm.live.registry import Registry
+from zeekndm.live.streams import Streams
 from zeekndm.pipeline import Pipeline
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="live mode tests need Linux")
@@ -139,19 +140,19 @@ def test_unexpected_error_while_feeding_commits_nothing_after_it(tmp_path, monke
     z = InProcess(tmp_path, logs)
     z.start()
     z.wait_records(1000)
-    real_feed = live.LiveRunner._feed
+    real_feed = Streams.feed
 
-    def feed_half_then_die(self, stream, lines):
-        real_feed(self, stream, lines[: len(lines) // 2])
+    def feed_half_then_die(self, stream, lines, *args):
+        real_feed(self, stream, lines[: len(lines) // 2], *args)
         raise RuntimeError("injected fault while feeding")
 
-    monkeypatch.setattr(live.LiveRunner, "_feed", feed_half_then_die)
+    monkeypatch.setattr(Streams, "feed", feed_half_then_die)
     with open(log, "a") as fh:
         fh.write("\n".join(data[1000:]) + "\n")
     z.thread.join(15)
     assert isinstance(z.error, RuntimeError)
     assert z.totals()["records"] == 1000  # nothing committed after the fault
-    monkeypatch.setattr(live.LiveRunner, "_feed", real_feed)
+    monkeypatch.setattr(Streams, "feed", real_feed)
     z.start()
     z.wait_records(len(data))
     z.stop()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import orjson
 
-from zeekndm.checkpoint import Registry
 from zeekndm.config import load_config
 from zeekndm.detect import Detector
-from zeekndm.follow import Follower, FollowTarget
+from zeekndm.live.follow import Follower, FollowState, FollowTarget
+from zeekndm.live.registry import Registry, RegistryState
 
 FIXTURE = Path(__file__).parent / "data" / "registry" / "registry-0.1.0.json"
 
@@ -55,13 +55,19 @@ def test_detector_section_of_0_1_0_restores_and_round_trips():
 
 
 def test_counters_positions_and_headers_of_0_1_0_are_read():
-    import zeekndm.live as live
-
     doc = fixture()
-    totals = live._Totals.from_dict(doc["totals"])
+    state = RegistryState.from_dict(doc)
+    totals = state.totals
     assert totals.records == 2600 and totals.alerts == {"mongodb_scan_internal_external": 2}
-    assert totals.as_dict() == doc["totals"]
-    assert live._saved_positions(doc["ndjson"]) == {"/opt/zeek/alerts.ndjson": 7025}
-    ((key, (header, in_header)),) = live._saved_headers(doc["streams"]).items()
-    assert key == doc["follow"]["files"][0]["key"] and not in_header
-    assert header[0] == b"#separator \\x09" and any(h.startswith(b"#fields\tts") for h in header)
+    assert totals.to_dict() == doc["totals"]
+    assert state.ndjson == {"/opt/zeek/alerts.ndjson": 7025}
+    ((key, saved),) = state.streams.items()
+    assert key == doc["follow"]["files"][0]["key"] and not saved.open
+    assert saved.lines[0] == b"#separator \\x09"
+    assert any(h.startswith(b"#fields\tts") for h in saved.lines)
+
+
+def test_whole_registry_of_0_1_0_round_trips_through_the_typed_state():
+    doc = fixture()
+    assert RegistryState.from_dict(doc).to_dict() == doc
+    assert FollowState.from_dict(doc["follow"]).to_dict() == doc["follow"]

@@ -41,7 +41,7 @@ class Config:
     state_dir: str | None = None
     ndjson_path: str | None = "-"
     elasticsearch: Any = None  # zeekndm.sinks.elasticsearch.ElasticsearchSettings
-    inputs: tuple[Any, ...] = ()  # parsed by zeekndm.inputs when live mode is configured
+    inputs: tuple[Any, ...] = ()  # parsed by zeekndm.live.inputs when live mode is configured
     log_level: str = "info"
     stats_interval: float = 60.0
     log_format: str = "text"
@@ -373,7 +373,7 @@ def _inputs(r: FieldReader) -> tuple[Any, ...]:
     if not raw:
         return ()
     try:
-        from zeekndm.inputs import parse_inputs
+        from zeekndm.live.inputs import parse_inputs
     except ImportError:  # pragma: no cover - live mode not installed
         r.fail("inputs are not supported by this build", name="inputs")
         return ()

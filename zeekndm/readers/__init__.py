@@ -42,6 +42,8 @@ from zeekndm.readers.gzipstream import MAGIC as _GZIP_MAGIC
 from zeekndm.readers.gzipstream import GzipStream
 from zeekndm.readers.suricata_eve import SuricataEveParser
 from zeekndm.readers.zeek_json import ZeekJSONParser
+from zeekndm.readers.zeek_notice import ZeekNoticeParser
+from zeekndm.readers.zeek_notice import sniff as _sniff_zeek_notice
 from zeekndm.readers.zeek_tsv import ZeekTSVParser
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "find_logs",
     "iter_lines",
     "make_parser",
+    "sniff_head",
     "parse_line",
     "open_binary",
     "read_flows",
@@ -179,6 +182,8 @@ def _sniff_zeek_json(head: bytes) -> bool:
 
 
 for _name, _cls, _sniff in (
+    # notice.log first: it is a narrower case of Zeek TSV / Zeek JSON
+    ("zeek_notice", ZeekNoticeParser, _sniff_zeek_notice),
     ("zeek_tsv", ZeekTSVParser, _sniff_zeek_tsv),
     ("suricata_eve", SuricataEveParser, _sniff_suricata_eve),
     ("zeek_json", ZeekJSONParser, _sniff_zeek_json),
@@ -233,12 +238,44 @@ def sensor_type(fmt: str | None) -> str | None:
     return "suricata" if fmt.startswith("suricata") else "zeek"
 
 
-def make_parser(fmt: str) -> LineParser:
-    """A fresh parser for `fmt`; an unknown name raises ReaderError listing the valid ones."""
+def sniff_head(lines: Iterable[bytes]) -> bytes:
+    """What the sniffers get: the first `SNIFF_LINES` non-blank lines, joined with b"\\n".
+
+    `replay` and live mode both build the head of a file here, so a file is recognised
+    the same way whichever reads it."""
+    nonblank: list[bytes] = []
+    for line in lines:
+        if line is not LINE_TOO_LONG and line.strip():
+            nonblank.append(line)
+            if len(nonblank) >= SNIFF_LINES:
+                break
+    return b"\n".join(nonblank)
+
+
+def make_parser(
+    fmt: str,
+    *,
+    models: Mapping[str, Any] | None = None,
+    dports: Collection[int] | None = None,
+) -> LineParser:
+    """A fresh parser for `fmt`; an unknown name raises ReaderError listing the valid ones.
+
+    `models` (the configured ones, by name) reaches parsers that turn records into
+    detections themselves (Zeek notices); `dports` the parsers that can pass over lines
+    on ports no model watches (see `read_flows`)."""
     cls = PARSERS.get(fmt)
     if cls is None:
         raise ReaderError(f"unknown input format {fmt!r}; valid: {', '.join(sorted(PARSERS))}")
-    return cls()
+    parser = cls()
+    if dports is not None:
+        set_filter = getattr(parser, "set_dport_filter", None)
+        if set_filter is not None:
+            set_filter(dports)
+    if models is not None:
+        set_models = getattr(parser, "set_models", None)
+        if set_models is not None:
+            set_models(models)
+    return parser
 
 
 # -- files and lines ---------------------------------------------------------------------
@@ -336,15 +373,15 @@ def _head(lines: Iterator[tuple[int, bytes]]) -> tuple[list[tuple[int, bytes]], 
     (the `iter_lines` generator is only used for this read-ahead).
     """
     buffered: list[tuple[int, bytes]] = []
-    nonblank: list[bytes] = []
+    nonblank = 0
     for item in lines:
         buffered.append(item)
         line = item[1]
         if line is not LINE_TOO_LONG and line.strip():
-            nonblank.append(line)
-            if len(nonblank) >= SNIFF_LINES:
+            nonblank += 1
+            if nonblank >= SNIFF_LINES:
                 break
-    return buffered, b"\n".join(nonblank)
+    return buffered, sniff_head(line for _, line in buffered)
 
 
 def read_flows(
@@ -406,15 +443,7 @@ def read_flows(
                 if gz is not None and gz.error:  # a damaged gzip file, not an empty one
                     raise ReaderError(_gzip_damage(gz), file=name) from None
                 raise
-        parser = make_parser(fmt)
-        if dports is not None:
-            set_filter = getattr(parser, "set_dport_filter", None)
-            if set_filter is not None:
-                set_filter(dports)
-        if models is not None:
-            set_models = getattr(parser, "set_models", None)
-            if set_models is not None:
-                set_models(models)
+        parser = make_parser(fmt, models=models, dports=dports)
     except ReaderError:
         fileobj.close()
         raise
@@ -694,10 +723,3 @@ def _parse_line_by_line(
         stats.records = n_records
         stats.filtered = getattr(parser, "filtered", 0)
         stats.ignored += n_none - (stats.filtered - filtered_before)
-
-
-# Zeek notice.log (notices raised by zeek_scripts/ and scan.zeek) is read through the same
-# registry; its module imports this one, so it registers itself after the definitions above.
-from zeekndm.readers.zeek_notice import register as _register_zeek_notice  # noqa: E402
-
-_register_zeek_notice()

@@ -481,10 +481,3 @@ def _ports(text: str | None, model: Model) -> tuple[tuple[int, ...], tuple[str, 
     ports = tuple(sorted({p for p, _ in pairs}))
     transports = tuple(sorted({t for _, t in pairs}))
     return ports, transports
-
-
-def register() -> None:
-    """Add this parser to `zeekndm.readers` (its sniffer is asked before Zeek TSV's)."""
-    from zeekndm.readers import register_parser
-
-    register_parser(FORMAT, ZeekNoticeParser, sniff)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from zeekndm.enrich import Alert
 
@@ -59,3 +59,33 @@ class InterruptibleSink(Protocol):
     any backoff wait at once (undelivered alerts are spooled). Safe in a signal handler."""
 
     def interrupt(self) -> None: ...
+
+
+@runtime_checkable
+class ResumableSink(Protocol):
+    """An output that can find its place again after a crash (a file it appends to).
+
+    `position()` is committed with the input offsets; after a restart,
+    `skip_written_since(position)` makes it drop the alerts it already wrote after that
+    point, which the re-read records produce again with the same ids. `position()` is
+    None when there is nothing to find (a stream such as stdout)."""
+
+    def position(self) -> int | None: ...
+
+    def skip_written_since(self, offset: int) -> int: ...
+
+
+@runtime_checkable
+class ReopenableSink(Protocol):
+    """An output whose file can be rotated away: `reopen()` starts writing to a new file
+    at the same path (logrotate's `postrotate` sends SIGHUP)."""
+
+    def reopen(self) -> None: ...
+
+
+@runtime_checkable
+class SpoolHolder(Protocol):
+    """An output whose on-disk spool can be inspected: `spool.count()` alerts, `spool.size`
+    bytes (for stats, metrics and `status`)."""
+
+    spool: Any

@@ -79,6 +79,22 @@ class NDJSONSink:
         else:
             raise SinkError("NDJSONSink needs a path or a stream")
 
+    def reopen(self) -> None:
+        """Open `path` again (after logrotate renamed the file away): later alerts go to a
+        new file at the path. The caller commits right before, so nothing written to the
+        old file is left to be skipped or written again."""
+        if self.path is None or not self._own:
+            return
+        try:
+            stream: IO[bytes] = open(self.path, "ab", buffering=0)
+        except OSError as exc:
+            log.warning("cannot reopen %s (%s); still writing to the old file", self.path, exc)
+            return
+        self._stream.close()
+        self._stream = stream
+        self._fsync = self.path.is_file()
+        log.info("reopened %s", self.path)
+
     def truncate(self) -> None:
         """Empty the output file (replay starts a fresh file unless told to append)."""
         if self.path is not None and self._fsync:

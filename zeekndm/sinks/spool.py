@@ -31,9 +31,9 @@ from pathlib import Path
 
 import orjson
 
-from zeekndm.checkpoint import make_private_dirs
 from zeekndm.enrich import Alert
 from zeekndm.errors import SinkError
+from zeekndm.statedir import make_private_dirs
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeekndm.errors import ConfigError, ZeekNDMError
-from zeekndm.listen import IDLE_TIMEOUT, MAX_BUFFERED_BYTES, MAX_CLIENTS
+from zeekndm.live.listen import IDLE_TIMEOUT, MAX_BUFFERED_BYTES, MAX_CLIENTS
 from zeekndm.yamlfile import FieldReader
 
 KINDS = ("zeek_dir", "dir", "file", "unix_dgram", "unix_stream")

@@ -49,8 +49,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from zeekndm.checkpoint import make_private_dirs
 from zeekndm.errors import ZeekNDMError
+from zeekndm.statedir import make_private_dirs
 
 __all__ = ["KINDS", "READ_BUDGET", "SocketListener"]
 

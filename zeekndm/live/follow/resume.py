@@ -1,0 +1,182 @@
+"""Continuing from a saved state: each saved file picked up where it was, files rotated
+while zeekndm was stopped found and read, and what cannot be found reported as lost.
+
+Zeek renames a rotated file beside the old name (standalone Zeek's `conn.<time>.log`) or
+moves it into zeekctl's dated archive (`logs/YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz`,
+compressed); both are searched. These functions work on a `Follower`'s collections (they
+are its resume step, kept apart because they run once, at the first tick).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from typing import TYPE_CHECKING
+
+from zeekndm.live.follow.harvester import Harvester
+from zeekndm.live.follow.identity import Snapshot, sha
+from zeekndm.live.follow.positions import FINGERPRINT_BYTES
+from zeekndm.live.follow.scan import Ident, list_dirs, rotation_stems, still_at
+
+if TYPE_CHECKING:
+    from zeekndm.live.follow.follower import Follower
+
+log = logging.getLogger(__name__)
+
+ADOPT_MARGIN = 60.0  # s before a saved state within which a rotated file may be unread
+
+
+def resume_from_state(fw: Follower, found: dict[Ident, str], dirs: set[str]) -> None:
+    """Pick up each file of the saved state where it was, or say what was lost."""
+    entries, fw._resume = fw._resume, []
+    fw._history.extend(fw._resume_ended)
+    fw._resume_ended = []
+    everywhere: dict[Ident, str] | None = None
+    for e in entries:
+        ident = e.ident
+        snap = Snapshot(
+            e.fp_len,
+            e.fp,
+            None,
+            e.offset,
+            e.line,
+            e.skipping,
+            e.path,
+            max(0, e.size - e.offset),
+            from_state=True,
+        )
+        path = found.get(ident)
+        if path is None:
+            path = e.path if still_at(e.path, ident) else None
+            if path is None:
+                if everywhere is None:
+                    everywhere = list_dirs(dirs)
+                path = everywhere.get(ident)
+        if path is None:
+            fw._history.append(snap)
+            continue
+        fd = fw._open(path, ident)
+        if fd is None:
+            fw._history.append(snap)
+            continue
+        size = os.fstat(fd).st_size
+        if not (snap.matches(fd, size) or (snap.fp_len == 0 and e.offset == 0)):
+            fw._close_fd(fd)
+            fw._history.append(snap)  # same inode, other content: a new file
+            continue
+        f = Harvester.opened(
+            ident,
+            fd,
+            path,
+            e.origin,
+            offset=e.offset,
+            line=e.line,
+            skipping=e.skipping,
+            new_file=e.offset == 0,
+        )
+        f.head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        f.check_not_beyond_end(size)
+        fw._files[f.key] = f
+    if entries:
+        adopt_rotated_while_stopped(fw, found)
+    # Old files found renamed must be finished before new files at their old names.
+    order = sorted(fw._files.values(), key=lambda f: found.get((f.dev, f.ino)) is not None)
+    fw._files = {f.key: f for f in order}
+
+
+def adopt_rotated_while_stopped(fw: Follower, found: dict[Ident, str]) -> None:
+    """Files that appeared and were renamed away from the watched names while we were
+    stopped (Zeek rotates to `conn.<time>.log` beside `conn.log`): files next to a
+    watched one, named like it, not known, are read too, oldest first, before the
+    current file. One already read to its end is recognised by its fingerprint.
+    Archives compressed by then (zeekctl gzips into a dated folder) are out of reach."""
+    if fw._saved_at is None:
+        return
+    since_ns = int((fw._saved_at - ADOPT_MARGIN) * 1e9)
+    known = set(found) | {(f.dev, f.ino) for f in fw._files.values()} | set(fw._parked)
+    candidates = []
+    for directory, stem, origin in rotation_stems(fw._targets):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(stem):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if stat.S_ISREG(st.st_mode) and ident not in known and st.st_mtime_ns >= since_ns:
+                known.add(ident)
+                candidates.append((st.st_mtime_ns, entry.path, ident, origin))
+    for _, path, ident, origin in sorted(candidates):
+        fd = fw._open(path, ident)
+        if fd is None:
+            continue
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        snap = next((s for s in fw._history if s.matches(fd, size)), None)
+        if head.startswith(b"\x1f\x8b") or (snap is not None and snap.offset >= size):
+            fw._close_fd(fd)  # compressed, or already read to its end (kept in history)
+            continue
+        f = Harvester.opened(
+            ident,
+            fd,
+            path,
+            origin,
+            detached=True,
+        )
+        if snap is not None:
+            fw._history.remove(snap)
+            f.offset, f.line, f.skipping = snap.offset, snap.line, snap.skipping
+        else:
+            f.new_file = True
+            log.info("%s was rotated while zeekndm was stopped; reading it", path)
+        f.head = head
+        fw._files[f.key] = f
+
+
+def note_preexisting_rotated(fw: Follower, found: dict[Ident, str]) -> None:
+    """First start: rotated files already beside a watched one predate zeekndm. They
+    are not read (the current file is where following starts), and they are
+    remembered as read, so a later restart never takes them up late, out of order."""
+    since_ns = int((time.time() - 2 * ADOPT_MARGIN) * 1e9)
+    counts: dict[str, int] = {}
+    for directory, stem, origin in rotation_stems(fw._targets):
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(stem):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if not stat.S_ISREG(st.st_mode) or ident in found:
+                continue
+            counts[origin] = counts.get(origin, 0) + 1
+            if st.st_mtime_ns < since_ns:
+                continue  # too old to ever look rotated-while-stopped
+            try:
+                with open(entry.path, "rb") as fh:
+                    head = fh.read(FINGERPRINT_BYTES)
+            except OSError:
+                continue
+            if head:
+                fw._history.append(
+                    Snapshot(len(head), sha(head), None, st.st_size, 0, False, entry.path)
+                )
+    for origin, n in counts.items():
+        log.info(
+            "%d rotated file(s) beside %s predate this first start and are not read "
+            "(zeekndm replay reads them if needed)",
+            n,
+            origin,
+        )
