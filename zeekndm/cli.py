@@ -206,7 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
-        "check-config", parents=[common], help="validate the config and print the effective models"
+        "status",
+        parents=[common],
+        help="what a running or stopped `run` has done, read from its state directory",
+        epilog="example: zeekndm status --state-dir /var/lib/zeekndm",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="the instance's state directory (default: the config's state_dir, else "
+        "/var/lib/zeekndm)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the config and print the effective configuration",
     )
     p.add_argument(
         "--test-output",
@@ -626,9 +643,62 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
 
 
 # -- config and models -----------------------------------------------------------------
+def cmd_status(args: argparse.Namespace, env: Environment) -> int:
+    from zeekndm.live.status import read_status
+
+    config = _load(args)
+    state_dir = _state_dir(args, config)
+    if not state_dir.is_dir():
+        raise ZeekNDMError(
+            "no such state directory (has `zeekndm run` used it?)", file=str(state_dir)
+        )
+    status = read_status(state_dir)
+    if args.json:
+        env.stdout.write(json.dumps(status.to_dict(), indent=2) + "\n")
+    else:
+        for line in status.lines():
+            env.stdout.write(line + "\n")
+    return ExitStatus.OK
+
+
+def _run_problems(config: Config, state_dir: Path) -> list[str]:
+    """What would stop `zeekndm run` with this config (check-config warns about each)."""
+    import importlib.util
+    import os
+    import stat
+
+    problems = []
+    if not config.inputs:
+        problems.append(
+            "no inputs configured: `zeekndm run` would stop at once unless given --input "
+            "(add an inputs: section)"
+        )
+    probe = state_dir
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        mode = probe.stat().st_mode
+    except OSError:
+        mode = 0
+    if probe == state_dir and mode & stat.S_IWOTH:
+        problems.append(f"state_dir {state_dir} is writable by every user: `run` refuses it")
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        problems.append(
+            f"state_dir {state_dir} cannot be created or written by this user "
+            f"({probe} is not writable): give --state-dir or state_dir:"
+        )
+    if config.metrics_listen and importlib.util.find_spec("prometheus_client") is None:
+        problems.append(
+            "metrics.listen is set but prometheus_client is not installed "
+            "(pip install 'zeekndm[metrics]')"
+        )
+    return problems
+
+
 def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
     config = _load(args)
     w = env.stdout.write
+    state_dir = _state_dir(args, config)
     w(f"config: {config.path or '(built-in defaults)'}\n")
     w(f"internal_networks: {', '.join(config.internal_networks)}\n")
     for what in ("external", "drop", "proxies"):
@@ -636,6 +706,19 @@ def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
         if ranges:
             w(f"internal_networks.{what}: {', '.join(ranges)}\n")
     w(f"trust_local_fields: {str(config.trust_local_fields).lower()}\n")
+    w(f"state_dir: {state_dir}{'' if config.state_dir else ' (default)'}\n")
+    ndjson = config.ndjson_path
+    w(f"output ndjson: {'disabled' if not ndjson else 'stdout' if ndjson == '-' else ndjson}\n")
+    es = config.elasticsearch
+    if es is not None:
+        w(f"output elasticsearch: {', '.join(es.hosts)} (data stream {es.data_stream})\n")
+    w(f"metrics: {config.metrics_listen or 'none'}\n")
+    w(
+        f"logging: level {config.log_level}, format {config.log_format}, "
+        f"stats every {config.stats_interval:g} s\n"
+    )
+    if not config.inputs:
+        w("input: none\n")
     for spec in config.inputs:
         w(f"input: {spec.describe()}\n")
     for m in config.models.values():
@@ -664,6 +747,8 @@ def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
             check = getattr(sink, "check", None)
             w(f"output {sink.name}: {check() if check else 'OK'}\n")
             sink.close()
+    for problem in _run_problems(config, state_dir):
+        env.stderr.write(f"zeekndm: warning: {problem}\n")
     w(f"OK: {len(config.enabled_models)} of {len(config.models)} models enabled\n")
     return ExitStatus.OK
 

@@ -45,6 +45,7 @@ class Config:
     log_level: str = "info"
     stats_interval: float = 60.0
     log_format: str = "text"
+    metrics_listen: str | None = None  # live mode's Prometheus endpoint, HOST:PORT
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     networks: NetworkSettings = field(
         default_factory=lambda: NetworkSettings(networks=(), private_is_internal=True)
@@ -133,6 +134,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
     ndjson_path, es = _output(r)
     inputs = _inputs(r)
     log_level, stats_interval, log_format = _logging(r)
+    metrics_listen = _metrics(r)
     r.finish()
     if errors:
         return None
@@ -152,6 +154,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
         log_level=log_level,
         stats_interval=stats_interval,
         log_format=log_format,
+        metrics_listen=metrics_listen,
         raw=dict(data),
     )
 
@@ -378,6 +381,21 @@ def _inputs(r: FieldReader) -> tuple[Any, ...]:
         r.fail("inputs are not supported by this build", name="inputs")
         return ()
     return tuple(parse_inputs(raw, r.errors, file=r.file))
+
+
+def _metrics(r: FieldReader) -> str | None:
+    """`metrics.listen: HOST:PORT` (live mode's Prometheus endpoint; absent: none)."""
+    m = FieldReader(r.take("metrics", dict, default={}), "metrics", r.errors, file=r.file)
+
+    def host_port(v: str) -> str | None:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return "must be HOST:PORT, for example 127.0.0.1:9477"
+        return None
+
+    listen = m.take("listen", str, default=None, check=host_port)
+    m.finish()
+    return listen
 
 
 def _logging(r: FieldReader) -> tuple[str, float, str]:

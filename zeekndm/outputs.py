@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from zeekndm.config import Config
+from zeekndm.statedir import DEFAULT_STATE_DIR
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STATE_DIR = ".zeekndm-state"
 
 
 def state_dir_for(config: Config, override: str | None = None) -> Path:

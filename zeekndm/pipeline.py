@@ -47,6 +47,7 @@ class Pipeline:
         self._pending: dict[str, list[Alert]] = {s.name: [] for s in self.sinks}
         self.alerts_by_model: Counter = Counter()
         self.alerts_by_state: Counter = Counter()
+        self.alerts_by_model_state: Counter = Counter()  # (model, state) -> alerts
         self.rejected: Counter = Counter()  # sink name -> dead-lettered count
         self.notices = 0
 
@@ -105,6 +106,16 @@ class Pipeline:
             alert = enrich(detection, self.observer, created)
             self.alerts_by_model[detection.model.name] += 1
             self.alerts_by_state[detection.state] += 1
+            self.alerts_by_model_state[(detection.model.name, detection.state)] += 1
+            # One line per alert for an operator following the service's log (replay
+            # logs at WARNING unless told otherwise, so this stays out of its way).
+            log.info(
+                "alert: %s %s from %s, severity %s",
+                detection.model.name,
+                detection.state,
+                detection.source,
+                detection.severity,
+            )
             for queue in self._pending.values():
                 queue.append(alert)
         if any(len(q) >= self.batch_size for q in self._pending.values()):

@@ -35,11 +35,12 @@ from zeekndm.enrich import Observer
 from zeekndm.errors import ZeekNDMError
 from zeekndm.live.follow import Chunk, Follower, FollowTarget
 from zeekndm.live.inputs import InputSpec, input_from_arg
+from zeekndm.live.metrics import MetricsEndpoint, MetricsSnapshot
 from zeekndm.live.registry import Registry, RegistryState, Totals
 from zeekndm.live.streams import Streams, forced_formats
 from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
-from zeekndm.sinks.base import ReopenableSink, ResumableSink, SpoolHolder
+from zeekndm.sinks.base import CountingSink, ReopenableSink, ResumableSink, SpoolHolder
 from zeekndm.statedir import refuse_world_writable
 
 # The service's own lines (start, stats, stop) keep the logger name README quotes.
@@ -104,6 +105,7 @@ class LiveRunner:
         self._since_commit = 0
         self._commit_took = 0.0
         self.last_commit_wall: float | None = None
+        self.metrics: MetricsEndpoint | None = None
         self._config_mtime = self._mtime(config.path)
         self.streams = Streams(config.sensor_name, config.models, clock, forced_formats(self.specs))
 
@@ -155,6 +157,7 @@ class LiveRunner:
             wall=self.wall,
         )
         self.registry = registry
+        self.metrics = MetricsEndpoint(config.metrics_listen) if config.metrics_listen else None
         previous = self._install_signals()
         log.info(
             "zeekndm run: following %s; state in %s; %d model(s) enabled",
@@ -162,6 +165,7 @@ class LiveRunner:
             self.state_dir,
             len(self.detector.models),
         )
+        self._log_effective_config(sinks)
         if raw:
             log.info(
                 "resuming: %d file position(s) and %d tracked source(s) restored",
@@ -195,7 +199,40 @@ class LiveRunner:
                 listener.close()
             self.pipeline.close()
             self._log_stats(final=True)
+            if self.metrics is not None:
+                self.metrics.close()
         return status
+
+    def _log_effective_config(self, sinks: list[Any]) -> None:
+        """At start, what is in force: outputs, state, models and their thresholds."""
+        outputs = []
+        for sink in sinks:
+            if isinstance(sink, ResumableSink):
+                position = sink.position()
+                where = (
+                    "stdout" if position is None else str(self.output or self.config.ndjson_path)
+                )
+            elif isinstance(sink, SpoolHolder):
+                es = self.config.elasticsearch
+                where = self.elasticsearch_url or (", ".join(es.hosts) if es else "?")
+            else:
+                where = ""
+            outputs.append(f"{sink.name} ({where})" if where else sink.name)
+        log.info(
+            "outputs: %s; commit every %.1f s; metrics: %s",
+            "; ".join(outputs) or "none",
+            self.commit_interval,
+            self.config.metrics_listen or "none",
+        )
+        for m in self.detector.models:
+            levels = ", ".join(f"{s} {n}" for s, n in m.threshold.levels)
+            log.info(
+                "model %s: ports %s; %s within %g s",
+                m.name,
+                ", ".join(str(p) for p in m.ports),
+                levels,
+                m.threshold.window,
+            )
 
     def _restored_detector(self, saved: RegistryState) -> Detector:
         config = self.config
@@ -244,6 +281,8 @@ class LiveRunner:
                 self.pipeline.add_detections(self.detector.advance(idle_base + now - last_record))
             if now >= next_flush:
                 self._commit_if_delivered()
+                if self.metrics is not None:
+                    self.metrics.publish(self.metrics_snapshot())
                 # A huge window state makes commits slow: keep them under ~5% of the time.
                 next_flush = clock() + max(self.commit_interval, 20 * self._commit_took)
             elif self.pipeline.pending:
@@ -263,7 +302,17 @@ class LiveRunner:
     def _handle_chunks(self, chunks: list[Chunk]) -> int:
         n = 0
         streams = self.streams
+        debug = log.isEnabledFor(logging.DEBUG)
         for chunk in chunks:
+            if debug:
+                log.debug(
+                    "read %d line(s) of %s%s%s%s",
+                    len(chunk.lines),
+                    chunk.path,
+                    " (new file)" if chunk.new_file else "",
+                    " (truncated)" if chunk.reset else "",
+                    " (finished)" if chunk.closed else "",
+                )
             stream = streams.get(chunk.key)
             if stream is None or chunk.new_file or chunk.reset:
                 resumed = not (chunk.new_file or chunk.reset)
@@ -459,6 +508,35 @@ class LiveRunner:
             why,
             len(self.detector.models),
             ", ".join(m.name for m in self.detector.models),
+        )
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """The numbers the metrics endpoint serves, taken in the loop's thread."""
+        now = self.clock()
+        records = self.streams.records_by_path()
+        then, before = getattr(self, "_metrics_mark", (now, Counter()))
+        span = max(now - then, 1e-9)
+        self._metrics_mark = (now, records)
+        lag = self.follower.lag()
+        spool_alerts, spool_bytes = self.spool_depth()
+        retries, dead = Counter(), Counter(self.pipeline.rejected)
+        for sink in self.pipeline.sinks:
+            if isinstance(sink, CountingSink):
+                retries[sink.name] += sink.stats.get("retried", 0)
+        return MetricsSnapshot(
+            records=dict(records),
+            records_per_second={k: (v - before.get(k, 0)) / span for k, v in records.items()},
+            lag_bytes={x.path: x.bytes_behind for x in lag},
+            lag_seconds={x.path: x.seconds_behind for x in lag},
+            bad_lines=dict(self.streams.bad_lines_by_path_and_reason()),
+            late_records=self.detector.stats.late_records,
+            tracked_sources=self.detector.tracked_sources,
+            alerts=dict(self.pipeline.alerts_by_model_state),
+            spool_alerts=spool_alerts,
+            spool_bytes=spool_bytes,
+            retries=dict(retries),
+            dead_letters=dict(dead),
+            last_commit=self.last_commit_wall,
         )
 
     def spool_depth(self) -> tuple[int, int]:

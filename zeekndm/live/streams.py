@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,8 @@ class Streams:
         self._saved = dict(saved_headers or {})
         self._by_key: dict[str, Stream] = {}
         self._unrecognised: set[str] = set()
+        self.closed_records: Counter = Counter()
+        self.closed_bad: Counter = Counter()
 
     def remember(self, saved_headers: dict[str, SavedHeader]) -> None:
         """The header blocks committed per file (used when those files are resumed)."""
@@ -120,8 +123,26 @@ class Streams:
         return self._by_key.values()
 
     def close(self, key: str) -> None:
-        self._by_key.pop(key, None)
+        stream = self._by_key.pop(key, None)
         self._unrecognised.discard(key)
+        if stream is not None:  # its counts stay in the totals by path
+            self.closed_records[stream.stats.path] += stream.stats.records
+            for reason, n in stream.stats.bad_by_reason.items():
+                self.closed_bad[(stream.stats.path, reason)] += n
+
+    def records_by_path(self) -> Counter:
+        """Records read per file (or socket) path in this run, closed files included."""
+        out = Counter(self.closed_records)
+        for stream in self._by_key.values():
+            out[stream.stats.path] += stream.stats.records
+        return out
+
+    def bad_lines_by_path_and_reason(self) -> Counter:
+        out = Counter(self.closed_bad)
+        for stream in self._by_key.values():
+            for reason, n in stream.stats.bad_by_reason.items():
+                out[(stream.stats.path, reason)] += n
+        return out
 
     def add_socket(self, path: str) -> Stream:
         stats = LiveReadStats(path, self._clock)

@@ -89,3 +89,11 @@ class SpoolHolder(Protocol):
     bytes (for stats, metrics and `status`)."""
 
     spool: Any
+
+
+@runtime_checkable
+class CountingSink(Protocol):
+    """An output that counts its delivery work in `stats` ("retried", "dead_lettered",
+    ...), for the metrics endpoint and `status`."""
+
+    stats: dict[str, int]

@@ -342,6 +342,13 @@ class Follower:
             if hit is not None:
                 f.path, f.detached = hit, False
             else:
+                if not f.detached:
+                    now = current_path(f.fd, f.path)
+                    log.info(
+                        "%s was rotated away%s; reading it to its end",
+                        f.path,
+                        f" (now {now})" if now != f.path else " (or deleted)",
+                    )
                 f.detached = True
                 f.path = current_path(f.fd, f.path)
         for ident in list(self._shadowed):
@@ -612,6 +619,7 @@ class Follower:
         self._hand_over(f, snap, chunks)
         if f.head:
             self._history.append(snap)
+        log.info("finished %s at line %d", f.path, f.line)
         del self._files[f.key]
         self._closed_heads[f.key] = os.pread(f.fd, 65536, 0)
         self._to_close.append(f.fd)
