@@ -50,7 +50,7 @@ from zeekndm.live.follow.identity import (
     starts_like,
 )
 from zeekndm.live.follow.positions import FINGERPRINT_BYTES, FilePosition, FollowState
-from zeekndm.live.follow.scan import FollowTarget, Ident, scan
+from zeekndm.live.follow.scan import FollowTarget, Ident, scan, still_at
 from zeekndm.live.follow.watch import Watch
 
 log = logging.getLogger(__name__)
@@ -466,7 +466,9 @@ class Follower:
                 ):
                     del self._pending[ident]
                     self._close_fd(held[0])  # followed already (renamed within our paths)
-                elif ident not in found:
+                elif ident not in found and not still_at(held[1], ident):
+                    # (a file created after this tick's scan is still at its path: it is
+                    # left for the next scan)
                     del self._pending[ident]
                     gone.append((ident, held))
         for ident, (fd, origin) in gone:

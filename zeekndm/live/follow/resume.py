@@ -9,6 +9,7 @@ are its resume step, kept apart because they run once, at the first tick).
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import stat
@@ -146,13 +147,20 @@ def note_preexisting_rotated(fw: Follower, found: dict[Ident, str]) -> None:
     remembered as read, so a later restart never takes them up late, out of order."""
     since_ns = int((time.time() - 2 * ADOPT_MARGIN) * 1e9)
     counts: dict[str, int] = {}
+    patterns = [p for t in fw._targets for p in t.patterns] + [
+        os.path.basename(t.path) for t in fw._targets
+    ]
+
+    def watched(name: str) -> bool:  # a file the targets follow is not a rotated one
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
     for directory, stem, origin in rotation_stems(fw._targets):
         try:
             entries = list(os.scandir(directory))
         except OSError:
             continue
         for entry in entries:
-            if not entry.name.startswith(stem):
+            if not entry.name.startswith(stem) or watched(entry.name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

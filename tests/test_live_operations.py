@@ -1,0 +1,201 @@
+"""Operating `zeekndm run` like a sensor service (issue 12): metrics, status, the alert file
+under logrotate, the state directory, check-config, and the log lines an operator reads."""
+
+# ruff: noqa: F811 - the `zeekndm_proc` fixture comes from test_live
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_live import Zeekndm, replay_ids, zeek_tsv_parts, zeekndm_proc  # noqa: F401
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="live mode tests need Linux")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def zeekndm(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "zeekndm", *args], capture_output=True, text=True, timeout=60, **kw
+    )
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_endpoint_serves_what_run_did(tmp_path, zeekndm_proc):
+    pytest.importorskip("prometheus_client")
+    header, data = zeek_tsv_parts()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port = free_port()
+    cfg = tmp_path / "zeekndm.yaml"
+    cfg.write_text(f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    z = zeekndm_proc(tmp_path, str(logs), config=cfg)
+    z.start()
+    log = logs / "conn.log"
+    log.write_text("\n".join(header + data + ["bad\tline"]) + "\n")
+    z.wait_records(len(data))
+    deadline = time.monotonic() + 10
+    while True:
+        got = scrape(port)
+        if got.get(f'zeekndm_records_total{{input="{log}"}}') == len(data):
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+    assert got[f'zeekndm_file_lag_bytes{{file="{log}"}}'] == 0
+    assert got[f'zeekndm_bad_lines_total{{input="{log}",reason="wrong column count"}}'] == 1
+    assert got['zeekndm_alerts_total{model="mongodb_scan_internal_external",state="start"}'] >= 1
+    assert got["zeekndm_tracked_sources"] >= 1
+    assert got["zeekndm_late_records_total"] == 0
+    assert got["zeekndm_spool_alerts"] == 0
+    assert abs(got["zeekndm_last_commit_timestamp_seconds"] - time.time()) < 30
+    assert z.stop()[0] == 0
+
+
+def test_status_reads_a_running_and_a_stopped_instance(tmp_path, zeekndm_proc):
+    header, data = zeek_tsv_parts()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "conn.log").write_text("\n".join(header + data) + "\n")
+    z = zeekndm_proc(tmp_path, str(logs))
+    z.start()
+    z.wait_records(len(data))
+    running = zeekndm("status", "--state-dir", str(z.state))
+    assert running.returncode == 0, running.stderr
+    assert f"running (pid {z.proc.pid})" in running.stdout
+    assert f"records={len(data)} bad_lines=0" in running.stdout
+    assert f"file {logs / 'conn.log'}: line {len(header) + len(data)}" in running.stdout
+    assert "0B behind" in running.stdout
+    assert z.stop()[0] == 0
+    stopped = zeekndm("status", "--state-dir", str(z.state), "--json")
+    doc = json.loads(stopped.stdout)
+    assert doc["running_pid"] is None and doc["records"] == len(data)
+    assert doc["alerts"] == json.loads((z.state / "registry.json").read_text())["totals"]["alerts"]
+    assert zeekndm("status", "--state-dir", str(tmp_path / "none")).returncode == 1
+
+
+def test_alert_file_rotated_under_sighup_loses_and_duplicates_no_alert(tmp_path, zeekndm_proc):
+    """logrotate's way: rename the file, then SIGHUP (postrotate); alerts keep coming."""
+    header, data = zeek_tsv_parts()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "conn.log"
+    z = zeekndm_proc(tmp_path, str(logs))
+    z.start()
+    half = len(data) // 2
+    log.write_text("\n".join(header + data[:half]) + "\n")
+    z.wait_records(half)
+    rotated = z.out.with_name(z.out.name + ".1")
+    os.rename(z.out, rotated)
+    z.proc.send_signal(signal.SIGHUP)
+    z.wait_log("reopened")
+    with open(log, "a") as fh:
+        fh.write("\n".join(data[half:]) + "\n")
+    z.wait_records(len(data))
+    assert z.stop()[0] == 0
+    old = [json.loads(x)["event"]["id"] for x in rotated.read_text().splitlines()]
+    new = [json.loads(x)["event"]["id"] for x in z.out.read_text().splitlines()]
+    assert old and new, "alerts on both sides of the rotation"
+    got = old + new
+    assert len(got) == len(set(got)), "an alert written twice across the rotation"
+    assert sorted(got) == sorted(replay_ids(tmp_path, header + data, "all.log"))
+
+
+def test_logrotate_snippet_rotates_the_unit_alert_file_and_signals_it():
+    snippet = (REPO / "deploy" / "zeekndm.logrotate").read_text()
+    unit = (REPO / "deploy" / "zeekndm.service").read_text()
+    path = snippet.split("{", 1)[0].strip()
+    assert path.startswith("/var/log/zeekndm/") and "LogsDirectory=zeekndm" in unit
+    body = "\n".join(
+        ln.split("#", 1)[0] for ln in snippet.split("{", 1)[1].splitlines()
+    )  # the directives, without comments
+    assert "copytruncate" not in body  # rename + reopen: no alert lost in a copy window
+    assert "postrotate" in body and "systemctl kill -s HUP --kill-whom=main zeekndm" in body
+    assert "create 0640 zeekndm zeekndm" in body
+
+
+def test_run_refuses_a_world_writable_state_directory(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chmod(state, 0o777)
+    r = zeekndm("run", "--input", str(tmp_path), "--state-dir", str(state))
+    assert r.returncode == 1
+    assert f"{state}: the state directory is writable by every user" in r.stderr
+
+
+def test_default_state_directory_is_one_and_agreed(tmp_path):
+    from zeekndm.config import load_config
+    from zeekndm.outputs import state_dir_for
+    from zeekndm.statedir import DEFAULT_STATE_DIR
+
+    assert str(state_dir_for(load_config(None))) == DEFAULT_STATE_DIR == "/var/lib/zeekndm"
+    assert load_config(REPO / "config" / "zeekndm.yaml").state_dir == DEFAULT_STATE_DIR
+    assert f"--state-dir {DEFAULT_STATE_DIR}" in (REPO / "deploy" / "zeekndm.service").read_text()
+    assert DEFAULT_STATE_DIR in (REPO / "README.md").read_text()
+
+
+def test_check_config_prints_the_effective_configuration_and_warns_for_run(tmp_path):
+    cfg = tmp_path / "z.yaml"
+    cfg.write_text(f"state_dir: {tmp_path / 'state'}\noutput:\n  ndjson: {{path: /tmp/a.ndjson}}\n")
+    r = zeekndm("check-config", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert f"state_dir: {tmp_path / 'state'}\n" in r.stdout
+    assert "output ndjson: /tmp/a.ndjson\n" in r.stdout
+    assert "input: none\n" in r.stdout and "metrics: none\n" in r.stdout
+    assert "warning: no inputs configured: `zeekndm run` would stop at once" in r.stderr
+    cfg.write_text(
+        f"state_dir: {tmp_path / 'state'}\ninputs:\n  - {{type: zeek_dir, path: {tmp_path}}}\n"
+    )
+    r = zeekndm("check-config", "--config", str(cfg))
+    assert f"input: {tmp_path} (conn.log, notice.log)" in r.stdout
+    assert "warning" not in r.stderr
+
+
+def test_operator_log_shows_config_files_and_every_alert(tmp_path, zeekndm_proc):
+    header, data = zeek_tsv_parts()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    z = zeekndm_proc(tmp_path, str(logs))
+    z.start()
+    log = logs / "conn.log"
+    log.write_text("\n".join(header + data[:2000]) + "\n")
+    z.wait_records(2000)
+    os.rename(log, logs / "conn.01.log")
+    log.write_text("\n".join(header + data[2000:]) + "\n")
+    z.wait_records(len(data))
+    assert z.stop()[0] == 0
+    text = z.log.read_text()
+    assert f"outputs: ndjson ({z.out})" in text
+    assert "model mongodb_scan_internal_external: ports 27017/tcp; low 25, medium 100" in text
+    assert f"reading {log} (zeek_tsv)" in text
+    assert f"{log} was rotated away (now {logs / 'conn.01.log'})" in text
+    assert f"finished {logs / 'conn.01.log'} at line {len(header) + 2000}" in text
+    alerts = z.alerts()
+    assert text.count("INFO zeekndm.pipeline: alert: ") == len(alerts)
+    first = alerts[0]
+    assert (
+        f"alert: {first['rule']['name']} {first['zeekndm']['alert_state']} from "
+        f"{first['source']['ip']}, severity" in text
+    )
