@@ -199,3 +199,53 @@ def test_operator_log_shows_config_files_and_every_alert(tmp_path, zeekndm_proc)
         f"alert: {first['rule']['name']} {first['zeekndm']['alert_state']} from "
         f"{first['source']['ip']}, severity" in text
     )
+
+
+def _zeekctl_layout(tmp_path: Path) -> tuple[Path, Path]:
+    spool = tmp_path / "spool" / "zeek"
+    spool.mkdir(parents=True)
+    current = tmp_path / "logs" / "current"
+    current.parent.mkdir()
+    current.symlink_to(spool, target_is_directory=True)
+    return spool, current
+
+
+@pytest.mark.parametrize("archived", [True, False], ids=["archived", "gone"])
+def test_file_rotated_into_zeekctl_archive_while_stopped(tmp_path, zeekndm_proc, archived):
+    """zeekctl rotates while zeekndm is stopped: conn.log (with 40 records nobody read) is
+    gzipped into logs/YYYY-MM-DD/. It is found there and read: nothing is lost. Without
+    the archive, the log says what is lost and where it looked."""
+    import gzip
+
+    header, data = zeek_tsv_parts()
+    spool, current = _zeekctl_layout(tmp_path)
+    log = spool / "conn.log"
+    log.write_text("\n".join(header + data[:1500]) + "\n")
+    z = zeekndm_proc(tmp_path, str(current))
+    z.start()
+    z.wait_records(1500)
+    assert z.stop()[0] == 0
+    with open(log, "a") as fh:
+        fh.write("\n".join(data[1500:1540]) + "\n")  # written while zeekndm is stopped
+    day = tmp_path / "logs" / time.strftime("%Y-%m-%d")
+    day.mkdir()
+    if archived:
+        with open(log, "rb") as src, gzip.open(day / "conn.10:00:00-11:00:00.log.gz", "wb") as dst:
+            dst.write(src.read())
+    log.unlink()
+    second = [h.replace("#open\t", "#open\tsecond-") for h in header]
+    log.write_text("\n".join(second + data[1540:]) + "\n")
+    z.start()
+    z.wait_records(len(data) - (0 if archived else 40))
+    assert z.stop()[0] == 0
+    text = z.log.read_text()
+    if archived:
+        assert z.records() == len(data)
+        assert f"{log} was archived while zeekndm was stopped; reading its" in text
+        got = sorted(a["event"]["id"] for a in z.alerts())
+        want = replay_ids(tmp_path, header + data[:1540] + second + data[1540:], "all.log")
+        assert got == sorted(want)
+    else:
+        assert z.records() == len(data) - 40
+        assert f"{log} was replaced while zeekndm was stopped and the old file is gone" in text
+        assert f"nor in {day}" in text and "its lines after line" in text

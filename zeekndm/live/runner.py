@@ -155,6 +155,7 @@ class LiveRunner:
             use_watchdog=self.use_watchdog,
             max_open=sum(s.max_open_files for s in self.specs if not s.is_socket) or 1,
             wall=self.wall,
+            spill_dir=str(self.state_dir),
         )
         self.registry = registry
         self.metrics = MetricsEndpoint(config.metrics_listen) if config.metrics_listen else None

@@ -139,9 +139,11 @@ class Follower:
         max_open: int = MAX_OPEN_FILES,
         park_after: float = PARK_AFTER,
         wall: Callable[[], float] = time.time,
+        spill_dir: str | None = None,
     ) -> None:
         self._targets = list(targets)
         self._wall = wall
+        self._spill_dir = spill_dir  # where an archived file is decompressed to be read
         self._poll_interval = max(0.01, float(poll_interval))
         self._read_bytes = max(1, int(read_bytes))
         self._start_at_end = start_at_end
@@ -438,11 +440,17 @@ class Follower:
             return
         for snap in [s for s in self._history if s.from_state]:
             self._history.remove(snap)
+            searched = resume.archive_dirs(self)
             log.warning(
-                "%s was replaced while zeekndm was stopped and the old file is gone: "
-                "at least %d unread bytes are lost",
+                "%s was replaced while zeekndm was stopped and the old file is gone (not "
+                "beside it%s): %d unread bytes at the last commit (line %d) are lost, and "
+                "whatever was written to it after that commit; if the file was archived "
+                "elsewhere, `zeekndm replay` it (its lines after line %d are unread)",
                 snap.path,
+                f", nor in {', '.join(searched)}" if searched else "",
                 snap.lost_bytes,
+                snap.line,
+                snap.line,
             )
 
     def _release_pending(self, found: dict[Ident, str]) -> None:

@@ -87,6 +87,8 @@ class Snapshot:
     path: str = ""
     lost_bytes: int = 0  # for entries from a previous run's state: unread bytes known then
     from_state: bool = False
+    key: str = ""  # for entries from a previous run's state: the key callers know it by
+    origin: str = ""
 
     def matches(self, fd: int, size: int) -> bool:
         if self.fp_len == 0 or size < self.fp_len:

@@ -10,9 +10,12 @@ are its resume step, kept apart because they run once, at the first tick).
 from __future__ import annotations
 
 import fnmatch
+import gzip
 import logging
 import os
+import shutil
 import stat
+import tempfile
 import time
 from typing import TYPE_CHECKING
 
@@ -47,6 +50,8 @@ def resume_from_state(fw: Follower, found: dict[Ident, str], dirs: set[str]) -> 
             e.path,
             max(0, e.size - e.offset),
             from_state=True,
+            key=e.key,
+            origin=e.origin,
         )
         path = found.get(ident)
         if path is None:
@@ -56,7 +61,11 @@ def resume_from_state(fw: Follower, found: dict[Ident, str], dirs: set[str]) -> 
                     everywhere = list_dirs(dirs)
                 path = everywhere.get(ident)
         if path is None:
-            fw._history.append(snap)
+            archived = read_archived(fw, snap)
+            if archived is not None:
+                fw._files[archived.key] = archived
+            else:
+                fw._history.append(snap)
             continue
         fd = fw._open(path, ident)
         if fd is None:
@@ -64,8 +73,12 @@ def resume_from_state(fw: Follower, found: dict[Ident, str], dirs: set[str]) -> 
             continue
         size = os.fstat(fd).st_size
         if not (snap.matches(fd, size) or (snap.fp_len == 0 and e.offset == 0)):
-            fw._close_fd(fd)
-            fw._history.append(snap)  # same inode, other content: a new file
+            fw._close_fd(fd)  # same inode, other content: a new file (the inode was reused)
+            archived = read_archived(fw, snap)
+            if archived is not None:
+                fw._files[archived.key] = archived
+            else:
+                fw._history.append(snap)
             continue
         f = Harvester.opened(
             ident,
@@ -188,3 +201,97 @@ def note_preexisting_rotated(fw: Follower, found: dict[Ident, str]) -> None:
             n,
             origin,
         )
+
+
+ARCHIVE_DAYS = 7
+"""How many days of zeekctl's dated archive are searched for a file rotated while stopped."""
+
+
+def archive_dirs(fw: Follower) -> list[str]:
+    """zeekctl's dated archive directories (`<logs>/YYYY-MM-DD/`) beside each target that
+    is a `logs/current`-style directory, from the day before the saved state to today."""
+    since = (fw._saved_at if fw._saved_at is not None else fw._wall()) - 86400
+    days = []
+    t = fw._wall()
+    while t >= since and len(days) <= ARCHIVE_DAYS:
+        days.append(time.strftime("%Y-%m-%d", time.localtime(t)))
+        t -= 86400
+    days.append(time.strftime("%Y-%m-%d", time.localtime(since)))
+    out = []
+    for target in fw._targets:
+        root = os.path.dirname(os.path.abspath(target.path))
+        for day in dict.fromkeys(days):
+            d = os.path.join(root, day)
+            if os.path.isdir(d) and d not in out:
+                out.append(d)
+    return out
+
+
+def read_archived(fw: Follower, snap: Snapshot) -> Harvester | None:
+    """The file of `snap`, rotated and compressed into zeekctl's dated archive while
+    zeekndm was stopped (`logs/YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz`): found by the
+    fingerprint of its first bytes, decompressed into an unlinked temporary file, and
+    continued at the saved offset under the saved key, so nothing written before the
+    rotation is lost. None when it is not there."""
+    if not snap.fp_len:
+        return None
+    stem = os.path.basename(snap.path).split(".", 1)[0] + "."
+    for directory in archive_dirs(fw):
+        try:
+            names = sorted(e.name for e in os.scandir(directory))
+        except OSError:
+            continue
+        for name in names:
+            if not (name.startswith(stem) and name.endswith(".gz")):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                with gzip.open(path, "rb") as g:
+                    head = g.read(snap.fp_len)
+            except (OSError, EOFError):
+                continue
+            if len(head) == snap.fp_len and sha(head) == snap.fp_hex:
+                return _unpack(fw, snap, path)
+    return None
+
+
+def _unpack(fw: Follower, snap: Snapshot, path: str) -> Harvester | None:
+    tmp = tempfile.TemporaryFile(dir=fw._spill_dir)
+    damaged = ""
+    try:
+        with gzip.open(path, "rb") as g:
+            shutil.copyfileobj(g, tmp, 1 << 20)
+    except (OSError, EOFError) as exc:  # a damaged archive: what was decoded stands
+        damaged = f" (the archive is damaged after {tmp.tell()} bytes: {exc})"
+    except BaseException:
+        tmp.close()
+        raise
+    tmp.flush()
+    fd = os.dup(tmp.fileno())
+    tmp.close()
+    st = os.fstat(fd)
+    if st.st_size < snap.offset:
+        os.close(fd)
+        return None
+    log.info(
+        "%s was archived while zeekndm was stopped; reading its %d bytes after the last "
+        "commit from %s%s",
+        snap.path,
+        st.st_size - snap.offset,
+        path,
+        damaged,
+    )
+    f = Harvester.opened(
+        (st.st_dev, st.st_ino),
+        fd,
+        path,
+        snap.origin or snap.path,
+        offset=snap.offset,
+        line=snap.line,
+        skipping=snap.skipping,
+        detached=True,
+    )
+    if snap.key:
+        f.key = snap.key  # the stream (and its saved header block) keeps its identity
+    f.head = os.pread(fd, FINGERPRINT_BYTES, 0)
+    return f
