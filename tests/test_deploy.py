@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "zeekndm.service"
 
 
@@ -139,7 +142,7 @@ def _verifiable_copy(tmp_path: Path) -> Path:
     fake.write_text("#!/bin/sh\nexit 0\n")
     fake.chmod(0o755)
     copy = tmp_path / "zeekndm.service"
-    copy.write_text(UNIT.read_text().replace("/usr/local/bin/zeekndm", str(fake)))
+    copy.write_text(UNIT.read_text().replace("/opt/zeekndm/bin/zeekndm", str(fake)))
     return copy
 
 
@@ -186,3 +189,80 @@ def test_compose_file_is_yaml_with_elasticsearch_and_kibana_on_localhost_only():
     for name in ("elasticsearch", "kibana"):
         for port in services[name]["ports"]:
             assert str(port).startswith("127.0.0.1:"), f"{name} published beyond localhost"
+
+
+# -- the install steps, in a clean directory tree ----------------------------------------
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """zeekndm built as a wheel from this checkout (as a release would ship it)."""
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if done.returncode != 0:
+        reason = f"cannot build a wheel here: {done.stderr.strip()[-300:]}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    (path,) = out.glob("zeekndm-*.whl")
+    return path
+
+
+def _deps_env() -> dict[str, str]:
+    """zeekndm's dependencies from this test environment's site-packages (not zeekndm
+    itself: the installed wheel is what runs)."""
+    site = [p for p in sys.path if p.endswith("site-packages")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(site)}
+
+
+def test_install_steps_work_in_a_clean_tree(tmp_path, wheel):
+    """deploy/install.sh --root: a virtual environment under /opt/zeekndm, the config, the
+    unit and the logrotate snippet where the unit expects them. (Dependencies are not
+    fetched here, --no-deps: the test checks the steps, not PyPI.)"""
+    root = tmp_path / "root"
+    (root / "etc/zeekndm").mkdir(parents=True)
+    edited = root / "etc/zeekndm/zeekndm.yaml"
+    edited.write_text("sensor_name: edited\n")  # an operator's config is never replaced
+    edited.chmod(0o640)
+    done = subprocess.run(
+        [
+            "sh",
+            str(DEPLOY / "install.sh"),
+            "--root",
+            str(root),
+            "--from",
+            str(wheel),
+            "--pip-args",
+            "--no-deps --no-index",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_deps_env(),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "keeping the existing" in done.stdout
+    assert edited.read_text() == "sensor_name: edited\n"
+    unit = parse_unit((root / "etc/systemd/system/zeekndm.service").read_text())
+    argv = shlex.split(_one(unit, "Service", "ExecStart"))
+    assert argv[0] == "/opt/zeekndm/bin/zeekndm"
+    assert (root / argv[0].lstrip("/")).is_file()
+    assert os.access(root / argv[0].lstrip("/"), os.X_OK)
+    config = argv[argv.index("--config") + 1]
+    assert root / config.lstrip("/") == edited
+    assert (root / "etc/logrotate.d/zeekndm").read_text() == (
+        DEPLOY / "zeekndm.logrotate"
+    ).read_text()
+    assert os.readlink(root / "usr/local/bin/zeekndm") == "/opt/zeekndm/bin/zeekndm"
+    assert "SupplementaryGroups" not in "".join(unit["Service"])  # a group may not exist
+    version = subprocess.run(
+        [str(root / "opt/zeekndm/bin/zeekndm"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_deps_env(),
+    )
+    assert version.stdout.strip() == "zeekndm 0.1.0", version.stderr
