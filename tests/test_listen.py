@@ -616,7 +616,11 @@ def test_dgram_split_piece_joins_only_the_same_senders_next_datagram(sockdir):
 
         thread = threading.Thread(target=send)
         thread.start()
-        lines = _read_until(listener, 61, limit=5)  # reading while both send
+        lines: list[bytes] = []  # reading while both send, until Suricata's are all in
+        deadline = time.monotonic() + 5
+        while sum(not ln.startswith(b"J") for ln in lines) < 21:
+            assert time.monotonic() < deadline, lines
+            lines += listener.read(0.1)
         thread.join(5)
         junk.wait(10)
         sender.close()
