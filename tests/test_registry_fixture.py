@@ -4,16 +4,19 @@ loads, resumes and round-trips.
 `tests/data/registry/registry-0.1.0.json` was written by `zeekndm run` over a generated
 Zeek directory: 1,500 records, a rename rotation, 1,100 more records of the new file, two
 alerts to an NDJSON file, three sources tracked by the detector (paths rewritten to
-/opt/zeek). A registry left by that version on a sensor must keep working after an upgrade.
+/opt/zeek). A registry left by that version on a sensor must keep working after an upgrade:
+file positions, header blocks, counters and output positions resume; only the detector's
+window state (snapshot version 1, refused since version 2) starts empty, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
-import orjson
+import pytest
 
 from zeekndm.config import load_config
 from zeekndm.detect import Detector
@@ -45,13 +48,24 @@ def test_follow_section_of_0_1_0_resumes_and_round_trips(tmp_path):
     assert again["ended"] == saved["ended"]
 
 
-def test_detector_section_of_0_1_0_restores_and_round_trips():
+def test_detector_section_of_0_1_0_is_refused_with_a_warning_and_windows_start_empty(
+    tmp_path, caplog
+):
+    """Detector snapshots are version 2 since the Netography-shaped models (another window
+    shape); the 0.1.0 one (version 1) is refused by the detector, and live mode resumes
+    everything else with empty window state, saying so."""
+    from zeekndm.live import LiveRunner
+
     config = load_config(None)
     saved = fixture()["detector"]
     detector = Detector(config.enabled_models, config.classifier(), config.detector)
-    detector.restore(saved)
-    assert detector.tracked_sources == 3
-    assert orjson.loads(orjson.dumps(detector.snapshot())) == saved
+    with pytest.raises(ValueError, match="detector snapshot version 1 is not 2"):
+        detector.restore(saved)
+    runner = LiveRunner(config, inputs=[str(tmp_path)], state_dir=str(tmp_path / "state"))
+    caplog.set_level(logging.WARNING)
+    restored = runner._restored_detector(RegistryState.from_dict(fixture()))
+    assert restored.tracked_sources == 0
+    assert any("saved detector state cannot be used" in r.getMessage() for r in caplog.records)
 
 
 def test_counters_positions_and_headers_of_0_1_0_are_read():
