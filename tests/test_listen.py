@@ -616,13 +616,13 @@ def test_dgram_split_piece_joins_only_the_same_senders_next_datagram(sockdir):
 
         thread = threading.Thread(target=send)
         thread.start()
-        lines: list[bytes] = []  # reading while both send, until Suricata's are all in
-        deadline = time.monotonic() + 5
-        while sum(not ln.startswith(b"J") for ln in lines) < 21:
+        lines: list[bytes] = []  # read while both send (a full queue blocks the senders)
+        deadline = time.monotonic() + 10
+        while thread.is_alive() or junk.poll() is None:
             assert time.monotonic() < deadline, lines
-            lines += listener.read(0.1)
+            lines += listener.read(0.05)
+        lines += _read_until(listener, 10**6, limit=1.5)  # the rest, and held fragments
         thread.join(5)
-        junk.wait(10)
         sender.close()
     good = [ln for ln in lines if not ln.startswith(b"J")]
     assert good == events[:11] + [big] + events[11:]
