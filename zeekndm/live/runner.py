@@ -261,7 +261,10 @@ class LiveRunner:
     def _loop(self) -> None:
         clock = self.clock
         now = clock()
-        next_flush = now + self.commit_interval
+        # The first commit comes right after the first batch is handled: after a restart
+        # the lines read again are persisted at once, not a whole interval later (a
+        # service restarted often, or killed soon after it started, still makes progress).
+        next_flush = now
         next_stats = now + self.config.stats_interval
         next_config_check = now + 1.0
         last_record = now
