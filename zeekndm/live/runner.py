@@ -40,7 +40,13 @@ from zeekndm.live.registry import Registry, RegistryState, Totals
 from zeekndm.live.streams import Streams, forced_formats
 from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
-from zeekndm.sinks.base import CountingSink, ReopenableSink, ResumableSink, SpoolHolder
+from zeekndm.sinks.base import (
+    CountingSink,
+    InterruptibleSink,
+    ReopenableSink,
+    ResumableSink,
+    SpoolHolder,
+)
 from zeekndm.statedir import refuse_world_writable
 
 # The service's own lines (start, stats, stop) keep the logger name README quotes.
@@ -252,8 +258,14 @@ class LiveRunner:
         return detector
 
     def request_stop(self) -> None:
-        """Stop the loop soon (from a signal handler or another thread)."""
+        """Stop the loop soon (from a signal handler or another thread). A delivery under
+        way is cut short (its alerts are spooled), so a slow or dripping Elasticsearch
+        cannot hold the stop; the final commit then covers them."""
         self.stop_requested = True
+        pipeline = getattr(self, "pipeline", None)
+        for sink in pipeline.sinks if pipeline is not None else ():
+            if isinstance(sink, InterruptibleSink):
+                sink.interrupt()
         follower = getattr(self, "follower", None)
         if follower is not None:
             follower.wake()
