@@ -249,3 +249,35 @@ def test_file_rotated_into_zeekctl_archive_while_stopped(tmp_path, zeekndm_proc,
         assert z.records() == len(data) - 40
         assert f"{log} was replaced while zeekndm was stopped and the old file is gone" in text
         assert f"nor in {day}" in text and "its lines after line" in text
+
+
+def test_sigterm_is_not_held_by_an_elasticsearch_that_drips(tmp_path, zeekndm_proc, es):
+    """The cluster answers one byte at a time: SIGTERM interrupts the delivery under way,
+    its alerts are spooled, the registry is committed and `run` exits at once."""
+    header, data = zeek_tsv_parts()
+    subprocess.run(
+        [sys.executable, "-m", "zeekndm", "setup", "--elasticsearch", es.url],
+        check=True,
+        capture_output=True,
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "zeekndm.yaml"
+    cfg.write_text(
+        "output:\n  ndjson: {enabled: false}\n  elasticsearch:\n"
+        f"    hosts: ['{es.url}']\n    request_timeout: 60\n"
+    )
+    z = zeekndm_proc(tmp_path, str(logs), config=cfg)
+    z.start()
+    es.drip_seconds = 1.0
+    (logs / "conn.log").write_text("\n".join(header + data) + "\n")
+    z.wait_log("alert: ")  # an alert exists, so a send is under way
+    time.sleep(1.0)
+    rc, took = z.stop(timeout=20)
+    assert took < 8, z.log.read_text()[-2000:]
+    assert rc == 0, z.log.read_text()[-2000:]
+    assert z.records() == len(data)  # committed: the alerts are in the spool
+    spooled = sum(
+        len(p.read_text().splitlines()) for p in (z.state / "es-spool-default").glob("seg-*")
+    )
+    assert spooled >= 1
