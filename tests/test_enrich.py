@@ -71,3 +71,41 @@ def test_every_alert_of_an_episode_has_a_distinct_deterministic_id():
     first = [a.id for a in alerts_for(scan("10.0.0.5", 27017, 120))]
     again = [a.id for a in alerts_for(scan("10.0.0.5", 27017, 120))]
     assert first == again and len(set(first)) == len(first) == 3
+
+
+def test_subtechniques_sit_under_their_parent_technique_as_ecs_has_them():
+    """ECS `threat.technique.subtechnique.*`: T1595.002 is filed under T1595 Active Scanning,
+    never listed as a technique of its own, and a parent listed too appears once."""
+    from zeekndm.enrich import _threat_fields
+    from zeekndm.models import Tactic, Technique, ThreatEntry
+
+    recon = Tactic("TA0043", "Reconnaissance", "https://attack.mitre.org/tactics/TA0043/")
+    ref = "https://attack.mitre.org/techniques/"
+    threat = (
+        ThreatEntry(
+            recon,
+            (
+                Technique("T1595.002", "Vulnerability Scanning", ref + "T1595/002/"),
+                Technique("T1595", "Active Scanning", ref + "T1595/"),
+                Technique("T1595.001", "Scanning IP Blocks", ref + "T1595/001/"),
+            ),
+        ),
+    )
+    techniques, tactics = _threat_fields(threat)
+    assert [t["id"] for t in techniques] == ["T1595"]
+    assert techniques[0]["name"] == "Active Scanning"
+    assert techniques[0]["reference"] == ref + "T1595/"
+    assert [s["id"] for s in techniques[0]["subtechnique"]] == ["T1595.002", "T1595.001"]
+    assert tactics == [{"id": "TA0043", "name": "Reconnaissance", "reference": recon.reference}]
+
+
+def test_a_shipped_model_with_a_subtechnique_alerts_with_it_under_the_parent():
+    models = load_builtin_models()
+    model = next(m for m in models.values() if any("." in t for t in m.technique_ids))
+    sub = next(t for t in model.technique_ids if "." in t)
+    from zeekndm.enrich import _threat_fields
+
+    techniques, _ = _threat_fields(model.threat)
+    assert sub not in [t["id"] for t in techniques]
+    parent = next(t for t in techniques if t["id"] == sub.split(".")[0])
+    assert sub in [s["id"] for s in parent["subtechnique"]]

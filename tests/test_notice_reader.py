@@ -144,7 +144,9 @@ def test_evidence_is_read_from_sub_when_the_extra_columns_are_missing(tmp_path):
 
 def test_scan_address_scan_maps_to_t1046_and_scanning_ip_blocks():
     alert = by_rule(replay(DATA / "notice.log").alerts, "zeek_scan_address_scan")[0]
-    assert [t["id"] for t in alert["threat"]["technique"]] == ["T1046", "T1595.001"]
+    techniques = alert["threat"]["technique"]
+    assert [t["id"] for t in techniques] == ["T1046", "T1595"]  # the sub-technique's parent
+    assert [s["id"] for s in techniques[1]["subtechnique"]] == ["T1595.001"]
     evidence = alert["zeekndm"]
     assert evidence["distinct_destinations"] == 27 and evidence["distinct_is_lower_bound"]
     assert alert["destination"]["port"] == 445

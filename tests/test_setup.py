@@ -276,7 +276,7 @@ def test_the_template_version_changes_with_the_template():
     import hashlib
 
     digest = hashlib.sha256(json.dumps(template_body(), sort_keys=True).encode()).hexdigest()
-    assert (TEMPLATE_VERSION, digest[:16]) == (2, "0b469021c466c292")
+    assert (TEMPLATE_VERSION, digest[:16]) == (3, "0693449b3b33235b")
 
 
 # -- Kibana (issue 10 points 2, 8; issue 9: 15) ---------------------------------------------

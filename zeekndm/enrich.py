@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from zeekndm import __version__
+from zeekndm import __version__, attack
 from zeekndm.detection import END, ESCALATED, ONGOING, START, Detection
 from zeekndm.models import SEVERITY_SCORE
 
@@ -159,15 +159,7 @@ def enrich(
     if d.state == END:
         event["end"] = isotime(d.last_seen)
         event["duration"] = int(max(0.0, d.last_seen - d.first_seen) * 1e9)
-    techniques = [
-        {"id": t.id, "name": t.name, "reference": t.reference}
-        for entry in m.threat
-        for t in entry.techniques
-    ]
-    tactics = [
-        {"id": e.tactic.id, "name": e.tactic.name, "reference": e.tactic.reference}
-        for e in m.threat
-    ]
+    techniques, tactics = _threat_fields(m.threat)
     sensor_type = d.sensor_type or observer.sensor_type
     observer_doc: dict[str, Any] = {"type": "ids"}
     if sensor_type in _VENDORS:
@@ -264,3 +256,36 @@ def enrich(
     if not doc["network"]:
         del doc["network"]
     return Alert(d.alert_id, doc)
+
+
+def _threat_fields(threat: tuple) -> tuple[list[dict], list[dict]]:
+    """ECS `threat.technique` and `threat.tactic` for a model's ATT&CK mapping.
+
+    ECS (and Kibana Security's rule `threat` field) keeps a sub-technique under its parent:
+    `threat.technique.subtechnique.*`, with the parent technique in `threat.technique.*`. So
+    T1595.001 becomes technique T1595 Active Scanning with subtechnique T1595.001, and a
+    technique listed both alone and through its sub-techniques appears once.
+    """
+    techniques: dict[str, dict] = {}
+    for entry in threat:
+        for t in entry.techniques:
+            parent_id = t.id.split(".", 1)[0] if "." in t.id else None
+            if parent_id is None:
+                techniques.setdefault(t.id, {"id": t.id, "name": t.name, "reference": t.reference})
+                continue
+            parent = attack.technique(parent_id)
+            doc = techniques.setdefault(
+                parent_id,
+                {
+                    "id": parent_id,
+                    "name": parent.name if parent else parent_id,
+                    "reference": attack.technique_reference(parent_id),
+                },
+            )
+            subs = doc.setdefault("subtechnique", [])
+            if all(sub["id"] != t.id for sub in subs):
+                subs.append({"id": t.id, "name": t.name, "reference": t.reference})
+    tactics = [
+        {"id": e.tactic.id, "name": e.tactic.name, "reference": e.tactic.reference} for e in threat
+    ]
+    return list(techniques.values()), tactics

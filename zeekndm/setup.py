@@ -127,7 +127,11 @@ def alert_mappings() -> dict:
                 author=_K,
                 reference=_K,
             ),  # fmt: skip
-            "threat": _obj(framework=_K, technique=ref, tactic=ref),
+            "threat": _obj(
+                framework=_K,
+                technique=_obj(id=_K, name=_K, reference=_K, subtechnique=ref),
+                tactic=ref,
+            ),
             "source": _obj(ip=_IP, port=_LONG),
             "destination": _obj(ip=_IP, port=_LONG),
             "network": _obj(transport=_K, direction=_K, community_id=_K),

@@ -67,7 +67,7 @@ for _name, _level in (("elastic_transport.transport", logging.WARNING),
 SUPPORTED_MAJORS = (8, 9)
 # Bumped with every change of the index template; written into each backing index's
 # mapping `_meta`, so `run` can tell a data stream created by another template.
-TEMPLATE_VERSION = 2
+TEMPLATE_VERSION = 3
 # How long "the data stream has one backing index" is trusted before asking again: a
 # rollover is seen at once by a new process (it asks at start), after any failed delivery
 # (a spool drain asks first) and by the `_index` bulk items report.
