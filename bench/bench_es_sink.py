@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_sink_elasticsearch import many  # noqa: E402
 
-import zeekndm.sinks.elasticsearch as es_sink  # noqa: E402
+import zeekndm.sinks.datastream as es_sink  # noqa: E402
 from zeekndm.setup import run_setup  # noqa: E402
 from zeekndm.sinks.elasticsearch import ElasticsearchSettings, ElasticsearchSink  # noqa: E402
 

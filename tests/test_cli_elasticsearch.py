@@ -34,8 +34,8 @@ def test_setup_with_nothing_configured_is_one_clear_line():
     run = Run(["setup"])
     assert run.status == ExitStatus.USAGE
     assert run.err.strip().splitlines() == [
-        "zeekndm: error: no Elasticsearch configured: pass --elasticsearch URL or set "
-        "output.elasticsearch in the config"
+        "zeekndm: error: no Elasticsearch or OpenSearch configured: pass --elasticsearch URL "
+        "or --opensearch URL, or set output.elasticsearch or output.opensearch in the config"
     ]
 
 

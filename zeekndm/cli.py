@@ -5,6 +5,7 @@ functions do the work. Only this module wires stages together and talks to the t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import enum
 import json
 import logging
@@ -23,7 +24,7 @@ from zeekndm.enrich import Observer
 from zeekndm.errors import ConfigError, ZeekNDMError
 from zeekndm.models import watched_ports
 from zeekndm.outputs import build_sinks as _build_sinks
-from zeekndm.outputs import elasticsearch_settings, state_dir_for
+from zeekndm.outputs import elasticsearch_settings, opensearch_settings, state_dir_for
 from zeekndm.pipeline import Pipeline
 
 log = logging.getLogger("zeekndm")
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--elasticsearch", metavar="URL", help="also index alerts into this cluster")
     p.add_argument(
+        "--opensearch", metavar="URL", help="also index alerts into this OpenSearch cluster"
+    )
+    p.add_argument(
         "--format",
         default="auto",
         help="input format (default: detected from the content): "
@@ -197,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", "-o", metavar="PATH|-", help="NDJSON alerts (default: config)")
     p.add_argument("--elasticsearch", metavar="URL", help="also index alerts into this cluster")
+    p.add_argument(
+        "--opensearch", metavar="URL", help="also index alerts into this OpenSearch cluster"
+    )
     p.add_argument("--state-dir", metavar="DIR", help="registry, snapshot and spool directory")
     p.add_argument(
         "--models",
@@ -243,11 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
         "setup",
         parents=[common],
         help="install the index template, ILM policy, data stream and Kibana objects",
-        description="Install what Elasticsearch and Kibana need (idempotent). With no part "
-        "named, every part is installed (the Kibana ones when a Kibana URL is known).",
-        epilog="example: zeekndm setup --elasticsearch https://es:9200 --kibana https://kb:5601",
+        description="Install what Elasticsearch and Kibana, or OpenSearch, need (idempotent). "
+        "With no part named, every part is installed (the Kibana ones when a Kibana URL is "
+        "known). On OpenSearch: the ISM policy, index template and data stream.",
+        epilog="example: zeekndm setup --elasticsearch https://es:9200 --kibana https://kb:5601; "
+        "zeekndm setup --opensearch https://os:9200",
     )
     p.add_argument("--elasticsearch", metavar="URL", help="replaces output.elasticsearch hosts")
+    p.add_argument("--opensearch", metavar="URL", help="replaces output.opensearch hosts")
     p.add_argument(
         "--kibana",
         metavar="URL",
@@ -259,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--template",
         action="store_true",
-        help="the ILM policy, ingest pipeline, index template and data stream",
+        help="the ILM policy, ingest pipeline, index template and data stream (on OpenSearch: "
+        "the ISM policy, index template and data stream)",
     )
     p.add_argument(
         "--dashboards", action="store_true", help="the Kibana data view, search and dashboard"
@@ -275,8 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="print an asset for manual installation")
     p.add_argument(
         "asset",
-        choices=["template", "ilm-policy", "ingest-pipeline", "dashboards", "detection-rule"],
-        help="detection-rule: a Kibana Security rule that promotes zeekndm alerts",
+        choices=[
+            "template", "ilm-policy", "ism-policy", "ingest-pipeline", "dashboards",
+            "detection-rule",
+        ],
+        help="detection-rule: a Kibana Security rule that promotes zeekndm alerts; "
+        "ism-policy: OpenSearch's Index State Management policy",
+    )
+    p.add_argument(
+        "--opensearch",
+        action="store_true",
+        help="the OpenSearch variant: template for OpenSearch, dashboards for OpenSearch "
+        "Dashboards (ism-policy is OpenSearch's anyway)",
     )
     p.set_defaults(func=cmd_export)
     return parser
@@ -378,6 +399,7 @@ def build_sinks(
         state_dir,
         output=getattr(args, "output", None),
         elasticsearch_url=getattr(args, "elasticsearch", None),
+        opensearch_url=getattr(args, "opensearch", None),
         stdout=env.stdout_bytes if default_stdout else None,
     )
 
@@ -638,6 +660,9 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
     except ImportError as exc:  # pragma: no cover
         raise ZeekNDMError(f"live mode is not available: {exc}") from None
     config = _load(args).with_models(args.models)
+    if args.opensearch:  # live mode builds its sinks from the config (outputs.build_sinks)
+        opensearch = opensearch_settings(config, args.opensearch)
+        config = dataclasses.replace(config, opensearch=opensearch)
     _setup_logging(env, args.log_level or config.log_level, config.log_format)
     return run_live(args, config, env)
 
@@ -847,6 +872,7 @@ def cmd_setup(args: argparse.Namespace, env: Environment) -> int:
     from zeekndm.sinks.elasticsearch import cloud_kibana_url
 
     es = elasticsearch_settings(config, args.elasticsearch)
+    opensearch = opensearch_settings(config, args.opensearch)
     chosen = {
         part
         for part, flag in (
@@ -857,10 +883,10 @@ def cmd_setup(args: argparse.Namespace, env: Environment) -> int:
         if flag
     }
     parts = chosen or {"template", "dashboards", "detection-rule"}
-    if "template" in parts and es is None:
+    if "template" in parts and es is None and opensearch is None:
         raise ConfigError(
-            "no Elasticsearch configured: pass --elasticsearch URL or set "
-            "output.elasticsearch in the config"
+            "no Elasticsearch or OpenSearch configured: pass --elasticsearch URL or "
+            "--opensearch URL, or set output.elasticsearch or output.opensearch in the config"
         )
     kibana = args.kibana or cloud_kibana_url(getattr(es, "cloud_id", None))
     kibana_parts = parts & {"dashboards", "detection-rule"}
@@ -868,11 +894,24 @@ def cmd_setup(args: argparse.Namespace, env: Environment) -> int:
         if chosen & kibana_parts:
             raise ConfigError(f"--{'/--'.join(sorted(chosen & kibana_parts))} needs --kibana URL")
         parts -= kibana_parts
-        env.stderr.write(
-            "zeekndm: no --kibana URL given: skipping the dashboards and the Security rule\n"
-        )
-    for line in run_setup(es, kibana, parts, kibana_space=args.kibana_space):
-        env.stdout.write(line + "\n")
+        if es is not None:
+            env.stderr.write(
+                "zeekndm: no --kibana URL given: skipping the dashboards and the Security rule\n"
+            )
+    if opensearch is not None and "template" in parts:
+        from zeekndm.setup_opensearch import run_opensearch_setup
+
+        for line in run_opensearch_setup(opensearch):
+            env.stdout.write(line + "\n")
+        if not kibana:
+            env.stdout.write(
+                "opensearch dashboards: `zeekndm export dashboards --opensearch` prints the "
+                "saved objects to import (Dashboards Management, Saved objects, Import)\n"
+            )
+    if es is not None or kibana:
+        es_parts = parts if es is not None else parts - {"template"}
+        for line in run_setup(es, kibana, es_parts, kibana_space=args.kibana_space):
+            env.stdout.write(line + "\n")
     env.stdout.write("setup: OK\n")
     return ExitStatus.OK
 
@@ -881,5 +920,11 @@ def cmd_export(args: argparse.Namespace, env: Environment) -> int:
     from zeekndm.setup import export_asset
 
     config = _load(args)
-    env.stdout.write(export_asset(args.asset, config.elasticsearch).rstrip("\n") + "\n")
+    if args.asset == "ism-policy" or args.opensearch:
+        from zeekndm.setup_opensearch import export_opensearch_asset
+
+        text = export_opensearch_asset(args.asset, config.opensearch)
+    else:
+        text = export_asset(args.asset, config.elasticsearch)
+    env.stdout.write(text.rstrip("\n") + "\n")
     return ExitStatus.OK

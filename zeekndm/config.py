@@ -41,6 +41,7 @@ class Config:
     state_dir: str | None = None
     ndjson_path: str | None = "-"
     elasticsearch: Any = None  # zeekndm.sinks.elasticsearch.ElasticsearchSettings
+    opensearch: Any = None  # zeekndm.sinks.opensearch.OpenSearchSettings
     inputs: tuple[Any, ...] = ()  # parsed by zeekndm.live.inputs when live mode is configured
     log_level: str = "info"
     stats_interval: float = 60.0
@@ -131,7 +132,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
     detector, event_time = _detector(r)
     models = _models(r)
     state_dir = r.take("state_dir", str, default=None)
-    ndjson_path, es = _output(r)
+    ndjson_path, es, opensearch = _output(r)
     inputs = _inputs(r)
     log_level, stats_interval, log_format = _logging(r)
     metrics_listen = _metrics(r)
@@ -150,6 +151,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
         state_dir=state_dir,
         ndjson_path=ndjson_path,
         elasticsearch=es,
+        opensearch=opensearch,
         inputs=inputs,
         log_level=log_level,
         stats_interval=stats_interval,
@@ -338,27 +340,43 @@ def _closest(name: Any, names: Any) -> str | None:
     return found[0] if found else None
 
 
-def _output(r: FieldReader) -> tuple[str | None, Any]:
+def _output(r: FieldReader) -> tuple[str | None, Any, Any]:
     o = FieldReader(r.take("output", dict, default={}), "output", r.errors, file=r.file)
     nd = FieldReader(o.take("ndjson", dict, default={}), "output.ndjson", r.errors, file=r.file)
     enabled = nd.take("enabled", bool, default=True)
     path = nd.take("path", str, default="-")
     nd.finish()
     es_raw = o.take("elasticsearch", dict, default=None)
+    os_raw = o.take("opensearch", dict, default=None)
     o.finish()
-    es = None
-    if es_raw is not None and es_raw.get("enabled", True) is not False:
-        es = parse_elasticsearch(es_raw, r.errors)
-    return (path if enabled else None), es
+    return (
+        (path if enabled else None),
+        parse_elasticsearch(es_raw, r.errors),
+        parse_opensearch(os_raw, r.errors),
+    )
 
 
 def parse_elasticsearch(raw: Any, errors: list) -> Any:
-    """Delegate to the sink's own settings class, collecting its errors."""
+    """`output.elasticsearch` (None when absent or `enabled: false`), errors collected."""
     from zeekndm.sinks.elasticsearch import ElasticsearchSettings
 
+    return _parse_store(ElasticsearchSettings, raw, errors)
+
+
+def parse_opensearch(raw: Any, errors: list) -> Any:
+    """`output.opensearch` (None when absent or `enabled: false`), errors collected."""
+    from zeekndm.sinks.opensearch import OpenSearchSettings
+
+    return _parse_store(OpenSearchSettings, raw, errors)
+
+
+def _parse_store(cls: Any, raw: Any, errors: list) -> Any:
+    """Delegate to the sink's own settings class, collecting its errors."""
+    if raw is None or raw.get("enabled", True) is False:
+        return None
     data = {k: v for k, v in raw.items() if k != "enabled"}
     try:
-        return ElasticsearchSettings.from_dict(data, key="output.elasticsearch")
+        return cls.from_dict(data, key=cls.CONFIG_KEY)
     except ConfigErrors as exc:
         errors.extend(exc.errors)
     except ModelErrors as exc:  # pragma: no cover - defensive

@@ -1,7 +1,7 @@
 """Build the alert sinks a command writes to, from the config and command-line overrides.
 
 Shared by `replay` and `run` (live mode), so both honour the same `output:` section and
-the same `--output` / `--elasticsearch` switches.
+the same `--output` / `--elasticsearch` / `--opensearch` switches.
 """
 
 from __future__ import annotations
@@ -25,17 +25,28 @@ def state_dir_for(config: Config, override: str | None = None) -> Path:
 def elasticsearch_settings(config: Config, url: str | None = None) -> Any:
     """`output.elasticsearch`, with `url` (from `--elasticsearch`) replacing its hosts
     (and its cloud_id). The URL is checked as `hosts:` entries are: no credentials in it."""
-    es = config.elasticsearch
-    if url:
-        from zeekndm.sinks.elasticsearch import ElasticsearchSettings, check_url
+    from zeekndm.sinks.elasticsearch import ElasticsearchSettings
 
-        check_url(url, "--elasticsearch")
-        es = (
-            replace(es, hosts=[url], cloud_id=None)
-            if es is not None
-            else ElasticsearchSettings.from_dict({"hosts": [url]})
-        )
-    return es
+    return _with_url(config.elasticsearch, ElasticsearchSettings, url, "--elasticsearch",
+                     cloud_id=None)  # fmt: skip
+
+
+def opensearch_settings(config: Config, url: str | None = None) -> Any:
+    """`output.opensearch`, with `url` (from `--opensearch`) replacing its hosts."""
+    from zeekndm.sinks.opensearch import OpenSearchSettings
+
+    return _with_url(config.opensearch, OpenSearchSettings, url, "--opensearch")
+
+
+def _with_url(settings: Any, cls: Any, url: str | None, flag: str, **cleared: Any) -> Any:
+    if not url:
+        return settings
+    from zeekndm.sinks.datastream import check_url
+
+    check_url(url, flag, cls.WHERE_SECRETS_GO)
+    if settings is None:
+        return cls.from_dict({"hosts": [url]})
+    return replace(settings, hosts=[url], **cleared)
 
 
 def build_sinks(
@@ -44,16 +55,19 @@ def build_sinks(
     *,
     output: str | None = None,
     elasticsearch_url: str | None = None,
+    opensearch_url: str | None = None,
     stdout: IO[bytes] | None = None,
     allow_unreachable: bool = False,
 ) -> list[Any]:
-    """The sinks to write to: NDJSON (a file, or `stdout` for "-") and Elasticsearch.
+    """The sinks to write to: NDJSON (a file, or `stdout` for "-"), Elasticsearch and
+    OpenSearch.
 
     `output` overrides `output.ndjson.path`; "-" means `stdout` (ignored when `stdout` is
-    None). `elasticsearch_url` adds or overrides the cluster of `output.elasticsearch`.
-    The Elasticsearch sink is checked at once, so an unreachable cluster fails here with
-    one line, as does an unsupported server; with `allow_unreachable` (live mode) an
-    unreachable cluster is only a warning and alerts are spooled until it is back.
+    None). `elasticsearch_url` (`opensearch_url`) adds or overrides the cluster of
+    `output.elasticsearch` (`output.opensearch`). Each cluster sink is checked at once, so
+    an unreachable cluster fails here with one line, as does an unsupported server; with
+    `allow_unreachable` (live mode) an unreachable cluster is only a warning and alerts
+    are spooled until it is back.
     """
     from zeekndm.sinks.ndjson import NDJSONSink
 
@@ -64,18 +78,26 @@ def build_sinks(
             sinks.append(NDJSONSink(stream=stdout))
     elif path:
         sinks.append(NDJSONSink(path))
+    stores = []
     es = elasticsearch_settings(config, elasticsearch_url)
     if es is not None:
         from zeekndm.sinks.elasticsearch import ElasticsearchSink
 
-        sink = ElasticsearchSink(es, state_dir)
-        try:
+        stores.append((ElasticsearchSink, es))
+    opensearch = opensearch_settings(config, opensearch_url)
+    if opensearch is not None:
+        from zeekndm.sinks.opensearch import OpenSearchSink
+
+        stores.append((OpenSearchSink, opensearch))
+    try:
+        for sink_class, settings in stores:
+            sink = sink_class(settings, state_dir)
+            sinks.append(sink)
             ok = sink.check(allow_unreachable=allow_unreachable)
             if ok:
                 log.info("%s", ok)
-        except BaseException:
-            for s in sinks + [sink]:
-                s.close()
-            raise
-        sinks.append(sink)
+    except BaseException:
+        for s in sinks:
+            s.close()
+        raise
     return sinks

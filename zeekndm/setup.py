@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from zeekndm.errors import ConfigError, SinkError
 from zeekndm.redact import Redactor, redact_url
+from zeekndm.sinks.datastream import ServerError, quote_name
 from zeekndm.sinks.elasticsearch import (
     TEMPLATE_VERSION,
     Credentials,
@@ -41,6 +42,7 @@ from zeekndm.sinks.elasticsearch import (
     make_client,
     verify_info,
 )
+from zeekndm.sinks.elasticsearch import perform as es_perform
 
 log = logging.getLogger(__name__)
 _DATASET = "zeekndm.alert"
@@ -728,9 +730,11 @@ def _setup_elasticsearch(
             )
             client.indices.put_index_template(name=name, body=body)
             lines.append(f"index template {name}: installed (version {TEMPLATE_VERSION})")
-            lines.append(_ensure_data_stream(client, name))
+            lines.append(ensure_data_stream(_requester(client, settings), name))
         except SinkError:
             raise
+        except ServerError as exc:
+            raise connection_problem(exc.original or exc, settings, redact) from None
         except ApiError as exc:
             raise connection_problem(exc, settings, redact) from None
         except Exception as exc:  # noqa: BLE001 - connection lost mid-way
@@ -738,6 +742,13 @@ def _setup_elasticsearch(
         return lines
     finally:
         client.close()
+
+
+def _requester(client: Any, settings: ElasticsearchSettings) -> Callable[[str, str], Any]:
+    def request(method: str, path: str) -> Any:
+        return es_perform(client, method, path, timeout=settings.request_timeout)
+
+    return request
 
 
 def _put_ilm_policy(client: Any, settings: ElasticsearchSettings, lines: list[str]) -> bool:
@@ -764,21 +775,22 @@ def _put_ilm_policy(client: Any, settings: ElasticsearchSettings, lines: list[st
     return True
 
 
-def _ensure_data_stream(client: Any, name: str) -> str:
+def ensure_data_stream(request: Callable[[str, str], Any], name: str) -> str:
     """Create the data stream, or roll it over when its write index is not from our template.
 
     A template applies only to backing indices created after it: a data stream made by
     Elasticsearch's built-in `logs` template (alerts sent before `setup`) or by an older
-    zeekndm keeps its mappings until the next rollover."""
-    from elasticsearch import ApiError
-
+    zeekndm keeps its mappings until the next rollover. `request(method, path)` is one
+    call to the server (the parsed body; `ServerError` when it fails), Elasticsearch's or
+    OpenSearch's: both answer these the same way."""
+    quoted = quote_name(name)
     try:
-        client.indices.create_data_stream(name=name)
+        request("PUT", f"/_data_stream/{quoted}")
         return f"data stream {name}: created"
-    except ApiError as exc:
-        if not (exc.status_code == 400 and "already_exists" in str(exc.body)):
+    except ServerError as exc:
+        if not (exc.status == 400 and "already_exists" in str(exc.error)):
             raise
-    ds = client.indices.get_data_stream(name=name).body["data_streams"][0]
+    ds = request("GET", f"/_data_stream/{quoted}")["data_streams"][0]
     governing = ds.get("template")
     if governing and governing != name:
         raise SinkError(
@@ -787,7 +799,7 @@ def _ensure_data_stream(client: Any, name: str) -> str:
             "setup again"
         )
     write_index = ds["indices"][-1]["index_name"]
-    mapping = client.indices.get_mapping(index=write_index).body
+    mapping = request("GET", f"/{quote_name(write_index)}/_mapping")
     meta = (mapping.get(write_index) or {}).get("mappings", {}).get("_meta") or {}
     if meta.get("managed_by") == "zeekndm" and meta.get("template_version") == TEMPLATE_VERSION:
         return f"data stream {name}: already exists"
@@ -796,7 +808,7 @@ def _ensure_data_stream(client: Any, name: str) -> str:
         if meta.get("managed_by") == "zeekndm"
         else "another template (Elasticsearch's built-in logs template?)"
     )
-    new = client.indices.rollover(alias=name).body.get("new_index", "?")
+    new = request("POST", f"/{quoted}/_rollover").get("new_index", "?")
     return (
         f"data stream {name}: rolled over to {new} (its write index {write_index} had "
         f"mappings from {was}; new alerts get zeekndm's)"
