@@ -22,6 +22,7 @@ OpenSearch's own is here:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,8 +43,11 @@ log = logging.getLogger(__name__)
 
 # opensearch-py logs every request at INFO (logger "opensearch") and every failure at
 # WARNING; our summary and outage lines say it once. Quieten it unless the user chose.
-if logging.getLogger("opensearch").level == logging.NOTSET:
-    logging.getLogger("opensearch").setLevel(logging.ERROR)
+# botocore logs each canonical request at DEBUG, session token included: never that.
+for _name, _level in (("opensearch", logging.ERROR), ("botocore", logging.WARNING),
+                      ("boto3", logging.WARNING)):  # fmt: skip
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(_level)
 
 SUPPORTED_MAJORS = (2,)
 AWS_SERVICE = "es"  # Amazon OpenSearch Service domains (not Serverless collections, "aoss")
@@ -126,9 +130,13 @@ def aws_auth(settings: OpenSearchSettings) -> AWSAuth:
             "the shared credentials and config files, and the instance or container role)",
             key=key,
         )
-    region = settings.aws_region or session.region_name
+    # botocore reads AWS_DEFAULT_REGION and the profile; the other SDKs also AWS_REGION
+    region = settings.aws_region or session.region_name or os.environ.get("AWS_REGION")
     if not region:
-        raise SinkError("no AWS region: set output.opensearch.aws_region, or AWS_REGION", key=key)
+        raise SinkError(
+            "no AWS region: set output.opensearch.aws_region, AWS_REGION or AWS_DEFAULT_REGION",
+            key=key,
+        )
     frozen = credentials.get_frozen_credentials()
     secrets = tuple(s for s in (frozen.secret_key, frozen.token) if s)
     return AWSAuth(Urllib3AWSV4SignerAuth(credentials, region, AWS_SERVICE), region, secrets)
@@ -212,8 +220,7 @@ def error_body(exc: Any) -> Any:
         if "error" in info:
             return info["error"]
         if "message" in info:
-            return {"type": str(exc.error) if isinstance(exc.error, str) else "error",
-                    "reason": info["message"]}  # fmt: skip
+            return str(info["message"])
     return getattr(exc, "error", None) or str(exc)
 
 
