@@ -287,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "asset",
         choices=[
-            "template", "ilm-policy", "ism-policy", "ingest-pipeline", "dashboards",
+            "template",
+            "ilm-policy",
+            "ism-policy",
+            "ingest-pipeline",
+            "dashboards",
             "detection-rule",
         ],
         help="detection-rule: a Kibana Security rule that promotes zeekndm alerts; "

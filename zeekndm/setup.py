@@ -62,6 +62,11 @@ PARTS = ("template", "dashboards", "detection-rule")
 KIBANA_MIN = (8, 9)
 KIBANA_MAX_MAJOR = 9
 PANEL_VERSION = "8.9.0"
+DASHBOARD_TITLE = "[zeekndm] Scan detection alerts"
+DASHBOARD_DESCRIPTION = (
+    "Outbound scanning detected by zeekndm network detection models, with the MITRE ATT&CK "
+    "mapping of each model."
+)
 _SPACE = re.compile(r"^[a-z0-9_-]{1,1024}$")
 
 
@@ -409,22 +414,10 @@ def _pie(shape: str, groups: list[str]) -> dict:
     }
 
 
-def dashboard_objects() -> list[dict]:
-    """The data view, the alert table (a saved search) and the overview dashboard."""
-    data_view = {
-        "type": "index-pattern",
-        "id": DATA_VIEW_ID,
-        "attributes": {
-            "title": "logs-zeekndm.alert-*",
-            "name": "zeekndm alerts",
-            "timeFieldName": "@timestamp",
-            "allowNoIndex": True,
-        },
-        "references": [],
-        "coreMigrationVersion": "8.8.0",
-        "typeMigrationVersion": "8.0.0",
-    }
-    search = {
+def alert_search(index_pattern_id: str, **attributes: Any) -> dict:
+    """The saved search "zeekndm alerts" (every alert, newest first), in the saved-object
+    format Kibana and OpenSearch Dashboards share; `attributes` adds one product's own."""
+    return {
         "type": "search",
         "id": SEARCH_ID,
         "attributes": {
@@ -441,9 +434,6 @@ def dashboard_objects() -> list[dict]:
                 "message",
             ],  # fmt: skip
             "sort": [["@timestamp", "desc"]],
-            "grid": {},
-            "hideChart": False,
-            "isTextBasedQuery": False,
             "kibanaSavedObjectMeta": {
                 "searchSourceJSON": json.dumps(
                     {
@@ -453,17 +443,35 @@ def dashboard_objects() -> list[dict]:
                     }
                 )
             },
+            **attributes,
         },
         "references": [
             {
                 "type": "index-pattern",
-                "id": DATA_VIEW_ID,
+                "id": index_pattern_id,
                 "name": "kibanaSavedObjectMeta.searchSourceJSON.index",
             }
         ],
+    }
+
+
+def dashboard_objects() -> list[dict]:
+    """The data view, the alert table (a saved search) and the overview dashboard."""
+    data_view = {
+        "type": "index-pattern",
+        "id": DATA_VIEW_ID,
+        "attributes": {
+            "title": "logs-zeekndm.alert-*",
+            "name": "zeekndm alerts",
+            "timeFieldName": "@timestamp",
+            "allowNoIndex": True,
+        },
+        "references": [],
         "coreMigrationVersion": "8.8.0",
         "typeMigrationVersion": "8.0.0",
     }
+    search = alert_search(DATA_VIEW_ID, grid={}, hideChart=False, isTextBasedQuery=False)
+    search.update(coreMigrationVersion="8.8.0", typeMigrationVersion="8.0.0")
     panels, references = [], []
     specs = [
         ("Alerts over time by model", (0, 0, 24, 14), "lnsXY", _xy("bar_stacked"),
@@ -505,9 +513,8 @@ def dashboard_objects() -> list[dict]:
         "type": "dashboard",
         "id": DASHBOARD_ID,
         "attributes": {
-            "title": "[zeekndm] Scan detection alerts",
-            "description": "Outbound scanning detected by zeekndm network detection models, "
-            "with the MITRE ATT&CK mapping of each model.",
+            "title": DASHBOARD_TITLE,
+            "description": DASHBOARD_DESCRIPTION,
             "timeRestore": True,
             "timeFrom": "now-7d",
             "timeTo": "now",

@@ -28,6 +28,14 @@ from collections.abc import Callable
 from typing import Any
 
 from zeekndm.errors import SinkError
+from zeekndm.setup import (
+    DASHBOARD_DESCRIPTION,
+    DASHBOARD_TITLE,
+    SEARCH_ID,
+    alert_search,
+    ensure_data_stream,
+    template_body,
+)
 from zeekndm.sinks.datastream import TEMPLATE_VERSION, ServerError, quote_name
 from zeekndm.sinks.opensearch import (
     OpenSearchSettings,
@@ -42,15 +50,12 @@ log = logging.getLogger(__name__)
 ISM_POLICY = "zeekndm-alerts"
 ISM_PRIORITY = 200  # above a catch-all `logs-*` policy a site may have
 INDEX_PATTERN_ID = "zeekndm-alerts"
-SEARCH_ID = "zeekndm-alerts-table"
 DASHBOARD_ID = "zeekndm-alerts-overview"
 
 
 # -- OpenSearch assets --------------------------------------------------------------------
 def opensearch_template_body(namespace: str = "default") -> dict:
     """The composable index template for logs-zeekndm.alert-<namespace> on OpenSearch."""
-    from zeekndm.setup import template_body
-
     body = template_body(namespace, ilm=False, index_mode=False)
     del body["allow_auto_create"]
     del body["template"]["settings"]["index"]["default_pipeline"]
@@ -115,8 +120,9 @@ def _vis(
         "id": vis_id,
         "attributes": {
             "title": title,
-            "visState": json.dumps({"title": title, "type": vis_type, "params": params,
-                                    "aggs": aggs}),  # fmt: skip
+            "visState": json.dumps(
+                {"title": title, "type": vis_type, "params": params, "aggs": aggs}
+            ),  # fmt: skip
             "uiStateJSON": "{}",
             "description": "",
             "version": 1,
@@ -193,36 +199,8 @@ def opensearch_dashboard_objects() -> list[dict]:
         "references": [],
         "migrationVersion": {"index-pattern": "7.6.0"},
     }
-    search = {
-        "type": "search",
-        "id": SEARCH_ID,
-        "attributes": {
-            "title": "zeekndm alerts",
-            "description": "Every zeekndm alert, newest first",
-            "columns": ["rule.name", "zeekndm.severity_name", "source.ip", "zeekndm.ports",
-                        "zeekndm.distinct_destinations", "zeekndm.alert_state",
-                        "observer.hostname", "message"],  # fmt: skip
-            "sort": [["@timestamp", "desc"]],
-            "version": 1,
-            "kibanaSavedObjectMeta": {
-                "searchSourceJSON": json.dumps(
-                    {
-                        "query": {"query": 'event.dataset:"zeekndm.alert"', "language": "kuery"},
-                        "filter": [],
-                        "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index",
-                    }
-                )
-            },
-        },
-        "references": [
-            {
-                "name": "kibanaSavedObjectMeta.searchSourceJSON.index",
-                "type": "index-pattern",
-                "id": INDEX_PATTERN_ID,
-            }
-        ],
-        "migrationVersion": {"search": "7.9.3"},
-    }
+    search = alert_search(INDEX_PATTERN_ID, version=1)
+    search["migrationVersion"] = {"search": "7.9.3"}
     visualizations = [
         _vis("zeekndm-alerts-by-model", "zeekndm: alerts over time by model", "histogram",
              _bars(), _over_time("rule.name", 10)),
@@ -254,9 +232,8 @@ def opensearch_dashboard_objects() -> list[dict]:
         "type": "dashboard",
         "id": DASHBOARD_ID,
         "attributes": {
-            "title": "[zeekndm] Scan detection alerts",
-            "description": "Outbound scanning detected by zeekndm network detection models, "
-            "with the MITRE ATT&CK mapping of each model.",
+            "title": DASHBOARD_TITLE,
+            "description": DASHBOARD_DESCRIPTION,
             "hits": 0,
             "panelsJSON": json.dumps(panels),
             "optionsJSON": json.dumps({"hidePanelTitles": False, "useMargins": True}),
@@ -307,8 +284,6 @@ def run_opensearch_setup(
 ) -> list[str]:
     """Install the ISM policy, the index template and the data stream; one line per step.
     SinkError on failure (one line, redacted)."""
-    from zeekndm.setup import ensure_data_stream
-
     if client_factory is None:
         client, redact = make_client(settings)
     else:

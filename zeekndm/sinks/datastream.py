@@ -449,8 +449,8 @@ class _Outage:
 class DataStreamSink:
     """An `AlertSink` indexing into a data stream, with backoff, spool and dead letter.
 
-    A subclass says how its client sends one request (`_perform`, raising `ServerError`
-    or `NoAnswer`), which servers it accepts (`_verify`), how a failed check reads
+    A subclass says how its client sends one request (`_request`, raising `ServerError`
+    or `NoAnswer`), which servers it accepts (`_verify_info`), how a failed check reads
     (`_problem`), what its server's 403 says is missing (`_missing_privilege`), and how
     its client is opened and interrupted."""
 
@@ -524,6 +524,12 @@ class DataStreamSink:
         """(a redactor for its secrets, the client)."""
         raise NotImplementedError
 
+    # `_request(client, method, path, *, params, body, ndjson, timeout)`: one request, the
+    # parsed JSON body, ServerError or NoAnswer when it fails; `_verify_info(info,
+    # settings)`: the one-line verdict from `GET /`, SinkError for an unsupported server
+    _request: Callable[..., Any]
+    _verify_info: Callable[[dict[str, Any], Any], str]
+
     def _perform(
         self,
         method: str,
@@ -534,12 +540,12 @@ class DataStreamSink:
         ndjson: bool = False,
         timeout: float,
     ) -> Any:
-        """One request; the parsed JSON body. ServerError or NoAnswer when it fails."""
-        raise NotImplementedError
+        return type(self)._request(
+            self._client, method, path, params=params, body=body, ndjson=ndjson, timeout=timeout
+        )
 
     def _verify(self, info: dict[str, Any]) -> str:
-        """The one-line verdict from `GET /`; SinkError for a server it does not support."""
-        raise NotImplementedError
+        return type(self)._verify_info(info, self.settings)
 
     def _problem(self, exc: BaseException) -> SinkError:
         """A failed `GET /` (the client's exception, or ours) as one clear, redacted line."""

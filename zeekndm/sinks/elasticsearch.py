@@ -288,42 +288,6 @@ def perform(
         ) from exc  # fmt: skip
 
 
-class ElasticsearchSink(DataStreamSink):
-    """An `AlertSink` indexing into Elasticsearch, with backoff, spool and dead letter."""
-
-    name = "elasticsearch"
-    product = "Elasticsearch"
-    spool_prefix = "es-spool"
-    without_template = (
-        "the data stream would be created by Elasticsearch's built-in logs template with "
-        "other mappings"
-    )
-
-    def _open_client(self, settings: ElasticsearchSettings) -> tuple[Redactor, Any]:
-        credentials = Credentials.load(settings)
-        return credentials.redactor(), make_client(settings, credentials)
-
-    def _perform(
-        self, method: str, path: str, *, params: dict[str, str] | None = None,
-        body: Any = None, ndjson: bool = False, timeout: float,
-    ) -> Any:  # fmt: skip
-        return perform(self._client, method, path, params=params, body=body, ndjson=ndjson,
-                       timeout=timeout)  # fmt: skip
-
-    def _verify(self, info: dict[str, Any]) -> str:
-        return verify_info(info, self.settings)
-
-    def _problem(self, exc: BaseException) -> SinkError:
-        return connection_problem(getattr(exc, "original", None) or exc, self.settings,
-                                  self._redact)  # fmt: skip
-
-    def _missing_privilege(self, reason: str) -> str | None:
-        return missing_privilege(reason)
-
-    def _connections(self) -> list[Any]:
-        return self._client.transport.node_pool.all()
-
-
 def verify_info(info: dict[str, Any], settings: ElasticsearchSettings) -> str:
     """The one-line verdict from `GET /`; refuses servers zeekndm does not support."""
     where = settings.endpoint
@@ -347,3 +311,32 @@ def verify_info(info: dict[str, Any], settings: ElasticsearchSettings) -> str:
             "Elasticsearch 8.x or 9.x"
         )
     return f"elasticsearch {where} OK (version {number}, cluster {cluster})"
+
+
+class ElasticsearchSink(DataStreamSink):
+    """An `AlertSink` indexing into Elasticsearch, with backoff, spool and dead letter."""
+
+    name = "elasticsearch"
+    product = "Elasticsearch"
+    spool_prefix = "es-spool"
+    without_template = (
+        "the data stream would be created by Elasticsearch's built-in logs template with "
+        "other mappings"
+    )
+
+    _request = staticmethod(perform)
+    _verify_info = staticmethod(verify_info)
+
+    def _open_client(self, settings: ElasticsearchSettings) -> tuple[Redactor, Any]:
+        credentials = Credentials.load(settings)
+        return credentials.redactor(), make_client(settings, credentials)
+
+    def _problem(self, exc: BaseException) -> SinkError:
+        return connection_problem(getattr(exc, "original", None) or exc, self.settings,
+                                  self._redact)  # fmt: skip
+
+    def _missing_privilege(self, reason: str) -> str | None:
+        return missing_privilege(reason)
+
+    def _connections(self) -> list[Any]:
+        return self._client.transport.node_pool.all()

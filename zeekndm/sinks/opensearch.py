@@ -291,19 +291,12 @@ class OpenSearchSink(DataStreamSink):
         "the data stream"
     )
 
+    _request = staticmethod(perform)
+    _verify_info = staticmethod(verify_info)
+
     def _open_client(self, settings: OpenSearchSettings) -> tuple[Redactor, Any]:
         client, redact = make_client(settings)
         return redact, client
-
-    def _perform(
-        self, method: str, path: str, *, params: dict[str, str] | None = None,
-        body: Any = None, ndjson: bool = False, timeout: float,
-    ) -> Any:  # fmt: skip
-        return perform(self._client, method, path, params=params, body=body, ndjson=ndjson,
-                       timeout=timeout)  # fmt: skip
-
-    def _verify(self, info: dict[str, Any]) -> str:
-        return verify_info(info, self.settings)
 
     def _problem(self, exc: BaseException) -> SinkError:
         return connection_problem(exc, self.settings, self._redact)
