@@ -481,6 +481,7 @@ class DataStreamSink:
             self.spool = Spool(
                 self.state_dir / f"{self.spool_prefix}-{settings.namespace}",
                 settings.spool_max_bytes,
+                product=self.product,
             )
         except OSError as exc:
             raise SinkError(

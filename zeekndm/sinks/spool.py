@@ -44,7 +44,14 @@ LOCK_SUFFIX = ".lock"  # beside the directory: <state_dir>/es-spool-<namespace>.
 class Spool:
     """Append-only, size-bounded NDJSON segments; read back in order."""
 
-    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 8 << 20) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        segment_bytes: int = 8 << 20,
+        product: str = "Elasticsearch",  # whose spool, in messages
+    ) -> None:
+        self.product = product
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -62,7 +69,7 @@ class Spool:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
             os.close(fd)
             raise SinkError(
-                f"the Elasticsearch spool is in use by another zeekndm process (pid {holder}), "
+                f"the {self.product} spool is in use by another zeekndm process (pid {holder}), "
                 "most likely the `zeekndm run` service; sharing it would send or delete its "
                 "alerts behind its back: give this command its own --state-dir",
                 file=str(self.directory),
@@ -113,8 +120,9 @@ class Spool:
         if self.size + len(data) > self.max_bytes:
             if not self._full_warned:
                 log.warning(
-                    "Elasticsearch spool %s is full (%d bytes max): alerts stay queued in "
+                    "%s spool %s is full (%d bytes max): alerts stay queued in "
                     "memory and input reading will stall until the cluster answers again",
+                    self.product,
                     self.directory,
                     self.max_bytes,
                 )
