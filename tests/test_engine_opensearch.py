@@ -30,6 +30,7 @@ from zeekndm.errors import SinkError
 from zeekndm.outputs import build_sinks
 from zeekndm.setup import template_body
 from zeekndm.setup_opensearch import opensearch_template_body
+from zeekndm.sinks.datastream import TEMPLATE_VERSION
 from zeekndm.sinks.elasticsearch import ElasticsearchSettings, ElasticsearchSink
 from zeekndm.sinks.opensearch import OpenSearchSettings, OpenSearchSink
 
@@ -190,7 +191,7 @@ def test_setup_installs_the_template_and_the_data_stream(opensearch_engine, name
         "ism policy zeekndm-alerts: skipped (the Index State Management plugin is not "
         "installed on this cluster: nothing will roll the data stream over or delete alerts "
         "after 365d; install opensearch-index-management, then run setup again)",
-        f"index template {name}: installed (version 2)",
+        f"index template {name}: installed (version {TEMPLATE_VERSION})",
         f"data stream {name}: created",
         "opensearch dashboards: `zeekndm export dashboards --opensearch` prints the saved "
         "objects to import (Dashboards Management, Saved objects, Import)",
@@ -203,8 +204,8 @@ def test_setup_installs_the_template_and_the_data_stream(opensearch_engine, name
     _, mappings = call(opensearch_engine, "GET", f"/{backing}/_mapping")
     expected = opensearch_template_body(namespace)["template"]["mappings"]
     assert mappings[backing]["mappings"]["properties"] == expected["properties"]
-    assert mappings[backing]["mappings"]["_meta"] == {"managed_by": "zeekndm",
-                                                      "template_version": 2}  # fmt: skip
+    meta = {"managed_by": "zeekndm", "template_version": TEMPLATE_VERSION}
+    assert mappings[backing]["mappings"]["_meta"] == meta
     again = setup(opensearch_engine, namespace, tmp_path)
     assert f"data stream {name}: already exists" in again.out
 

@@ -24,6 +24,7 @@ from zeekndm.setup_opensearch import (
     opensearch_dashboard_objects,
     run_opensearch_setup,
 )
+from zeekndm.sinks.datastream import TEMPLATE_VERSION
 from zeekndm.sinks.opensearch import OpenSearchSettings, OpenSearchSink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,7 +221,7 @@ def test_setup_installs_then_updates_the_ism_policy_template_and_data_stream(tmp
     assert first == [
         f"opensearch {server.url} OK (version 2.19.1, cluster standin)",
         "ism policy zeekndm-alerts: installed",
-        f"index template {DS}: installed (version 2)",
+        f"index template {DS}: installed (version {TEMPLATE_VERSION})",
         f"data stream {DS}: created",
     ]
     # an existing policy is updated with its sequence number, as ISM requires
