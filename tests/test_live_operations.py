@@ -277,6 +277,8 @@ def test_sigterm_is_not_held_by_an_elasticsearch_that_drips(tmp_path, zeekndm_pr
     assert took < 8, z.log.read_text()[-2000:]
     assert rc == 0, z.log.read_text()[-2000:]
     assert z.records() == len(data)  # committed: the alerts are in the spool
+    outputs = next(ln for ln in z.log.read_text().splitlines() if "zeekndm.live: outputs: " in ln)
+    assert f"; elasticsearch ({es.url});" in outputs  # where it sends, from the sink itself
     spooled = sum(
         len(p.read_text().splitlines()) for p in (z.state / "es-spool-default").glob("seg-*")
     )

@@ -43,6 +43,7 @@ from zeekndm.pipeline import Pipeline
 from zeekndm.sinks.base import (
     CountingSink,
     InterruptibleSink,
+    RemoteSink,
     ReopenableSink,
     ResumableSink,
     SpoolHolder,
@@ -219,9 +220,8 @@ class LiveRunner:
                 where = (
                     "stdout" if position is None else str(self.output or self.config.ndjson_path)
                 )
-            elif isinstance(sink, SpoolHolder):
-                es = self.config.elasticsearch
-                where = self.elasticsearch_url or (", ".join(es.hosts) if es else "?")
+            elif isinstance(sink, RemoteSink):
+                where = sink.endpoint or "?"  # Elasticsearch or OpenSearch, redacted
             else:
                 where = ""
             outputs.append(f"{sink.name} ({where})" if where else sink.name)

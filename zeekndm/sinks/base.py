@@ -97,3 +97,11 @@ class CountingSink(Protocol):
     ...), for the metrics endpoint and `status`."""
 
     stats: dict[str, int]
+
+
+@runtime_checkable
+class RemoteSink(Protocol):
+    """An output that sends to a server: `endpoint` says where, redacted, for logs."""
+
+    @property
+    def endpoint(self) -> str: ...

@@ -460,6 +460,11 @@ class DataStreamSink:
     # what happens to alerts sent before `zeekndm setup` installed the template
     without_template = "the data stream would be created with other mappings"
 
+    @property
+    def endpoint(self) -> str:
+        """Where the cluster is (its URLs, redacted, or the Cloud id), for logs."""
+        return self.settings.endpoint
+
     def __init__(
         self,
         settings: Any,
