@@ -46,11 +46,11 @@ REAL_INPUTS = (
 )
 #: Synthetic inputs: name -> (generator in bench/bench_replay.py, arguments, writer).
 SYNTH_INPUTS = {
-    "synth/mixed.conn.log": ("mixed_traffic", (60_000,), "write_zeek_tsv"),
-    "synth/mixed.eve.json": ("mixed_traffic", (60_000,), "write_eve"),
-    "synth/storm-1x100.conn.log": ("storm_traffic", (20_000, 1, 1.0), "write_zeek_tsv"),
-    "synth/storm-1000x50.conn.log": ("storm_traffic", (60_000, 1000, 0.5), "write_zeek_tsv"),
-    "synth/growth-5000.conn.log": ("growth_traffic", (30_000, 5000), "write_zeek_tsv"),
+    "synth/mixed.conn.log": ("mixed_traffic", (20_000,), "write_zeek_tsv"),
+    "synth/mixed.eve.json": ("mixed_traffic", (20_000,), "write_eve"),
+    "synth/storm-1x100.conn.log": ("storm_traffic", (10_000, 1, 1.0), "write_zeek_tsv"),
+    "synth/storm-500x50.conn.log": ("storm_traffic", (30_000, 500, 0.5), "write_zeek_tsv"),
+    "synth/growth-5000.conn.log": ("growth_traffic", (20_000, 5000), "write_zeek_tsv"),
 }
 #: The model selections compared: the defaults, and every shipped model.
 MODEL_SETS = (None, "all")

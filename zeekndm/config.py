@@ -246,6 +246,12 @@ def _detector(r: FieldReader) -> tuple[dict[str, Any], EventTimeSettings]:
             default=defaults.max_destinations_per_source,
             check=_positive,
         ),
+        "max_destinations_total": d.take(
+            "max_destinations_total",
+            int,
+            default=defaults.max_destinations_total,
+            check=_positive,
+        ),
         "sample_size": d.take(
             "sample_size",
             int,

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -72,7 +72,6 @@ REALERT_AFTER = 3600.0  # seconds of silence before an ended episode may start a
 ESCALATIONS_PER_HOUR = 2
 MAX_PORTS_KEPT = 64  # distinct ports listed in an episode's evidence
 
-_TRANSPORT = {Transport.TCP: "tcp", Transport.UDP: "udp", Transport.ICMP: "icmp"}
 _BY_NAME = {"tcp": Transport.TCP, "udp": Transport.UDP, "icmp": Transport.ICMP}
 _NO_DETECTIONS: list[Detection] = []
 _NA = Outcome.NO_ANSWER
@@ -80,6 +79,8 @@ _REJ = Outcome.REJECTED
 _EST = Outcome.ESTABLISHED
 _ABT = Outcome.ABORTED
 _ICMP = Transport.ICMP
+_TCP = Transport.TCP
+_UDP = Transport.UDP
 _SEV_INDEX = {s: i for i, s in enumerate(SEVERITIES)}
 
 # a record's direction as an index: bit 0 source internal, bit 1 destination internal;
@@ -106,6 +107,9 @@ class DetectorSettings:
     allowed_lateness: float = 3600.0
     max_tracked_sources: int = 50_000
     max_destinations_per_source: int = 1_000
+    #: items kept over all tracks (destinations, ports or sources): the memory budget
+    #: that holds in a storm of many sweepers (each item costs about 0.3 KB)
+    max_destinations_total: int = 400_000
     sample_size: int = 10
     trust_local_fields: bool = True
 
@@ -139,6 +143,8 @@ class DetectorStats:
     dropped: int = 0  # source or destination in internal_networks.drop
     late_records: int = 0
     evicted_sources: int = 0
+    #: new items that made room for themselves because max_destinations_total was full
+    budget_evictions: int = 0
     #: records whose Zeek local_orig / local_resp contradict internal_networks
     local_disagreements: int = 0
     local_disagreement_example: str | None = None
@@ -154,6 +160,7 @@ class DetectorStats:
             "dropped": self.dropped,
             "late_records": self.late_records,
             "evicted_sources": self.evicted_sources,
+            "budget_evictions": self.budget_evictions,
             "local_disagreements": self.local_disagreements,
             "detections": dict(self.detections),
             "funnel": {name: f.as_dict() for name, f in self.funnel.items()},
@@ -161,22 +168,29 @@ class DetectorStats:
 
 
 class _Pane:
-    """Distinct items whose latest contact lies in a sliding window, counted by len().
+    """Distinct items whose latest contact lies in a sliding window, counted by len(),
+    and the contacts of the recent past, for late records.
 
-    `latest` maps item -> its latest contact; `order` holds (time, item) ascending, with
-    a head index instead of deletions from the front. A record in time order appends;
-    a late one is inserted with bisect. Pruning walks the head past times older than
-    the window and forgets an item only when the entry is its latest contact. A retry
-    within `grain` seconds of the item's latest contact refreshes nothing, so a client
-    hammering one host does not grow the list.
+    `latest` maps item -> its latest contact inside the window; `order` holds (time,
+    item) ascending. Entries from `head` on are the window; entries from `keep` to
+    `head` are the past (contacts that left the window, kept back to the allowed
+    lateness), so a late record's window is counted from what was really seen, not
+    only from other late records. A record in time order appends; a late one is
+    inserted with bisect. Pruning walks the head past times older than the window and
+    forgets an item only when the entry is its latest contact. A retry within `grain`
+    seconds of the item's latest contact refreshes nothing, so a client hammering one
+    host does not grow the list; the past is kept to at most twice the track's items
+    plus 16 entries (`past_from` says from when it is complete).
     """
 
-    __slots__ = ("latest", "order", "head")
+    __slots__ = ("latest", "order", "head", "keep", "past_from")
 
     def __init__(self) -> None:
         self.latest: dict[Any, float] = {}
         self.order: list[tuple[float, Any]] = []
         self.head = 0
+        self.keep = 0
+        self.past_from = float("-inf")  # contacts before this may have been forgotten
 
     def __len__(self) -> int:
         return len(self.latest)
@@ -187,19 +201,7 @@ class _Pane:
     def __iter__(self):
         return iter(self.latest)
 
-    def add(self, item: Any, ts: float, grain: float) -> None:
-        latest = self.latest
-        seen = latest.get(item)
-        if seen is not None and ts < seen + grain:
-            return
-        latest[item] = ts
-        order = self.order
-        if not order or ts >= order[-1][0]:
-            order.append((ts, item))
-        else:
-            insort(order, (ts, item), lo=self.head, key=_first)
-
-    def prune(self, horizon: float) -> None:
+    def prune(self, horizon: float, keep_horizon: float, past_cap: int) -> None:
         order = self.order
         head = self.head
         n = len(order)
@@ -211,28 +213,86 @@ class _Pane:
             if latest.get(item) == t:
                 del latest[item]
             head += 1
-        if head > 64 and head * 2 > n:
-            del order[:head]
-            head = 0
+        keep = self.keep
+        while keep < head and order[keep][0] < keep_horizon:
+            keep += 1
+        if head - keep > past_cap:
+            keep = head - past_cap
+            self.past_from = order[keep][0]
+        if keep > 64 and keep * 2 > n:
+            del order[:keep]
+            head -= keep
+            keep = 0
         self.head = head
+        self.keep = keep
 
     def discard(self, item: Any) -> None:
         self.latest.pop(item, None)
 
     def compact(self) -> None:
-        """Drop the entries of items forgotten or contacted again since (amortised: runs
-        once the list holds twice what the track's item cap allows)."""
-        self.order = sorted(((t, k) for k, t in self.latest.items()), key=_first)
-        self.head = 0
+        """Drop the window's entries of items forgotten or contacted again since
+        (amortised: runs once the window list holds twice what the track's item cap
+        allows); the past before the window stays."""
+        past = self.order[self.keep : self.head]
+        self.order = past + sorted(((t, k) for k, t in self.latest.items()), key=_first)
+        self.keep = 0
+        self.head = len(past)
+
+    def past_window(self, ts: float, window: float, need: int) -> tuple[int, list | None]:
+        """(distinct items, those items) of the busiest window of `window` seconds that
+        holds time `ts`, over every contact kept; exact, since the contacts are sorted.
+
+        The number of contacts in [ts - window, ts + window] (two bisects) bounds it from
+        above: when that is below `need`, (that bound, None) is returned at no further
+        cost. Otherwise a two-pointer walk over those contacts finds the busiest window.
+        """
+        order = self.order
+        lo = bisect_left(order, ts - window, self.keep, key=_first)
+        hi = bisect_right(order, ts + window, lo, key=_first)
+        if hi - lo < need:
+            return hi - lo, None
+        counts: dict[Any, int] = {}
+        best = 0
+        best_at = lo
+        r = lo
+        for left in range(lo, hi):
+            t_left = order[left][0]
+            if t_left > ts:
+                break
+            end = t_left + window
+            while r < hi and order[r][0] <= end:
+                item = order[r][1]
+                counts[item] = counts.get(item, 0) + 1
+                r += 1
+            if len(counts) > best:
+                best = len(counts)
+                best_at = left
+            item = order[left][1]
+            left_count = counts[item] - 1
+            if left_count:
+                counts[item] = left_count
+            else:
+                del counts[item]
+        t_best = order[best_at][0]
+        items = list(dict.fromkeys(k for t, k in order[best_at:hi] if t <= t_best + window))
+        return best, items
 
     def to_list(self) -> list:
         return [[k, v] for k, v in self.latest.items()]
 
+    def past_list(self) -> list:
+        return [[k, t] for t, k in self.order[self.keep : self.head]]
+
     @classmethod
-    def from_list(cls, pairs: list) -> "_Pane":
+    def from_list(cls, pairs: list, past: list | None = None) -> "_Pane":
         pane = cls()
+        for k, t in past or ():
+            pane.order.append((float(t), _key(k)))
+        pane.head = len(pane.order)
         for k, v in sorted(pairs, key=lambda kv: kv[1]):
-            pane.add(_key(k), float(v), 0.0)
+            item = _key(k)
+            pane.latest[item] = float(v)
+            pane.order.append((float(v), item))
         return pane
 
 
@@ -321,8 +381,6 @@ class _Track:
     __slots__ = (
         "items",
         "win",
-        "late",
-        "late_clock",
         "last_ts",
         "capped",
         "epoch",
@@ -341,9 +399,8 @@ class _Track:
         # item -> [first seen, last seen, attempts, failures, answers, port, transport name,
         #          uid, community_id, peer address, epoch]; order = recency of contact
         self.items: OrderedDict[Any, list] = OrderedDict()
-        self.win = _Pane()  # items in the window ending at the track's newest record
-        self.late: _Pane | None = None  # the same for a past window (late records)
-        self.late_clock = float("-inf")
+        # items in the window ending at the track's newest record, and the recent past
+        self.win = _Pane()
         self.last_ts = float("-inf")
         self.capped = False
         self.epoch = 0  # counts ENDs: first contacts of the current evidence carry it
@@ -360,8 +417,11 @@ class _Track:
             value = getattr(self, name)
             if isinstance(value, OrderedDict):
                 value = [[k, v] for k, v in value.items()]
-            elif isinstance(value, (_Pane, _Episode)):
-                value = value.to_list() if isinstance(value, _Pane) else value.to_dict()
+            elif isinstance(value, _Pane):
+                out["past"] = value.past_list()
+                value = value.to_list()
+            elif isinstance(value, _Episode):
+                value = value.to_dict()
             elif isinstance(value, float) and value == float("-inf"):
                 value = None
             out[name] = value
@@ -376,11 +436,11 @@ class _Track:
             value = data[name]
             if name == "items":
                 value = OrderedDict((_key(k), v) for k, v in value)
-            elif name in ("win", "late"):
-                value = None if value is None else _Pane.from_list(value)
+            elif name == "win":
+                value = _Pane.from_list(value or [], data.get("past"))
             elif name == "ep":
                 value = None if value is None else _Episode.from_dict(value)
-            elif value is None and name in ("late_clock", "last_ts", "last_end"):
+            elif value is None and name in ("last_ts", "last_end"):
                 value = float("-inf")
             setattr(track, name, value)
         return track
@@ -407,6 +467,7 @@ class _ModelRuntime:
         "dsports",
         "_dcache",
         "cap",
+        "floor",
         "direction",
         "track_by",
         "count",
@@ -430,6 +491,8 @@ class _ModelRuntime:
         t = model.threshold
         # a cap below the highest threshold would make that severity unreachable
         self.cap = max(cap, t.highest + 1)
+        # what a track keeps, at least, when the global budget is full
+        self.floor = t.highest + 1
         self.levels = t.levels
         self.sev_of_level = tuple(_SEV_INDEX[s] for s, _ in t.levels)
         self.window = t.window
@@ -512,6 +575,9 @@ class Detector:
         #: The recorder hook (module docstring): None, or a CountRecorder told of every
         #: counted record.
         self.recorder: CountRecorder | None = None
+        self._budget = self.settings.max_destinations_total
+        self._n_items = 0  # items over all tracks (the budget's count)
+        self._late_items: list | None = None  # the crossing past window's items
         self.set_models(models)
 
     # -- configuration ---------------------------------------------------------------
@@ -527,8 +593,11 @@ class Detector:
             if m.enabled:
                 funnel = self.stats.funnel.setdefault(m.name, ModelFunnel())
                 runtimes[m.name] = _ModelRuntime(m, cap, funnel)
-        index: dict[tuple[Transport, int], list[_ModelRuntime]] = {}
-        wide: dict[Transport, list] = {}
+        # per transport: port -> models, and the wide port ranges (looked up once per
+        # port, then cached in the port table); chosen by identity on the hot path, so
+        # no record hashes an Enum
+        index: dict[Transport, dict[int, list[_ModelRuntime]]] = {t: {} for t in Transport}
+        wide: dict[Transport, list] = {t: [] for t in Transport}
         for rt in runtimes.values():
             excluded = {
                 (_BY_NAME[r.transport], p)
@@ -538,24 +607,30 @@ class Detector:
             for r in rt.model.ports:
                 transport = _BY_NAME[r.transport]
                 if r.wide:
-                    wide.setdefault(transport, []).append((r.low, r.high, rt, excluded))
+                    ports_out = {port for t, port in excluded if t is transport}
+                    wide[transport].append((r.low, r.high, rt, ports_out))
                     continue
                 for port in range(r.low, r.high + 1):
                     if (transport, port) not in excluded:
-                        models_here = index.setdefault((transport, port), [])
+                        models_here = index[transport].setdefault(port, [])
                         if rt not in models_here:
                             models_here.append(rt)
             for icmp_type in rt.model.icmp_types:
-                index.setdefault((_ICMP, icmp_type), []).append(rt)
-        for (transport, port), here in index.items():
-            for low, high, rt, excluded in wide.get(transport, ()):
-                if low <= port <= high and (transport, port) not in excluded and rt not in here:
-                    here.append(rt)
+                index[_ICMP].setdefault(icmp_type, []).append(rt)
+        for transport, ports in index.items():
+            for port, here in ports.items():
+                for low, high, rt, ports_out in wide[transport]:
+                    if low <= port <= high and port not in ports_out and rt not in here:
+                        here.append(rt)
         self._runtimes = runtimes
         self._index = index
         self._wide = wide
+        self._tables = {t: (index[t], wide[t] or None) for t in Transport}
+        self._tcp = self._tables[Transport.TCP]
+        self._udp = self._tables[Transport.UDP]
+        self._icmp = self._tables[_ICMP]
         for key in [k for k in self._tracks if k[0] not in runtimes]:
-            del self._tracks[key]
+            self._n_items -= len(self._tracks.pop(key).items)
             self._open.pop(key, None)
         for key in [k for k in self._quiet if k[0] not in runtimes]:
             del self._quiet[key]
@@ -569,14 +644,10 @@ class Detector:
     def tracked_sources(self) -> int:
         return len(self._tracks)
 
-    def _models_for(self, transport: Transport, port: int) -> list[_ModelRuntime] | None:
-        """Models whose wide port ranges hold `port` (cached in the index)."""
-        wide = self._wide.get(transport, ())
-        key = (transport, port)
-        found = [
-            rt for low, high, rt, excluded in wide if low <= port <= high and key not in excluded
-        ]
-        self._index[key] = found
+    def _models_for(self, table: dict, wide: list, port: int) -> list[_ModelRuntime]:
+        """Models whose wide port ranges hold `port` (cached in the port table)."""
+        found = [rt for low, high, rt, out in wide if low <= port <= high and port not in out]
+        table[port] = found
         return found
 
     # -- the hot path --------------------------------------------------------------
@@ -585,21 +656,32 @@ class Detector:
         stats.records += 1
         ts = flow.ts
         transport = flow.transport
-        key = (transport, flow.sport if transport is _ICMP else flow.dport)
+        if transport is _TCP:
+            table, wide = self._tcp
+            port = flow.dport
+        elif transport is _UDP:
+            table, wide = self._udp
+            port = flow.dport
+        elif transport is _ICMP:
+            table, wide = self._icmp
+            port = flow.sport
+        else:
+            table, wide = self._tables[transport]
+            port = flow.dport
         out: list[Detection] | None = None
         if ts > self.max_ts:
             self.max_ts = ts
             if ts >= self._next_sweep:
                 out = self._sweep()
         elif ts < self.max_ts - self._lateness:
-            if self._index.get(key) or (transport in self._wide and self._models_for(*key)):
+            if table.get(port) or (wide and self._models_for(table, wide, port)):
                 stats.late_records += 1
             return _NO_DETECTIONS
-        runtimes = self._index.get(key)
+        runtimes = table.get(port)
         if runtimes is None:
-            if transport not in self._wide:
+            if wide is None:
                 return out or _NO_DETECTIONS
-            runtimes = self._models_for(*key)
+            runtimes = self._models_for(table, wide, port)
         if not runtimes:
             return out or _NO_DETECTIONS
         stats.matched += 1
@@ -719,13 +801,16 @@ class Detector:
         entry = items.get(item)
         new = entry is None
         if new:
-            if len(items) >= rt.cap:
+            if len(items) >= rt.cap or (
+                self._n_items >= self._budget and not self._room_for(track, rt)
+            ):
+                # the per-source cap, or the global budget: the oldest item makes room
                 old_item, old = items.popitem(last=False)
                 if old[1] >= track.last_ts - rt.window:
                     track.capped = True  # an item still inside the window is lost
                 track.win.discard(old_item)
-                if track.late is not None:
-                    track.late.discard(old_item)
+            else:
+                self._n_items += 1
             entry = [
                 ts,
                 ts,
@@ -733,7 +818,7 @@ class Detector:
                 0,
                 0,
                 flow.dport,
-                _TRANSPORT.get(flow.transport, "other"),
+                flow.transport._value_,
                 flow.uid,
                 flow.community_id,
                 flow.src if rt.count == "sources" else flow.dst,
@@ -761,27 +846,40 @@ class Detector:
         # the window: the track's clock is its newest record
         window = rt.window
         horizon = track.last_ts - window
-        if ts >= horizon:
-            pane = track.win
-        else:  # a late record, outside the current window: a window of its own time
-            if ts > track.late_clock:
-                track.late_clock = ts
-            pane = track.late
-            if pane is None:
-                pane = track.late = _Pane()
-            horizon = track.late_clock - window
+        pane = track.win
         latest = pane.latest
+        order = pane.order
+        if ts < horizon:
+            # a late record, older than the current window: the busiest window holding
+            # it, counted over the contacts kept from the recent past (exact)
+            insort(order, (ts, item), pane.keep, pane.head, key=_first)
+            pane.head += 1
+            if pane.head - pane.keep > 2 * len(items) + 16:
+                pane.prune(horizon, self.max_ts - self._lateness - window, 2 * len(items) + 16)
+            ep = track.ep
+            recorder = self.recorder
+            # the exact count when something reads it: an episode, or the recorder hook
+            need = rt.low if ep is None and recorder is None else 0
+            count, self._late_items = pane.past_window(ts, window, need)
+            if recorder is not None:
+                recorder.counted(rt.name, tkey, ts, outcome, count, len(items))
+            if ep is None:
+                if count < rt.low and (not new or track.n_first < rt.early_n):
+                    return None
+                if self._late_items is not None and ts - window < pane.past_from:
+                    track.capped = True  # the oldest contacts of that window were let go
+            else:
+                self._episode_add(rt, track, flow, entry, new, failed, ok)
+            return self._decide(rt, track, tkey, ts, count, new, failed)
         seen = latest.get(item)
         if seen is None or ts >= seen + rt.grain:
             latest[item] = ts
-            order = pane.order
             if not order or ts >= order[-1][0]:
                 order.append((ts, item))
             else:
                 insort(order, (ts, item), lo=pane.head, key=_first)
-        order = pane.order
         if pane.head < len(order) and order[pane.head][0] < horizon:
-            pane.prune(horizon)
+            pane.prune(horizon, self.max_ts - self._lateness - window, 2 * len(items) + 16)
         elif len(order) - pane.head > rt.cap * 2:
             pane.compact()  # a fast sweeper: keep the list to what the cap holds
         count = len(latest)
@@ -911,10 +1009,11 @@ class Detector:
             epoch = track.epoch
             held = [e for e in track.items.values() if e[10] == epoch]
         else:
-            pane = (
-                track.win if ts >= track.last_ts - rt.window or track.late is None else track.late
-            )
-            firsts = [track.items[k][0] for k in pane if k in track.items]
+            # the items of the window that crossed: the current one, or for a late
+            # record the busiest past window holding it
+            late = self._late_items if ts < track.last_ts - rt.window else None
+            crossing = track.win if late is None else late
+            firsts = [track.items[k][0] for k in crossing if k in track.items]
             since = (min(firsts) if firsts else ts) - rt.window
             held = [e for e in track.items.values() if e[1] >= since]
         held.sort(key=lambda e: e[0])
@@ -1029,9 +1128,31 @@ class Detector:
 
     # -- housekeeping ----------------------------------------------------------------
     def _evict_stalest(self) -> None:
-        key, _ = self._tracks.popitem(last=False)
+        key, track = self._tracks.popitem(last=False)
+        self._n_items -= len(track.items)
         self._open.pop(key, None)
         self.stats.evicted_sources += 1
+
+    def _room_for(self, track: _Track, rt: _ModelRuntime) -> bool:
+        """The budget of items is full: may `track` grow by one? A track holding enough
+        items to reach every threshold of its model makes room itself (its count is then
+        a lower bound, as with SumStats' unique_max); a smaller one takes the room of
+        the stalest tracks, as long as those have been quiet for a window. When every
+        track is active (a storm of sweepers) a track above the lowest threshold makes
+        room itself too, so the storm cannot make the detector forget whole sources."""
+        self.stats.budget_evictions += 1
+        if len(track.items) >= rt.floor:
+            return False
+        tracks = self._tracks
+        active_since = self.max_ts - rt.window
+        while self._n_items >= self._budget and len(tracks) > 1:
+            stalest = next(iter(tracks.values()))
+            if stalest is track:
+                break
+            if stalest.last_ts >= active_since and len(track.items) >= rt.low:
+                return False
+            self._evict_stalest()
+        return self._n_items < self._budget
 
     def _end(self, rt: _ModelRuntime, track: _Track, tkey: Any, reason: str) -> Detection | None:
         """Close the track's episode; the END alert unless the economy holds it back."""
@@ -1093,7 +1214,7 @@ class Detector:
             key, t = next(iter(tracks.items()))
             if t.ep is not None or t.last_ts + runtimes[key[0]].idle >= horizon:
                 break
-            tracks.popitem(last=False)
+            self._n_items -= len(tracks.popitem(last=False)[1].items)
         quiet = self._quiet
         while quiet:
             key, value = next(iter(quiet.items()))
@@ -1121,6 +1242,7 @@ class Detector:
         self._tracks.clear()
         self._quiet.clear()
         self._open.clear()
+        self._n_items = 0
         return out
 
     # -- snapshot / restore (live mode restarts) -------------------------------------
@@ -1153,10 +1275,12 @@ class Detector:
         self._tracks.clear()
         self._quiet.clear()
         self._open.clear()
+        self._n_items = 0
         for model_name, tkey, tdata in data.get("tracks", []):
             if model_name in self._runtimes:
                 key = (model_name, _key(tkey))
                 track = self._tracks[key] = _Track.from_dict(tdata)
+                self._n_items += len(track.items)
                 if track.ep is not None:
                     self._open[key] = None
         for model_name, tkey, value in data.get("quiet", []):
