@@ -167,3 +167,30 @@ def kafka_engine():
 def pytest_terminal_summary(terminalreporter):
     if ENGINE_STARTS:
         terminalreporter.write_line("engines: " + "; ".join(ENGINE_STARTS))
+
+
+# -- the two cores (zeekndm.core) ----------------------------------------------------------
+CORES = ("python", "native")
+
+
+def use_core(monkeypatch, name: str) -> None:
+    """Read through the pure-Python core or the compiled one for one test; the compiled
+    one skips when it was not built (fails under CI=true, where it must be)."""
+    from zeekndm import core
+
+    if name == "python":
+        monkeypatch.setattr(core, "native", None)
+        return
+    if core.native is None:
+        try:
+            from zeekndm import _core
+        except ImportError:
+            unavailable("the compiled core (zeekndm._core) was not built: no Rust toolchain")
+        monkeypatch.setattr(core, "native", _core)
+
+
+@pytest.fixture(params=CORES)
+def core_path(request, monkeypatch):
+    """Parametrises a test over both cores; its value is the core's name."""
+    use_core(monkeypatch, request.param)
+    return request.param

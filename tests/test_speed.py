@@ -50,7 +50,9 @@ def before() -> dict:
 
 
 @pytest.mark.parametrize("case", _cases())
-def test_alerts_are_the_ones_the_detector_gave_before(case, before, tmp_path_factory, real):
+def test_alerts_are_the_ones_the_detector_gave_before(
+    case, before, tmp_path_factory, real, core_path
+):
     name, models = case.split("|")
     if name.startswith("synth/"):
         path = golden.synth_input(name, tmp_path_factory.getbasetemp())

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from zeekndm import __version__
+from zeekndm import __version__, core
 from zeekndm.config import Config, load_config
 from zeekndm.detect import Detector
 from zeekndm.enrich import Observer
@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zeekndm",
         description="Network Detection Models over Zeek conn.log and Suricata eve.json.",
     )
-    parser.add_argument("--version", action="version", version=f"zeekndm {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"zeekndm {__version__}, core: {core.describe()}"
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config", "-c", metavar="PATH", help="YAML config (default: built-in defaults)"

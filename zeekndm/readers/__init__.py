@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from zeekndm import core
 from zeekndm.errors import ReaderError
 from zeekndm.flow import Flow
 from zeekndm.readers.base import BOM, AddressCache, BadLine, LineParser, Skip
@@ -585,28 +586,35 @@ def _parse_lines(
 def _parse_rest(
     parser: LineParser, fileobj: BinaryIO, stats: ReadStats, max_line_bytes: int
 ) -> Iterator[Flow]:
-    """The rest of the file after the sniffing read-ahead: a block at a time when the
-    parser can pick the lines worth parsing out of a block, else line by line."""
+    """The rest of the file after the sniffing read-ahead: a block at a time through the
+    compiled core when it is there; else a block at a time when the parser can pick the
+    lines worth parsing out of a block; else line by line."""
+    native = core.native
+    if native is not None and hasattr(parser, "native_scanner"):
+        return _parse_blocks(parser, fileobj, stats, max_line_bytes, native)
     if getattr(parser, "_dports", None) is not None and hasattr(parser, "pick_lines"):
         return _parse_blocks(parser, fileobj, stats, max_line_bytes)
     return _parse_line_by_line(parser, fileobj, stats, max_line_bytes)
 
 
 def _parse_blocks(
-    parser: LineParser, fileobj: BinaryIO, stats: ReadStats, max_line_bytes: int
+    parser: LineParser,
+    fileobj: BinaryIO,
+    stats: ReadStats,
+    max_line_bytes: int,
+    native: Any = None,
 ) -> Iterator[Flow]:
-    """Read 1 MiB blocks of whole lines; parse only the lines `parser.pick_lines` picks.
+    """Read 1 MiB blocks of whole lines; parse only the lines worth parsing.
 
-    `pick_lines(block)` returns the sorted start offsets of the lines that may concern
-    a watched port (after checking, in C-speed scans over the whole block, that every
-    other line is well-formed), or None when the block needs the careful path (a header
-    inside, a line of the wrong shape): that block is then read line by line. The lines
-    it passes over are counted as filtered, exactly as the per-line filter would.
+    With the compiled core (`native`), its scanner walks each block: see
+    `_native_block`. Without it, `pick_lines(block)` returns the sorted start offsets of
+    the lines that may concern a watched port (after checking, in C-speed scans over the
+    whole block, that every other line is well-formed), or None when the block needs the
+    careful path (a header inside, a line of the wrong shape or too long): that block
+    is then read line by line. The lines it passes over are counted as filtered,
+    exactly as the per-line filter would.
     """
-    pick = parser.pick_lines  # type: ignore[attr-defined]
-    parse = parser.parse
     read = fileobj.read
-    skipped = stats.skipped_by_reason
     pending = b""
     try:
         while True:
@@ -625,45 +633,124 @@ def _parse_blocks(
                 pending = _skip_to_next_line(read)
                 continue
             block, pending = data[:cut], data[cut:]
-            starts = pick(block)
-            if starts is None:
-                yield from _parse_line_by_line(parser, io.BytesIO(block), stats, max_line_bytes)
-                continue
-            base = stats.lines
-            at = 0  # stats.lines is the line of each record yielded: counted incrementally
-            at_line = base
-            for start in starts:
-                line = block[start : block.index(b"\n", start)].rstrip(b"\r")
-                try:
-                    record = parse(line)
-                except Skip as exc:
-                    skipped[exc.reason] += 1
-                    continue
-                except BadLine as exc:  # the line number is only worked out when needed
-                    stats.add_bad(base + 1 + block.count(b"\n", 0, start), exc.reason, exc.detail)
-                    continue
-                except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
-                    stats.add_bad(
-                        base + 1 + block.count(b"\n", 0, start),
-                        "malformed record",
-                        f"{type(exc).__name__}: {exc}",
-                    )
-                    continue
-                if record is not None:
-                    stats.records += 1
-                    at_line += block.count(b"\n", at, start)
-                    at = start
-                    stats.lines = at_line + 1
-                    yield record
-                else:
-                    stats.ignored += 1
-            nlines = block.count(b"\n")
-            parser.filtered += nlines - len(starts)  # type: ignore[attr-defined]
-            stats.lines = base + nlines
+            if native is not None:
+                yield from _native_block(parser, block, stats, max_line_bytes, native)
+            else:
+                yield from _picked_block(parser, block, stats, max_line_bytes)
         if pending:
             yield from _parse_line_by_line(parser, io.BytesIO(pending), stats, max_line_bytes)
     finally:
         stats.filtered = getattr(parser, "filtered", 0)
+
+
+def _picked_block(
+    parser: LineParser, block: bytes, stats: ReadStats, max_line_bytes: int
+) -> Iterator[Flow]:
+    """One block through `pick_lines` (see `_parse_blocks`)."""
+    if len(block) > max_line_bytes and max(map(len, block.split(b"\n"))) > max_line_bytes:
+        starts = None  # a line too long: the careful path reports it as such
+    else:
+        starts = parser.pick_lines(block)  # type: ignore[attr-defined]
+    if starts is None:
+        yield from _parse_line_by_line(parser, io.BytesIO(block), stats, max_line_bytes)
+        return
+    parse = parser.parse
+    skipped = stats.skipped_by_reason
+    base = stats.lines
+    at = 0  # stats.lines is the line of each record yielded: counted incrementally
+    at_line = base
+    for start in starts:
+        line = block[start : block.index(b"\n", start)].rstrip(b"\r")
+        try:
+            record = parse(line)
+        except Skip as exc:
+            skipped[exc.reason] += 1
+            continue
+        except BadLine as exc:  # the line number is only worked out when needed
+            stats.add_bad(base + 1 + block.count(b"\n", 0, start), exc.reason, exc.detail)
+            continue
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+            stats.add_bad(
+                base + 1 + block.count(b"\n", 0, start),
+                "malformed record",
+                f"{type(exc).__name__}: {exc}",
+            )
+            continue
+        if record is not None:
+            stats.records += 1
+            at_line += block.count(b"\n", at, start)
+            at = start
+            stats.lines = at_line + 1
+            yield record
+        else:
+            stats.ignored += 1
+    nlines = block.count(b"\n")
+    parser.filtered += nlines - len(starts)  # type: ignore[attr-defined]
+    stats.lines = base + nlines
+
+
+def _native_block(
+    parser: Any, block: bytes, stats: ReadStats, max_line_bytes: int, native: Any
+) -> Iterator[Flow]:
+    """One block through the compiled scanner.
+
+    The scanner returns, in file order, the records it parsed and the offsets of the
+    lines it left to the Python parser (anything not plainly well-formed; a negative
+    offset marks a line longer than `max_line_bytes`), with each one's line index in the
+    block; the lines it filtered (and, for eve, skipped per event type) are only counted.
+    It stops at a line that may be a Zeek header, which the Python parser then reads
+    (the header may change the columns), and goes on after it.
+    """
+    parse = parser.parse
+    skipped = stats.skipped_by_reason
+    skip_reason = getattr(parser, "_skip_reason", None)
+    at = 0
+    end = len(block)
+    flow_type = Flow
+    while at < end:
+        scanner = parser.native_scanner(native)
+        if scanner is None:  # no usable header yet: the Python parser reads the rest
+            yield from _parse_line_by_line(parser, io.BytesIO(block[at:]), stats, max_line_bytes)
+            return
+        items, lines, consumed, filtered, stop, skips = scanner.scan(block, at, max_line_bytes)
+        base = stats.lines
+        parser.filtered += filtered
+        for value, count in skips:
+            skipped[skip_reason(value)] += count
+        for item, index in zip(items, lines):
+            if type(item) is not flow_type:
+                lineno = base + index + 1
+                if item < 0:
+                    stats.add_bad(lineno, "line too long")
+                    continue
+                line = block[item : block.index(b"\n", item)].rstrip(b"\r")
+                before = parser.filtered
+                try:
+                    item = parse(line)
+                except Skip as exc:
+                    skipped[exc.reason] += 1
+                    continue
+                except BadLine as exc:
+                    stats.add_bad(lineno, exc.reason, exc.detail)
+                    continue
+                except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+                    stats.add_bad(lineno, "malformed record", f"{type(exc).__name__}: {exc}")
+                    continue
+                if item is None:
+                    if parser.filtered == before:
+                        stats.ignored += 1
+                    continue
+            stats.records += 1
+            stats.lines = base + index + 1
+            yield item
+        stats.lines = base + consumed
+        at = stop
+        if at < end:  # a line that may be a header: the Python parser reads it
+            nl = block.index(b"\n", at)
+            yield from _parse_line_by_line(
+                parser, io.BytesIO(block[at : nl + 1]), stats, max_line_bytes
+            )
+            at = nl + 1
 
 
 def _skip_to_next_line(read: Callable[[int], bytes]) -> bytes:

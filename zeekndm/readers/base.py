@@ -362,6 +362,24 @@ class JSONPortFilter:
     def set_dport_filter(self, dports: Iterable[int] | None) -> None:
         """Only parse records whose responder port is in `dports` (None: every record)."""
         self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
+        self._native = None
+
+    _native: tuple | None = None
+
+    def native_scanner(self, core):
+        """The compiled core's scanner doing this prefilter (and, for eve, the skip of
+        other event types) over a whole block; the lines it cannot decide are parsed by
+        `parse`, so the accounting is the same on both paths."""
+        cached = self._native
+        if cached is not None and cached[0] is core:
+            return cached[1]
+        ports = None if self._dports is None else sorted(int(p) for p in self._dports)
+        scanner = core.JsonScanner(self.SKIPS_EVENT_TYPES, self.DPORT_KEY, ports)
+        self._native = (core, scanner)
+        return scanner
+
+    #: Suricata eve: non-flow events are skipped by their type before any parsing.
+    SKIPS_EVENT_TYPES = False
 
     def _filtered_out(self, line: bytes, dports: frozenset[bytes]) -> bool:
         key = self.DPORT_KEY

@@ -80,6 +80,7 @@ class SuricataEveParser(JSONPortFilter):
     """Parses eve.json lines (NDJSON) into Flows from `flow` and `netflow` events."""
 
     DPORT_KEY = b'"dest_port":'
+    SKIPS_EVENT_TYPES = True
 
     format = "suricata_eve"
 

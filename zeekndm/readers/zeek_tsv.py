@@ -68,6 +68,8 @@ class ZeekTSVParser:
         self._pick_key: tuple | None = None
         self._pick_re: re.Pattern[bytes] | None = None
         self._path_reason = ReasonTable("path=")
+        self._generation = 0  # counts header changes, so a compiled scanner follows them
+        self._native: tuple | None = None  # (core module, generation, scanner)
         self._reset_block()
 
     def set_dport_filter(self, dports: Iterable[int] | None) -> None:
@@ -81,6 +83,38 @@ class ZeekTSVParser:
         model watches) are not validated.
         """
         self._dports = None if dports is None else frozenset(str(p).encode() for p in dports)
+        self._generation += 1
+
+    def native_scanner(self, core):
+        """The compiled core's scanner for the current header block (configured with its
+        separator, columns, unset marker and watched ports), or None when the block must
+        be read line by line (no usable header yet, a separator of several bytes)."""
+        if not self._ready or len(self._bseparator) != 1:
+            return None
+        cached = self._native
+        if cached is not None and cached[0] is core and cached[1] == self._generation:
+            return cached[2]
+        scanner = cached[2] if cached is not None and cached[0] is core else None
+        if scanner is None:
+            scanner = core.TsvScanner(
+                tuple.__new__,
+                Flow,
+                Transport.TCP,
+                Transport.UDP,
+                Transport.ICMP,
+                Transport.OTHER,
+                [(k.encode(), v) for k, v in ZEEK_OUTCOME.items()],
+                Outcome.UNKNOWN,
+            )
+        scanner.configure(
+            self._bseparator[0],
+            self._ncols,
+            self._indexes,
+            self.unset_field.encode("utf-8", "surrogateescape"),
+            None if self._dports is None else sorted(int(p) for p in self._dports),
+        )
+        self._native = (core, self._generation, scanner)
+        return scanner
 
     # -- header ------------------------------------------------------------------------
     def _reset_block(self) -> None:
@@ -122,6 +156,7 @@ class ZeekTSVParser:
         raise BadLine(f"#fields lacks {self._missing}")
 
     def _header(self, s: str) -> None:
+        self._generation += 1
         key, value = split_zeek_header(s, self.separator)
         if key == "#separator":
             self._reset_block()
@@ -154,6 +189,7 @@ class ZeekTSVParser:
         # Index n points at the unset value appended to each split line, so an absent
         # optional column reads as unset without a branch per column.
         self._getter = itemgetter(*indexes)
+        self._indexes = indexes
         dport = indexes[4]
         self._dport_split = dport + 1 if dport < n else -1
 

@@ -1,0 +1,150 @@
+"""The compiled core (`zeekndm._core`) and the pure-Python one read exactly alike: the same
+records, bad lines, line numbers, skips and filtered counts, on every real capture, the
+benchmark's inputs and odd shapes of lines; `zeekndm --version` names the core in use and
+ZEEKNDM_CORE=python forces the pure-Python one."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import golden
+import pytest
+from conftest import use_core
+
+from zeekndm.cli import watched_ports
+from zeekndm.models import load_builtin_models
+from zeekndm.readers import ReadStats, read_flows
+
+DEFAULT_PORTS = watched_ports([m for m in load_builtin_models().values() if m.enabled])
+
+
+def read(monkeypatch, core: str, path, dports, data: bytes | None = None, **kw):
+    use_core(monkeypatch, core)
+    stats = ReadStats(str(path))
+    stream = None if data is None else io.BytesIO(data)
+    flows = list(read_flows(path, stats, dports=dports, stream=stream, **kw))
+    return flows, (
+        stats.format,
+        stats.lines,
+        stats.records,
+        dict(stats.bad_by_reason),
+        stats.samples,
+        dict(stats.skipped_by_reason),
+        stats.filtered,
+        stats.ignored,
+        stats.unreadable,
+    )
+
+
+def same_on_both(monkeypatch, path, data: bytes | None = None, **kw):
+    for dports in (None, DEFAULT_PORTS):
+        slow = read(monkeypatch, "python", path, dports, data, **kw)
+        fast = read(monkeypatch, "native", path, dports, data, **kw)
+        assert fast == slow, path
+    return slow
+
+
+def _real_files() -> list[str]:
+    base = golden.real_data()
+    if not base.exists():
+        return list(golden.REAL_INPUTS)
+    return sorted(
+        str(p.relative_to(base))
+        for p in base.rglob("*")
+        if p.is_file() and p.name != "SOURCES.md" and "honeypot" not in p.name
+    )
+
+
+@pytest.mark.parametrize("name", _real_files())
+def test_every_real_capture_reads_the_same_on_both_cores(name, real, monkeypatch):
+    path = real(name)
+    if path.is_dir():
+        pytest.skip("a directory")
+    same_on_both(monkeypatch, path)
+
+
+@pytest.mark.parametrize("name", sorted(golden.SYNTH_INPUTS))
+def test_the_benchmark_inputs_read_the_same_on_both_cores(name, tmp_path, monkeypatch):
+    same_on_both(monkeypatch, golden.synth_input(name, tmp_path))
+
+
+TSV_HEAD = (
+    b"#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n"
+    b"#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\t"
+    b"conn_state\tlocal_orig\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tbool\n"
+)
+ODD_TSV = [
+    b"1700000000.5\tC1\t10.0.0.1\t40000\t45.0.0.1\t27017\ttcp\tS0\tT",
+    b"1700000000.5\tC1\t10.0.0.01\t40000\t45.0.0.1\t27017\ttcp\tS0\tT",  # leading zero
+    b"1700000000.5\tC1\t::ffff:10.0.0.1\t40000\t2001:db8::1\t27017\ttcp\tS0\t-",
+    b"1.7e9\tC1\t10.0.0.1\t40000\t45.0.0.1\t27017\ttcp\tREJ\tF",  # exponent: Python decides
+    b"1700000000\tC1\t10.0.0.1\t040000\t45.0.0.1\t27017\ttcp\tS0\tT",  # bad port
+    b"1700000000\tC1\t10.0.0.1\t40000\t45.0.0.1\t080\ttcp\tS0\tT",  # unwatched, odd port
+    b"1700000000\tC1\t10.0.0.1\t40000\t45.0.0.1\t27017\ttcp",  # wrong column count
+    b"1700000000\tC1\t10.0.0.1\t40000\t45.0.0.1\t27017\ttcp\tS0\tT\r",
+    b"99999999999999\tC1\t10.0.0.1\t40000\t45.0.0.1\t27017\ttcp\tS0\tT",  # milliseconds?
+    b"1700000000\tC\xc3\xa9\t10.0.0.1\t40000\t45.0.0.1\t27017\ttcp\tS0\tT",  # UTF-8
+    b"1700000000\tC1\t10.0.0.1\t40000\t45.0.0.1\t27\x00017\ttcp\tS0\tT",
+    b"",
+    b"   ",
+    b" #close\t2024",
+    b"1700000000\tC1\t10.0.0.1\t40000\t45.0.0.1\t443\tudp\tSF\tT",
+    b"#fields\tts\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto",
+    b"1700000001\t10.0.0.2\t1\t45.0.0.2\t27017\ticmp",
+    b"#separator ,",
+    b"1700000001,10.0.0.2,1,45.0.0.2,27017,tcp",
+    b"x" * 5000,
+]
+
+
+def test_odd_tsv_lines_read_the_same_on_both_cores(monkeypatch):
+    data = TSV_HEAD + b"\n".join(ODD_TSV * 50) + b"\n"
+    flows, stats = same_on_both(monkeypatch, "odd.log", data, max_line_bytes=4096)
+    assert stats[3]  # there were bad lines, and both cores counted them alike
+
+
+ODD_EVE = [
+    b'{"timestamp":"2024-01-01T00:00:00.000000+0000","flow_id":1,"event_type":"flow",'
+    b'"src_ip":"10.0.0.1","src_port":1,"dest_ip":"45.0.0.1","dest_port":27017,"proto":"TCP",'
+    b'"flow":{"pkts_toclient":0,"start":"2024-01-01T00:00:00.000000+0000"}}',
+    b'{"event_type":"dns","dest_port":53,"x":1}',
+    b'{"event_type": "dns", "dest_port": 53}',
+    b'{"event_type":"flow","dest_port":80,"dest_port":27017}',
+    b'{"event_type":"flow","dest_port":80,"src_port":1}',
+    b'{"event_type":"flow","dest_port":080,"src_port":1}',
+    b'{"event_type":"flow","dest_port":80,"src_port":1',
+    b'{"event_type":"","dest_port":80}',
+    b'{"event_type":"' + b"a" * 60 + b'","dest_port":80}',
+    b'{"event_type":"alert","alert":{"signature":"x"}}',
+    b"[1,2]",
+    b"",
+    b'{"event_type":"netflow","dest_port":443,"z":1}',
+]
+
+
+def test_odd_eve_lines_read_the_same_on_both_cores(monkeypatch):
+    data = b"\n".join(ODD_EVE * 40) + b"\n"
+    flows, stats = same_on_both(monkeypatch, "eve.json", data)
+    assert stats[0] == "suricata_eve" and stats[5]
+
+
+def _version(env: dict) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "zeekndm", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def test_version_names_the_core_and_the_environment_forces_pure_python(monkeypatch):
+    use_core(monkeypatch, "native")  # skips (or fails under CI) when it was not built
+    assert "core: compiled (Rust" in _version({"ZEEKNDM_CORE": ""})
+    assert "core: pure Python (forced by ZEEKNDM_CORE=python)" in _version(
+        {"ZEEKNDM_CORE": "python"}
+    )
