@@ -31,6 +31,7 @@ else:
                 binding=Binding.PyO3,
                 optional=True,  # a failed build falls back to pure Python
                 py_limited_api=True,
+                debug=False,  # editable installs too: a debug build is ~15x slower
             )
         )
 if why:

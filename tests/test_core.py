@@ -148,3 +148,22 @@ def test_version_names_the_core_and_the_environment_forces_pure_python(monkeypat
     assert "core: pure Python (forced by ZEEKNDM_CORE=python)" in _version(
         {"ZEEKNDM_CORE": "python"}
     )
+
+
+@pytest.mark.parametrize("name", ["synth/mixed.conn.log", "synth/mixed.eve.json"])
+def test_live_chunks_get_the_replay_prefilter_on_both_cores(name, tmp_path, monkeypatch):
+    from zeekndm.readers import make_parser, parse_chunk, sniff_format
+
+    path = golden.synth_input(name, tmp_path)
+    lines = list(enumerate(path.read_bytes().split(b"\n")[:-1], start=1))
+    replay = read(monkeypatch, "python", path, DEFAULT_PORTS)[0]
+    for core_name in ("python", "native"):
+        use_core(monkeypatch, core_name)
+        parser = make_parser(sniff_format(b"\n".join(line for _, line in lines[:10])))
+        parser.set_dport_filter(DEFAULT_PORTS)
+        stats = ReadStats(str(path))
+        got = []
+        for at in range(0, len(lines), 700):  # chunks, as the follower hands them over
+            got += [item for _, item in parse_chunk(parser, lines[at : at + 700], stats)]
+        assert got == replay, core_name
+        assert parser.filtered > len(lines) / 2 and stats.bad_lines == 0

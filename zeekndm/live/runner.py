@@ -38,6 +38,7 @@ from zeekndm.live.inputs import InputSpec, input_from_arg
 from zeekndm.live.metrics import MetricsEndpoint, MetricsSnapshot
 from zeekndm.live.registry import Registry, RegistryState, Totals
 from zeekndm.live.streams import Streams, forced_formats
+from zeekndm.models import watched_ports
 from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
 from zeekndm.sinks.base import (
@@ -131,6 +132,7 @@ class LiveRunner:
         saved = RegistryState.from_dict(raw)
         config = self.config
         self.detector = self._restored_detector(saved)
+        self.streams.set_dports(watched_ports(self.detector.models))
         self.totals = saved.totals
         self._notices_before = saved.totals.notices
         self.streams.remember(saved.streams)
@@ -515,6 +517,7 @@ class LiveRunner:
             return
         self.detector.set_models(new.enabled_models, new.classifier())
         self.streams.set_models(new.models)
+        self.streams.set_dports(watched_ports(self.detector.models))
         for what in ("inputs", "elasticsearch", "ndjson_path", "state_dir", "detector"):
             if getattr(new, what) != getattr(self.config, what):
                 log.warning("config reload: %s changed; restart zeekndm to apply it", what)

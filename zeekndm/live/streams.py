@@ -23,6 +23,7 @@ from zeekndm.live.registry import HEADER_MAX_LINES, SavedHeader, Totals
 from zeekndm.readers import (
     ReadStats,
     make_parser,
+    parse_chunk,
     parse_line,
     sensor_type,
     sniff_format,
@@ -111,6 +112,15 @@ class Streams:
         self._unrecognised: set[str] = set()
         self.closed_records: Counter = Counter()
         self.closed_bad: Counter = Counter()
+        #: Responder ports the enabled models watch: replay's prefilter (None: parse all).
+        self.dports: set[int] | None = None
+
+    def set_dports(self, dports: set[int] | None) -> None:
+        """The prefilter of every stream, now and to come: lines on other ports are only
+        counted (as records, not parsed), exactly as `replay` does."""
+        self.dports = dports
+        for stream in self._by_key.values():
+            _set_filter(stream.parser, dports)
 
     def remember(self, saved_headers: dict[str, SavedHeader]) -> None:
         """The header blocks committed per file (used when those files are resumed)."""
@@ -148,6 +158,7 @@ class Streams:
         stats = LiveReadStats(path, self._clock)
         stats.format = "suricata_eve"
         stream = Stream(make_parser("suricata_eve"), stats, Observer(self.sensor_name, "suricata"))
+        _set_filter(stream.parser, self.dports)
         self._by_key[f"socket:{path}"] = stream
         return stream
 
@@ -168,6 +179,7 @@ class Streams:
                 self._by_key.pop(key, None)
                 return None
         parser = make_parser(fmt, models=self.models)
+        _set_filter(parser, self.dports)
         stream = Stream(parser, stats, Observer(self.sensor_name, sensor_type(fmt)))
         if resumed:
             saved = self._saved.pop(key, None)
@@ -193,22 +205,27 @@ class Streams:
     def feed(
         self, stream: Stream, lines: list[tuple[int, bytes]], pipeline: Any, totals: Totals
     ) -> int:
-        """Parse and detect; returns the number of records."""
+        """Parse and detect; returns the number of records (lines on unwatched ports
+        included: they are records, only not parsed, as replay counts them).
+
+        The lines go through `parse_chunk`: the compiled core's block scan when it is
+        built, replay's prefilter in any case."""
         pipeline.observer = stream.observer
         stats = stream.stats
         parser = stream.parser
         records = 0
         bad_before = stats.bad_lines
-        for lineno, line in lines:
-            if line[:1] == b"#":
-                stream.note_header(line)
-            elif stream.in_header and line.strip():
-                stream.in_header = False
+        filtered_before = getattr(parser, "filtered", 0)
+        if stream.in_header or any(line[:1] == b"#" for _, line in lines):
+            for _, line in lines:
+                if line[:1] == b"#":
+                    stream.note_header(line)
+                elif stream.in_header and line.strip():
+                    stream.in_header = False
+        push = pipeline.push
+        for lineno, item in parse_chunk(parser, lines, stats):
             try:
-                item = parse_line(parser, lineno, line, stats)
-                if item is None:
-                    continue
-                pipeline.push(item, stats, lineno)
+                push(item, stats, lineno)
             except Exception as exc:  # noqa: BLE001 - one line must never stop the service
                 # A record that breaks a later stage (a bug, or a value nobody validated):
                 # it is one bad line, counted and logged, and reading goes on.
@@ -216,6 +233,7 @@ class Streams:
                 log.debug("%s:%d: record not processed", stats.path, lineno, exc_info=True)
                 continue
             records += 1
+        records += getattr(parser, "filtered", 0) - filtered_before
         stats.records += records
         totals.records += records
         totals.bad_lines += stats.bad_lines - bad_before
@@ -253,3 +271,9 @@ def forced_formats(specs: list[Any]) -> Callable[[str], str | None]:
         return None
 
     return forced
+
+
+def _set_filter(parser: Any, dports: set[int] | None) -> None:
+    set_filter = getattr(parser, "set_dport_filter", None)
+    if set_filter is not None:
+        set_filter(dports)

@@ -61,6 +61,7 @@ __all__ = [
     "make_parser",
     "sniff_head",
     "parse_line",
+    "parse_chunk",
     "open_binary",
     "read_flows",
     "register_parser",
@@ -561,6 +562,56 @@ def parse_line(parser: LineParser, lineno: int, line: bytes, stats: ReadStats) -
     return None
 
 
+def parse_chunk(
+    parser: LineParser, lines: list[tuple[int, bytes]], stats: Any
+) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of lines already split, as live mode gets them from its
+    follower: through the compiled scanner when it is there (the chunk joined into one
+    block, the same prefilter and parse as replay's blocks), else `parse_line` per line.
+    Filtered lines are counted in the parser's `filtered`; every other line's outcome
+    in `stats` as `parse_line` counts it."""
+    native = core.native
+    if native is None or len(lines) < 16 or not hasattr(parser, "native_scanner"):
+        for lineno, line in lines:
+            item = parse_line(parser, lineno, line, stats)
+            if item is not None:
+                yield lineno, item
+        return
+    block = b"\n".join([line for _, line in lines]) + b"\n"
+    skipped = stats.skipped_by_reason
+    flow_type = Flow
+    at = first = 0
+    end = len(block)
+    while at < end:
+        scanner = parser.native_scanner(native)  # type: ignore[attr-defined]
+        if scanner is None:
+            for lineno, line in lines[first:]:
+                item = parse_line(parser, lineno, line, stats)
+                if item is not None:
+                    yield lineno, item
+            return
+        items, indexes, consumed, filtered, stop, skips = scanner.scan(block, at, end + 1)
+        parser.filtered += filtered  # type: ignore[attr-defined]
+        for value, count in skips:
+            skipped[parser._skip_reason(value)] += count  # type: ignore[attr-defined]
+        for item, index in zip(items, indexes):
+            lineno, line = lines[first + index]
+            if type(item) is not flow_type:
+                item = parse_line(parser, lineno, line, stats)
+                if item is None:
+                    continue
+            yield lineno, item
+        first += consumed
+        at = stop
+        if at < end:  # a line that may be a header: the Python parser reads it
+            lineno, line = lines[first]
+            item = parse_line(parser, lineno, line, stats)
+            if item is not None:
+                yield lineno, item
+            first += 1
+            at = block.index(b"\n", at) + 1
+
+
 def _parse_lines(
     parser: LineParser, lines: Iterable[tuple[int, bytes]], stats: ReadStats
 ) -> Iterator[Flow]:
@@ -656,6 +707,13 @@ def _picked_block(
         return
     parse = parser.parse
     skipped = stats.skipped_by_reason
+    n_skipped = 0
+    skips = getattr(parser, "block_skips", None)
+    if skips:  # eve: lines of other event types, tallied by pick_lines
+        reason = parser._skip_reason  # type: ignore[attr-defined]
+        for value, n in skips.items():
+            skipped[reason(value)] += n
+            n_skipped += n
     base = stats.lines
     at = 0  # stats.lines is the line of each record yielded: counted incrementally
     at_line = base
@@ -685,7 +743,7 @@ def _picked_block(
         else:
             stats.ignored += 1
     nlines = block.count(b"\n")
-    parser.filtered += nlines - len(starts)  # type: ignore[attr-defined]
+    parser.filtered += nlines - len(starts) - n_skipped  # type: ignore[attr-defined]
     stats.lines = base + nlines
 
 
