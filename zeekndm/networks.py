@@ -153,6 +153,24 @@ class NetworkClassifier:
         self._has_drop = bool(self._drop)
         self._has_proxies = bool(self._proxies)
         self._cache: dict[str, int] = {}
+        # IPv4 by first octet: where no range longer than /8 starts inside an octet's
+        # /8, every address in it has the same answer, found with one index (a sweep
+        # asks about a new address per record)
+        longer = {
+            int(n.network_address) >> 24
+            for n in (
+                *self.internal,
+                *self.external,
+                *_nets(drop),
+                *_nets(proxies),
+                *_NEVER_EXTERNAL,
+            )
+            if n.version == 4 and n.prefixlen > 8
+        }
+        self._octets: list[int | None] = [None] * 256
+        for octet in range(256):
+            if octet not in longer:
+                self._octets[octet] = self._lookup(octet << 24, 4)
 
     @classmethod
     def from_settings(cls, settings: NetworkSettings) -> "NetworkClassifier":
@@ -172,13 +190,24 @@ class NetworkClassifier:
 
     def _classify(self, addr: str) -> int:
         try:  # IPv4, the usual case, without building an address object
-            value = int.from_bytes(_pton(_AF_INET, addr), "big")
-            version = 4
+            packed = _pton(_AF_INET, addr)
         except OSError:
             parsed = address_value(addr)
             if parsed is None:
                 return 0
-            value, version = parsed
+            flags = self._lookup(*parsed)
+        else:
+            flags = self._octets[packed[0]]
+            if flags is None:
+                flags = self._lookup(int.from_bytes(packed, "big"), 4)
+        cache = self._cache
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[addr] = flags
+        return flags
+
+    def _lookup(self, value: int, version: int) -> int:
+        """The flags of one address given as (integer, IP version)."""
         flags = VALID
         verdict = self._table.lookup(value, version)
         if verdict:
@@ -191,10 +220,6 @@ class NetworkClassifier:
             flags |= DROP
         if self._has_proxies and self._proxies.lookup(value, version):
             flags |= PROXY
-        cache = self._cache
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[addr] = flags
         return flags
 
     def is_internal(self, addr: str) -> bool:
