@@ -82,6 +82,7 @@ _ICMP = Transport.ICMP
 _TCP = Transport.TCP
 _UDP = Transport.UDP
 _SEV_INDEX = {s: i for i, s in enumerate(SEVERITIES)}
+_TOP_SEVERITY = len(SEVERITIES) - 1
 
 # a record's direction as an index: bit 0 source internal, bit 1 destination internal;
 # a model counts the directions whose bits it holds (external -> external: none)
@@ -576,6 +577,7 @@ class Detector:
         #: counted record.
         self.recorder: CountRecorder | None = None
         self._budget = self.settings.max_destinations_total
+        self._sample_size = self.settings.sample_size
         self._n_items = 0  # items over all tracks (the budget's count)
         self._late_items: list | None = None  # the crossing past window's items
         self.set_models(models)
@@ -902,31 +904,36 @@ class Detector:
         failed: bool,
         ok: bool,
     ) -> None:
-        track.ep.ep_attempts += 1
+        ep = track.ep
+        ep.ep_attempts += 1
         if failed:
-            track.ep.ep_failures += 1
+            ep.ep_failures += 1
         elif ok:
-            track.ep.ep_successes += 1
-        if len(track.ep.ports) < MAX_PORTS_KEPT:
-            track.ep.ports.add(flow.dport)
-        track.ep.transports.add(entry[6])
-        if flow.ts < track.ep.episode_start:
-            track.ep.episode_start = flow.ts
-        size = self.settings.sample_size
-        ports = rt.count == "ports"
+            ep.ep_successes += 1
+        ports = ep.ports
+        if len(ports) < MAX_PORTS_KEPT:
+            ports.add(flow.dport)
+        ep.transports.add(entry[6])
+        ts = flow.ts
+        if ts < ep.episode_start:
+            ep.episode_start = ts
+        size = self._sample_size
         if new:
-            track.ep.ep_distinct += 1
-            track.ep.ep_new += 1
-            if len(track.ep.sample) < size and entry[9] not in track.ep.sample:
-                track.ep.sample.append(entry[9])
-            if flow.uid and len(track.ep.uids) < size:
-                track.ep.uids.append(flow.uid)
-            if flow.community_id and len(track.ep.cids) < size:
-                track.ep.cids.append(flow.community_id)
-        if ok and entry[4] == 1 and len(track.ep.answered) < size:
-            track.ep.answered.append(_label(entry, ports))
-        elif new and failed and len(track.ep.unanswered) < size:
-            track.ep.unanswered.append(_label(entry, ports))
+            ep.ep_distinct += 1
+            ep.ep_new += 1
+            sample = ep.sample
+            if len(sample) < size and entry[9] not in sample:
+                sample.append(entry[9])
+            uid = flow.uid
+            if uid and len(ep.uids) < size:
+                ep.uids.append(uid)
+            cid = flow.community_id
+            if cid and len(ep.cids) < size:
+                ep.cids.append(cid)
+        if ok and entry[4] == 1 and len(ep.answered) < size:
+            ep.answered.append(_label(entry, rt.count == "ports"))
+        elif new and failed and len(ep.unanswered) < size:
+            ep.unanswered.append(_label(entry, rt.count == "ports"))
 
     def _decide(
         self,
@@ -940,9 +947,7 @@ class Detector:
     ) -> list[Detection] | None:
         levels = rt.levels
         level = -1
-        if count >= levels[0][1] and (
-            not rt.ratio or track.n_failures >= rt.ratio * track.n_attempts
-        ):
+        if count >= rt.low and (not rt.ratio or track.n_failures >= rt.ratio * track.n_attempts):
             level = 0
             n = len(levels)
             while level + 1 < n and count >= levels[level + 1][1]:
@@ -963,16 +968,19 @@ class Detector:
             return None
         above = level >= 0 or (ep.early and new and failed)
         if above:
-            track.ep.last_above = ts
-        if level > track.ep.level or (level >= 0 and track.ep.early):
-            track.ep.level = max(level, track.ep.level)
-            track.ep.threshold = levels[track.ep.level][1]
-            track.ep.early = False  # the window now carries the episode
-        sev = self._severity(rt, track)
-        if sev > track.ep.sev and self._may_escalate(track, ts):
-            track.ep.sev = sev
+            ep.last_above = ts
+        if level > ep.level or (level >= 0 and ep.early):
+            if level > ep.level:
+                ep.level = level
+            ep.threshold = levels[ep.level][1]
+            ep.early = False  # the window now carries the episode
+        sev = rt.sev_of_level[ep.level]
+        if rt.raise_on_answer and track.n_answered and ep.ep_successes:
+            sev = min(sev + 1, _TOP_SEVERITY)
+        if sev > ep.sev and self._may_escalate(track, ts):
+            ep.sev = sev
             return [self._emit(rt, track, ESCALATED, tkey, count)]
-        if above and ts - track.ep.last_emit >= rt.update:
+        if above and ts - ep.last_emit >= rt.update:
             return [self._emit(rt, track, ONGOING, tkey, count)]
         return None
 
