@@ -109,8 +109,8 @@ class DetectorSettings:
     max_tracked_sources: int = 50_000
     max_destinations_per_source: int = 1_000
     #: items kept over all tracks (destinations, ports or sources): the memory budget
-    #: that holds in a storm of many sweepers (each item costs about 0.3 KB)
-    max_destinations_total: int = 400_000
+    #: that holds in a storm of many sweepers (each item costs about 0.5 KB)
+    max_destinations_total: int = 100_000
     sample_size: int = 10
     trust_local_fields: bool = True
 
@@ -180,7 +180,7 @@ class _Pane:
     inserted with bisect. Pruning walks the head past times older than the window and
     forgets an item only when the entry is its latest contact. A retry within `grain`
     seconds of the item's latest contact refreshes nothing, so a client hammering one
-    host does not grow the list; the past is kept to at most twice the track's items
+    host does not grow the list; the past is kept to at most the track's items
     plus 16 entries (`past_from` says from when it is complete).
     """
 
@@ -856,8 +856,8 @@ class Detector:
             # it, counted over the contacts kept from the recent past (exact)
             insort(order, (ts, item), pane.keep, pane.head, key=_first)
             pane.head += 1
-            if pane.head - pane.keep > 2 * len(items) + 16:
-                pane.prune(horizon, self.max_ts - self._lateness - window, 2 * len(items) + 16)
+            if pane.head - pane.keep > len(items) + 16:
+                pane.prune(horizon, self.max_ts - self._lateness - window, len(items) + 16)
             ep = track.ep
             recorder = self.recorder
             # the exact count when something reads it: an episode, or the recorder hook
@@ -881,7 +881,7 @@ class Detector:
             else:
                 insort(order, (ts, item), lo=pane.head, key=_first)
         if pane.head < len(order) and order[pane.head][0] < horizon:
-            pane.prune(horizon, self.max_ts - self._lateness - window, 2 * len(items) + 16)
+            pane.prune(horizon, self.max_ts - self._lateness - window, len(items) + 16)
         elif len(order) - pane.head > rt.cap * 2:
             pane.compact()  # a fast sweeper: keep the list to what the cap holds
         count = len(latest)
