@@ -167,3 +167,27 @@ def test_live_chunks_get_the_replay_prefilter_on_both_cores(name, tmp_path, monk
             got += [item for _, item in parse_chunk(parser, lines[at : at + 700], stats)]
         assert got == replay, core_name
         assert parser.filtered > len(lines) / 2 and stats.bad_lines == 0
+
+
+def test_the_recorder_hook_hears_the_same_counts_on_both_cores(tmp_path, monkeypatch):
+    # zeekndm tune builds its statistics from Detector.recorder over files read by either
+    # core: both must tell it the same counted records with the same window counts
+    from zeekndm.config import load_config
+    from zeekndm.detect import Detector
+
+    path = golden.synth_input("synth/storm-500x50.conn.log", tmp_path)
+    heard = {}
+    for core_name in ("python", "native"):
+        flows = read(monkeypatch, core_name, path, DEFAULT_PORTS)[0]
+        config = load_config(None)
+        detector = Detector(config.enabled_models, config.classifier(), config.detector)
+        events = heard[core_name] = []
+
+        class Recorder:
+            def counted(self, model, key, ts, outcome, window, distinct):
+                events.append((model, key, ts, outcome, window, distinct))
+
+        detector.recorder = Recorder()
+        for f in flows:
+            detector.observe(f)
+    assert heard["native"] == heard["python"] and len(heard["python"]) > 10_000
