@@ -181,13 +181,17 @@ def test_the_recorder_hook_hears_the_same_counts_on_both_cores(tmp_path, monkeyp
         flows = read(monkeypatch, core_name, path, DEFAULT_PORTS)[0]
         config = load_config(None)
         detector = Detector(config.enabled_models, config.classifier(), config.detector)
-        events = heard[core_name] = []
-
-        class Recorder:
-            def counted(self, model, key, ts, outcome, window, distinct):
-                events.append((model, key, ts, outcome, window, distinct))
-
-        detector.recorder = Recorder()
+        detector.recorder = _Recorder(heard.setdefault(core_name, []))
         for f in flows:
             detector.observe(f)
     assert heard["native"] == heard["python"] and len(heard["python"]) > 10_000
+
+
+class _Recorder:
+    """A `Detector.recorder` that keeps every event it hears."""
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def counted(self, model, key, ts, outcome, window, distinct) -> None:
+        self.events.append((model, key, ts, outcome, window, distinct))

@@ -707,13 +707,6 @@ def _picked_block(
         return
     parse = parser.parse
     skipped = stats.skipped_by_reason
-    n_skipped = 0
-    skips = getattr(parser, "block_skips", None)
-    if skips:  # eve: lines of other event types, tallied by pick_lines
-        reason = parser._skip_reason  # type: ignore[attr-defined]
-        for value, n in skips.items():
-            skipped[reason(value)] += n
-            n_skipped += n
     base = stats.lines
     at = 0  # stats.lines is the line of each record yielded: counted incrementally
     at_line = base
@@ -743,7 +736,7 @@ def _picked_block(
         else:
             stats.ignored += 1
     nlines = block.count(b"\n")
-    parser.filtered += nlines - len(starts) - n_skipped  # type: ignore[attr-defined]
+    parser.filtered += nlines - len(starts)  # type: ignore[attr-defined]
     stats.lines = base + nlines
 
 

@@ -127,7 +127,6 @@ class ReasonTable:
 
 
 BOM = b"\xef\xbb\xbf"
-_EVENT_TYPE_KEY = b'"event_type":"'
 
 
 def strip_bom(line: bytes) -> bytes | None:
@@ -381,67 +380,6 @@ class JSONPortFilter:
 
     #: Suricata eve: non-flow events are skipped by their type before any parsing.
     SKIPS_EVENT_TYPES = False
-    #: Event types skipped in the last block `pick_lines` saw (raw value -> lines).
-    block_skips: dict[bytes, int] | None = None
-
-    def pick_lines(self, block: bytes) -> list[int]:
-        """Start offsets of the lines of `block` (whole lines) that must be parsed: the
-        per-line prefilter of `parse` (event type, then destination port) run over the
-        block in one loop, without a call, a Skip exception or a readline per line.
-
-        Lines of skipped event types are tallied in `block_skips`; the other lines not
-        picked are the ones `parse` would have counted as filtered. The decision for
-        each line is the one `parse` makes, byte for byte.
-        """
-        dports = self._dports
-        key = self.DPORT_KEY
-        klen = len(key)
-        skips_types = self.SKIPS_EVENT_TYPES
-        skips: dict[bytes, int] = {}
-        starts: list[int] = []
-        pick = starts.append
-        pos = 0
-        for line in block.split(b"\n")[:-1]:
-            start = pos
-            pos += len(line) + 1
-            if line[-1:] == b"\r":
-                line = line.rstrip(b"\r")
-            if not line:
-                pick(start)
-                continue
-            if skips_types:
-                at = line.find(_EVENT_TYPE_KEY, 0, 400)
-                if at >= 0:
-                    at += 14
-                    if not (line.startswith(b'flow"', at) or line.startswith(b'netflow"', at)):
-                        end = line.find(b'"', at, at + 40)
-                        if end > at:
-                            value = line[at:end]
-                            skips[value] = skips.get(value, 0) + 1
-                            continue
-            if dports is None:
-                pick(start)
-                continue
-            at = line.find(key)
-            if at < 0:
-                pick(start)
-                continue
-            at += klen
-            end = line.find(b",", at, at + 8)
-            if end <= at:
-                pick(start)
-                continue
-            value = line[at:end]
-            if (
-                value in dports
-                or not value.isdigit()
-                or line.find(key, end) >= 0
-                or not line.endswith(b"}")
-                or b"\x00" in line
-            ):
-                pick(start)
-        self.block_skips = skips
-        return starts
 
     def _filtered_out(self, line: bytes, dports: frozenset[bytes]) -> bool:
         key = self.DPORT_KEY
