@@ -15,7 +15,7 @@ from conftest import REPO
 from zeekndm import attack, attack_gen
 from zeekndm.errors import ModelError
 from zeekndm.models import Model, builtin_model_dicts, load_builtin_models, merge_model
-from zeekndm.readers.zeek_notice import load_notice_models
+from zeekndm.notices import load_notice_mappings
 from zeekndm.yamlfile import load_yaml_text
 
 # --- a tiny STIX bundle, shaped like MITRE's enterprise-attack.json -----------------------
@@ -347,7 +347,7 @@ def entry(tactic, *techniques, tactic_name=None):
 
 
 def test_shipped_and_notice_models_validate_against_the_full_table():
-    models = {**load_builtin_models(), **load_notice_models()}
+    models = {**load_builtin_models(), **load_notice_mappings()}
     assert models
     for model in models.values():
         for e in model.threat:

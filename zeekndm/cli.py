@@ -247,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("schema", parents=[common], help="print the JSON Schema of a model file")
+    p.add_argument(
+        "--notice",
+        action="store_true",
+        help="the schema of a notice mapping (Zeek's own scan notices as alerts) instead",
+    )
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser(
@@ -480,7 +485,13 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
             stream = env.stdin_bytes if f == "-" else None
             try:
                 flows = read_flows(
-                    f, stats, fmt=fmt, dports=dports, models=config.models, stream=stream
+                    f,
+                    stats,
+                    fmt=fmt,
+                    dports=dports,
+                    models=config.models,
+                    notices=config.notices,
+                    stream=stream,
                 )
             except EmptyInput as exc:
                 log.warning("%s; going on with the other files", exc)
@@ -770,6 +781,10 @@ def cmd_check_config(args: argparse.Namespace, env: Environment) -> int:
                 "destination networks"
             )
         w("\n")
+    for n in config.notices.values():
+        levels = ", ".join(f"{s} {c}" for s, c in n.threshold.levels)
+        state = "enabled" if n.enabled else "disabled"
+        w(f"notice {n.notice} as {n.name} ({state}): {levels} within {n.threshold.window:g} s\n")
     if args.test_output:
         _setup_logging(env, args.log_level or "warning")
         sinks = build_sinks(
@@ -868,8 +883,10 @@ def cmd_models(args: argparse.Namespace, env: Environment) -> int:
 
 def cmd_schema(args: argparse.Namespace, env: Environment) -> int:
     from zeekndm.models import model_json_schema
+    from zeekndm.notices import notice_json_schema
 
-    env.stdout.write(json.dumps(model_json_schema(), indent=2, sort_keys=True) + "\n")
+    schema = notice_json_schema() if args.notice else model_json_schema()
+    env.stdout.write(json.dumps(schema, indent=2, sort_keys=True) + "\n")
     return ExitStatus.OK
 
 

@@ -21,6 +21,7 @@ from zeekndm.errors import ConfigError, ConfigErrors, ZeekNDMError
 from zeekndm.eventtime import EventTimeSettings
 from zeekndm.models import Model, ModelErrors, builtin_model_dicts, merge_model
 from zeekndm.networks import DEFAULT_INTERNAL, NetworkClassifier, NetworkSettings
+from zeekndm.notices import NoticeMapping, load_notice_mappings, notice_mapping_dicts
 from zeekndm.yamlfile import FieldReader, LocatedDict, line_of, load_yaml_file
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Config:
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     event_time: EventTimeSettings = field(default_factory=EventTimeSettings)
     models: dict[str, Model] = field(default_factory=dict)
+    #: Zeek's own scan notices as alerts (zeekndm.notices), with `notices:` overrides
+    notices: dict[str, NoticeMapping] = field(default_factory=lambda: dict(load_notice_mappings()))
     state_dir: str | None = None
     ndjson_path: str | None = "-"
     elasticsearch: Any = None  # zeekndm.sinks.elasticsearch.ElasticsearchSettings
@@ -131,6 +134,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
     sensor_name = r.take("sensor_name", str, default=None)
     detector, event_time = _detector(r)
     models = _models(r)
+    notices = _notices(r)
     state_dir = r.take("state_dir", str, default=None)
     ndjson_path, es, opensearch = _output(r)
     inputs = _inputs(r)
@@ -148,6 +152,7 @@ def parse_config(data: Any, errors: list, file: str | None = None) -> Config | N
         detector=DetectorSettings(trust_local_fields=trust, **detector),
         event_time=event_time,
         models=models,
+        notices=notices,
         state_dir=state_dir,
         ndjson_path=ndjson_path,
         elasticsearch=es,
@@ -288,8 +293,21 @@ def _models(r: FieldReader) -> dict[str, Model]:
         if model is not None:
             models[name] = model
     ids = {m.id: m.name for m in models.values()}
+    notice_names = set(notice_mapping_dicts())
     for name, data in (overrides or {}).items():
         if name in builtin or not isinstance(data, dict):
+            continue
+        if name in notice_names:
+            # Before notice mappings had their own schema they were models by name.
+            r.errors.append(
+                ConfigError(
+                    f"{name} maps a Zeek notice, it is not a model: set its fields under "
+                    f"notices.{name} (`zeekndm schema --notice` lists them)",
+                    file=getattr(data, "file", r.file),
+                    line=line_of(overrides, name),
+                    key=f"models.{name}",
+                )
+            )
             continue
         guess = _closest(name, builtin)
         if guess is not None and "id" not in data:
@@ -334,6 +352,47 @@ def _models(r: FieldReader) -> dict[str, Model]:
         ids[model.id] = name
         models[name] = model
     return models
+
+
+def _notices(r: FieldReader) -> dict[str, NoticeMapping]:
+    """The shipped notice mappings with the user's `notices.<name>` overrides applied
+    (nested mappings merge key by key). Only shipped mappings exist: the reader knows
+    how to read the evidence of those notice types alone."""
+    overrides = r.take("notices", dict, default={}) or {}
+    shipped = notice_mapping_dicts()
+    for name, data in overrides.items():
+        if name in shipped and isinstance(data, dict):
+            continue
+        if not isinstance(data, dict):
+            message = f"notices.{name} must be a mapping of notice-mapping fields"
+        else:
+            guess = _closest(name, shipped)
+            message = f"there is no notice mapping {name!r}" + (
+                f"; did you mean {guess!r}?" if guess else f" (there are {', '.join(shipped)})"
+            )
+        r.errors.append(
+            ConfigError(message, file=r.file, line=line_of(overrides, name), key=f"notices.{name}")
+        )
+    notices: dict[str, NoticeMapping] = {}
+    for name, base in shipped.items():
+        override = overrides.get(name)
+        data = merge_model(base, override) if isinstance(override, dict) else base
+        source = getattr(override, "file", None) if isinstance(override, dict) else base.file
+        mapping = NoticeMapping.collect(data, r.errors, source=source, path=f"notices.{name}")
+        if mapping is None:
+            continue
+        if mapping.name != name or mapping.notice != shipped[name].get("notice"):
+            r.errors.append(
+                ConfigError(
+                    "a notice mapping's name and notice cannot be changed",
+                    file=source,
+                    line=line_of(override) if isinstance(override, dict) else None,
+                    key=f"notices.{name}",
+                )
+            )
+            continue
+        notices[name] = mapping
+    return notices
 
 
 def _closest(name: Any, names: Any) -> str | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from zeekndm.models import Model
+    from zeekndm.notices import NoticeMapping
 
 # Lifecycle of an episode (a source scanning under one model), as Netography's
 # start/ongoing/end and Zeek's notice suppression do it.
@@ -36,7 +37,7 @@ class Detection:
     "" for exposure models (per destination), whose tracked host is `target`.
     """
 
-    model: "Model"
+    model: "Model | NoticeMapping"  # a NoticeMapping for Zeek's own scan notices
     source: str
     state: str
     severity: str

@@ -115,7 +115,7 @@ def describe(detection: Detection) -> str:
         )
     raised = (
         " A scanned service answered, which raises the severity one step."
-        if d.successes and d.model.raise_on_answer and d.detector == "zeekndm"
+        if d.detector == "zeekndm" and d.successes and d.model.raise_on_answer
         else ""
     )
     return f"{first} {episode}{raised}"

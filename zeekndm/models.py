@@ -213,7 +213,7 @@ class Model:
         r = FieldReader(data, path, errors, file=source, error_cls=ModelError)
         if not r.ok:
             return None
-        model_id = r.take("id", str, check=_check_uuid)
+        model_id = r.take("id", str, check=check_uuid)
         name = r.take(
             "name",
             str,
@@ -247,7 +247,7 @@ class Model:
         description = r.take("description", str, check=_nonblank)
         what_to_look_for = r.take("what_to_look_for", str, check=_nonblank)
         false_positives = r.take("false_positives", list, default=[])
-        threat = _threat(r, errors)
+        threat = read_threat(r, errors)
         r.finish()
         if len(errors) > before:
             return None
@@ -290,7 +290,7 @@ class ModelErrors(ModelError):
         return "\n".join(str(e) for e in self.errors)
 
 
-def _check_uuid(value: str) -> str | None:
+def check_uuid(value: str) -> str | None:
     try:
         uuid.UUID(value)
     except ValueError:
@@ -419,26 +419,9 @@ def _threshold(r: FieldReader, errors: list, count: str = "destinations") -> Thr
     )
     early = _early(t, errors, count)
     t.finish()
-    levels: list[tuple[str, int]] = []
-    if levels_raw is not None:
-        lv = FieldReader(levels_raw, t.key(levels_key), errors, file=r.file, error_cls=ModelError)
-        for severity in SEVERITIES:
-            n = lv.take(
-                severity,
-                int,
-                default=None,
-                check=lambda v: None if v >= 2 else "must be an integer >= 2",
-            )
-            if n is not None:
-                levels.append((severity, n))
-        lv.finish()
-        if not levels:
-            lv.fail("set at least one of low, medium, high, critical")
-        counts = [c for _, c in levels]
-        if counts != sorted(set(counts)):
-            lv.fail(
-                "thresholds must increase strictly with severity (low < medium < high < critical)"
-            )
+    levels = (
+        [] if levels_raw is None else read_levels(levels_raw, t.key(levels_key), errors, r.file)
+    )
     if window is None or not levels or early is None:
         return None
     return Threshold(
@@ -448,6 +431,29 @@ def _threshold(r: FieldReader, errors: list, count: str = "destinations") -> Thr
         early,
         float(idle or DEFAULT_IDLE_TIMEOUT),
     )
+
+
+def read_levels(data: Any, path: str, errors: list, file: str | None) -> list[tuple[str, int]]:
+    """`levels`: a count per severity, each >= 2, increasing strictly with severity
+    (models and notice mappings share it)."""
+    levels: list[tuple[str, int]] = []
+    lv = FieldReader(data, path, errors, file=file, error_cls=ModelError)
+    for severity in SEVERITIES:
+        n = lv.take(
+            severity,
+            int,
+            default=None,
+            check=lambda v: None if v >= 2 else "must be an integer >= 2",
+        )
+        if n is not None:
+            levels.append((severity, n))
+    lv.finish()
+    if not levels:
+        lv.fail("set at least one of low, medium, high, critical")
+    counts = [c for _, c in levels]
+    if counts != sorted(set(counts)):
+        lv.fail("thresholds must increase strictly with severity (low < medium < high < critical)")
+    return levels
 
 
 def _early(t: FieldReader, errors: list, count: str) -> EarlyDecision | None:
@@ -511,7 +517,7 @@ def _discards(
     )
 
 
-def _threat(r: FieldReader, errors: list) -> tuple[ThreatEntry, ...]:
+def read_threat(r: FieldReader, errors: list) -> tuple[ThreatEntry, ...]:
     entries = r.take("threat", list, default=None)
     if entries is None:
         if not r.has("threat"):
@@ -651,16 +657,56 @@ def merge_model(base: Mapping[str, Any], override: Mapping[str, Any]) -> Located
     return merged
 
 
-def model_json_schema() -> dict[str, Any]:
-    """JSON Schema of a model definition (committed as config/model.schema.json)."""
-    port = {"type": "string", "pattern": PORT_SPEC.pattern}
-    ports = {"type": "array", "items": port}
-    levels = {
+def levels_json_schema() -> dict[str, Any]:
+    """JSON Schema of `levels` (a count per severity; see `read_levels`)."""
+    return {
         "type": "object",
         "additionalProperties": False,
         "minProperties": 1,
         "properties": {s: {"type": "integer", "minimum": 2} for s in SEVERITIES},
     }
+
+
+def threat_json_schema() -> dict[str, Any]:
+    """JSON Schema of `threat` (ATT&CK tactics with their techniques; see `read_threat`)."""
+    return {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["tactic", "techniques"],
+            "properties": {
+                "tactic": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "pattern": TACTIC_ID.pattern},
+                        "name": {"type": "string"},
+                    },
+                    "required": ["id"],
+                },
+                "techniques": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "pattern": TECHNIQUE_ID.pattern},
+                            "name": {"type": "string"},
+                        },
+                        "required": ["id"],
+                    },
+                },
+            },
+        },
+    }
+
+
+def model_json_schema() -> dict[str, Any]:
+    """JSON Schema of a model definition (committed as config/model.schema.json)."""
+    port = {"type": "string", "pattern": PORT_SPEC.pattern}
+    ports = {"type": "array", "items": port}
+    levels = levels_json_schema()
     outcome = {"enum": list(OUTCOME_CHOICES)}
     nets = {"type": "array", "items": {"type": "string"}}
     return {
@@ -753,36 +799,6 @@ def model_json_schema() -> dict[str, Any]:
             "description": {"type": "string", "minLength": 1},
             "what_to_look_for": {"type": "string", "minLength": 1},
             "false_positives": {"type": "array", "items": {"type": "string"}},
-            "threat": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["tactic", "techniques"],
-                    "properties": {
-                        "tactic": {
-                            "type": "object",
-                            "properties": {
-                                "id": {"type": "string", "pattern": TACTIC_ID.pattern},
-                                "name": {"type": "string"},
-                            },
-                            "required": ["id"],
-                        },
-                        "techniques": {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "id": {"type": "string", "pattern": TECHNIQUE_ID.pattern},
-                                    "name": {"type": "string"},
-                                },
-                                "required": ["id"],
-                            },
-                        },
-                    },
-                },
-            },
+            "threat": threat_json_schema(),
         },
     }

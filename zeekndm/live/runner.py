@@ -115,7 +115,13 @@ class LiveRunner:
         self.last_commit_wall: float | None = None
         self.metrics: MetricsEndpoint | None = None
         self._config_mtime = self._mtime(config.path)
-        self.streams = Streams(config.sensor_name, config.models, clock, forced_formats(self.specs))
+        self.streams = Streams(
+            config.sensor_name,
+            config.models,
+            clock,
+            forced_formats(self.specs),
+            notices=config.notices,
+        )
 
     # -- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -516,7 +522,7 @@ class LiveRunner:
             )
             return
         self.detector.set_models(new.enabled_models, new.classifier())
-        self.streams.set_models(new.models)
+        self.streams.set_models(new.models, new.notices)
         self.streams.set_dports(watched_ports(self.detector.models))
         for what in ("inputs", "elasticsearch", "ndjson_path", "state_dir", "detector"):
             if getattr(new, what) != getattr(self.config, what):

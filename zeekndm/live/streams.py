@@ -102,9 +102,11 @@ class Streams:
         clock: Callable[[], float],
         forced_format: Callable[[str], str | None],
         saved_headers: dict[str, SavedHeader] | None = None,
+        notices: Any = None,
     ) -> None:
         self.sensor_name = sensor_name
         self.models = models
+        self.notices = notices
         self._clock = clock
         self._forced_format = forced_format
         self._saved = dict(saved_headers or {})
@@ -178,7 +180,7 @@ class Streams:
                     self._unrecognised.add(key)
                 self._by_key.pop(key, None)
                 return None
-        parser = make_parser(fmt, models=self.models)
+        parser = make_parser(fmt, models=self.models, notices=self.notices)
         _set_filter(parser, self.dports)
         stream = Stream(parser, stats, Observer(self.sensor_name, sensor_type(fmt)))
         if resumed:
@@ -239,13 +241,16 @@ class Streams:
         totals.bad_lines += stats.bad_lines - bad_before
         return records
 
-    def set_models(self, models: Any) -> None:
-        """A reloaded config: parsers that build detections (notices) get the new models."""
+    def set_models(self, models: Any, notices: Any = None) -> None:
+        """A reloaded config: parsers that build detections (notices) get the new models
+        and notice mappings (None keeps the ones in use)."""
         self.models = models
+        if notices is not None:
+            self.notices = notices
         for stream in self._by_key.values():
             set_models = getattr(stream.parser, "set_models", None)
             if set_models is not None:
-                set_models(models)
+                set_models(models, notices)
 
     def saved_headers(self, keys: set[str]) -> dict[str, SavedHeader]:
         """The header block in force per file among `keys` (files still followed)."""

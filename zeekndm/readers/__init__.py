@@ -259,12 +259,14 @@ def make_parser(
     *,
     models: Mapping[str, Any] | None = None,
     dports: Collection[int] | None = None,
+    notices: Mapping[str, Any] | None = None,
 ) -> LineParser:
     """A fresh parser for `fmt`; an unknown name raises ReaderError listing the valid ones.
 
-    `models` (the configured ones, by name) reaches parsers that turn records into
-    detections themselves (Zeek notices); `dports` the parsers that can pass over lines
-    on ports no model watches (see `read_flows`)."""
+    `models` (the configured ones, by name) and `notices` (the configured notice
+    mappings, by name) reach parsers that turn records into detections themselves (Zeek
+    notices); `dports` the parsers that can pass over lines on ports no model watches
+    (see `read_flows`)."""
     cls = PARSERS.get(fmt)
     if cls is None:
         raise ReaderError(f"unknown input format {fmt!r}; valid: {', '.join(sorted(PARSERS))}")
@@ -273,10 +275,10 @@ def make_parser(
         set_filter = getattr(parser, "set_dport_filter", None)
         if set_filter is not None:
             set_filter(dports)
-    if models is not None:
+    if models is not None or notices is not None:
         set_models = getattr(parser, "set_models", None)
         if set_models is not None:
-            set_models(models)
+            set_models(models, notices)
     return parser
 
 
@@ -395,6 +397,7 @@ def read_flows(
     dports: Collection[int] | None = None,
     models: Mapping[str, Any] | None = None,
     stream: BinaryIO | None = None,
+    notices: Mapping[str, Any] | None = None,
 ) -> Iterator[Flow]:
     """Every connection record of the file at `path`, in file order.
 
@@ -415,8 +418,9 @@ def read_flows(
     a busy sensor's log several times faster, at a price the caller must accept: time
     seen downstream only advances with records on watched ports.
 
-    `models` (name -> Model, the configured ones) reaches parsers that turn records into
-    detections themselves (Zeek notices), so user overrides apply to them too.
+    `models` (name -> Model, the configured ones) and `notices` (name -> NoticeMapping)
+    reach parsers that turn records into detections themselves (Zeek notices), so user
+    overrides apply to them too.
     """
     name = str(path)
     if stats is None:
@@ -445,7 +449,7 @@ def read_flows(
                 if gz is not None and gz.error:  # a damaged gzip file, not an empty one
                     raise ReaderError(_gzip_damage(gz), file=name) from None
                 raise
-        parser = make_parser(fmt, models=models, dports=dports)
+        parser = make_parser(fmt, models=models, dports=dports, notices=notices)
     except ReaderError:
         fileobj.close()
         raise

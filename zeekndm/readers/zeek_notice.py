@@ -12,10 +12,11 @@ Mapped notices:
   `zeekndm_*` columns the package adds to notice.log, falling back to the
   `key=value` words of `sub`, then to `n`, so a log whose extra columns were dropped
   by a shipper still works.
-- `Scan::Address_Scan` / `Scan::Port_Scan` (Zeek's policy/misc/scan.zeek): mapped to
-  the notice models in `zeekndm/notice_models/`; the count and port come from the
-  message, whose format scan.zeek fixes ("%s scanned at least %d unique hosts on port
-  %s in %s").
+- `Scan::Address_Scan` / `Scan::Port_Scan` (Zeek's policy/misc/scan.zeek): each has a
+  notice mapping (`zeekndm.notices`, shipped in `zeekndm/notice_mappings/`, overridable
+  under `notices:` in the config) giving its rule identity, ATT&CK mapping, texts and
+  severities; the count and port come from the message, whose format scan.zeek fixes
+  ("%s scanned at least %d unique hosts on port %s in %s").
 
 Every other notice type is skipped (counted, not an error). Timestamps: a notice is
 one event, so first and last seen are both its `ts`; that keeps the alert id
@@ -27,13 +28,18 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from importlib import resources
 from typing import Any
 
 import orjson
 
 from zeekndm.detection import ESCALATED, START, Detection
 from zeekndm.models import Model, load_builtin_models
+from zeekndm.notices import (
+    ADDRESS_SCAN,
+    NoticeMapping,
+    by_notice,
+    load_notice_mappings,
+)
 from zeekndm.readers.base import (
     PORTS,
     ZEEK_MARKERS,
@@ -47,17 +53,9 @@ from zeekndm.readers.base import (
     strip_bom,
 )
 from zeekndm.readers.zeek_json import json_ts
-from zeekndm.yamlfile import load_yaml_text
 
 FORMAT = "zeek_notice"
 ZEEKNDM_PREFIX = "ZeekNDM::"
-ADDRESS_SCAN = "Scan::Address_Scan"
-PORT_SCAN = "Scan::Port_Scan"
-#: Zeek notice types with a mapping in zeekndm/notice_models/, by notice name.
-SCAN_NOTICE_MODELS = {
-    ADDRESS_SCAN: "zeek_scan_address_scan",
-    PORT_SCAN: "zeek_scan_port_scan",
-}
 
 # scan.zeek's messages; the duration is duration_to_mins_secs ("5m0s").
 _ADDRESS_SCAN_MSG = re.compile(
@@ -79,22 +77,8 @@ MAX_NAME = 256
 
 
 @functools.lru_cache(maxsize=1)
-def load_notice_models() -> dict[str, Model]:
-    """The mappings for Zeek's own scan notices, validated like any other model."""
-    models = {}
-    folder = resources.files("zeekndm") / "notice_models"
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        if entry.name.endswith(".yaml"):
-            label = f"zeekndm/notice_models/{entry.name}"
-            data = load_yaml_text(entry.read_text(encoding="utf-8"), filename=label)
-            model = Model.from_dict(data, source=label)
-            models[model.name] = model
-    return models
-
-
-@functools.lru_cache(maxsize=1)
 def _default_models() -> dict[str, Model]:
-    return {**load_builtin_models(), **load_notice_models()}
+    return load_builtin_models()
 
 
 def sniff(head: bytes) -> bool:
@@ -127,30 +111,42 @@ def parse_sub(sub: str | None) -> dict[str, str]:
 class ZeekNoticeParser:
     """Parses one notice.log stream, TSV (header-driven) or JSON lines.
 
-    `models` is the name -> Model table notices are looked up in; by default the
-    built-in models plus the Zeek scan-notice mappings. Pass the configured models to
-    make user overrides (texts, severities) apply to notices too.
+    `models` (name -> Model) is where `ZeekNDM::` notices find their model, by default
+    the built-in models; `notices` (name -> NoticeMapping) maps Zeek's own scan notices,
+    by default the shipped mappings. Pass the configured ones so user overrides (texts,
+    severities) apply to notices too.
     """
 
     format = FORMAT
 
     def __init__(
-        self, models: Mapping[str, Model] | None = None, addresses: AddressCache | None = None
+        self,
+        models: Mapping[str, Model] | None = None,
+        addresses: AddressCache | None = None,
+        notices: Mapping[str, NoticeMapping] | None = None,
     ) -> None:
-        self.models = dict(models) if models is not None else _default_models()
-        if models is not None:  # the scan-notice mappings are always available
-            for name, model in load_notice_models().items():
-                self.models.setdefault(name, model)
+        self.models: dict[str, Model] = {}
+        self.notices: dict[str, NoticeMapping] = {}
+        self.set_models(
+            _default_models() if models is None else models,
+            load_notice_mappings() if notices is None else notices,
+        )
         self.addresses = addresses or AddressCache()
         self._path_reason = ReasonTable("path=")
         self._model_reason = ReasonTable("no model ")
         self._reset_block()
 
-    def set_models(self, models: Mapping[str, Model]) -> None:
-        """Look notices up in the configured models (user overrides apply to notices)."""
-        self.models = dict(models)
-        for name, model in load_notice_models().items():
-            self.models.setdefault(name, model)
+    def set_models(
+        self,
+        models: Mapping[str, Model] | None,
+        notices: Mapping[str, NoticeMapping] | None = None,
+    ) -> None:
+        """Look notices up in the configured models and notice mappings (None keeps
+        what is in use), so user overrides apply to notices."""
+        if models is not None:
+            self.models = dict(models)
+        if notices is not None:
+            self.notices = by_notice(notices)
 
     # -- TSV header --------------------------------------------------------------------
     def _reset_block(self) -> None:
@@ -245,11 +241,14 @@ class ZeekNoticeParser:
         sensor = _name(rec.get("_node_name") or rec.get("_system_name"), "_node_name")
         if note.startswith(ZEEKNDM_PREFIX):
             return self._zeekndm(note, ts, rec, sensor)
+        mapping = self.notices.get(note)
+        if mapping is None:
+            raise Skip("notice type not mapped")
+        if not mapping.enabled:
+            raise Skip("notice mapping disabled")
         if note == ADDRESS_SCAN:
-            return self._address_scan(ts, rec, sensor)
-        if note == PORT_SCAN:
-            return self._port_scan(ts, rec, sensor)
-        raise Skip("notice type not mapped")
+            return self._address_scan(mapping, ts, rec, sensor)
+        return self._port_scan(mapping, ts, rec, sensor)
 
     def _model(self, name: str) -> Model:
         model = self.models.get(name)
@@ -311,12 +310,13 @@ class ZeekNoticeParser:
             sensor=sensor,
         )
 
-    def _address_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
+    def _address_scan(
+        self, mapping: NoticeMapping, ts: float, rec: Mapping[str, Any], sensor: Any
+    ) -> Detection:
         msg = _msg(rec)
         m = _ADDRESS_SCAN_MSG.match(msg)
         if m is None:
             raise BadLine("unparseable Scan::Address_Scan msg", brief(msg))
-        model = self._model(SCAN_NOTICE_MODELS[ADDRESS_SCAN])
         source = self._address(rec.get("src") or m["src"], "src")
         distinct = _count(m["n"], "n")
         number, transport = _port_text(m["port"])
@@ -328,26 +328,27 @@ class ZeekNoticeParser:
                 raise BadLine("bad proto", brief(proto, 20))
             transport = proto
         return self._scan_detection(
-            model, source, ts, distinct, distinct, (), (number,), (transport,), sensor, rec
+            mapping, source, ts, distinct, distinct, (), (number,), (transport,), sensor, rec
         )
 
-    def _port_scan(self, ts: float, rec: Mapping[str, Any], sensor: Any) -> Detection:
+    def _port_scan(
+        self, mapping: NoticeMapping, ts: float, rec: Mapping[str, Any], sensor: Any
+    ) -> Detection:
         msg = _msg(rec)
         m = _PORT_SCAN_MSG.match(msg)
         if m is None:
             raise BadLine("unparseable Scan::Port_Scan msg", brief(msg))
-        model = self._model(SCAN_NOTICE_MODELS[PORT_SCAN])
         source = self._address(rec.get("src") or m["src"], "src")
         victim = self._address(rec.get("dst") or m["dst"], "dst")
         # One victim, many ports: the count Zeek measured is of ports, so it sets the
         # severity and the attempts, while there is one distinct destination.
         return self._scan_detection(
-            model, source, ts, 1, _count(m["n"], "n"), (victim,), (), ("tcp",), sensor, rec
+            mapping, source, ts, 1, _count(m["n"], "n"), (victim,), (), ("tcp",), sensor, rec
         )
 
     @staticmethod
     def _scan_detection(
-        model: Model,
+        mapping: NoticeMapping,
         source: str,
         ts: float,
         distinct: int,
@@ -363,9 +364,9 @@ class ZeekNoticeParser:
         scan.zeek writes whether the scanner is local or remote in `sub`: a remote
         scanner is inbound; a local one may sweep inside or out, so no direction. The
         message is Zeek's own sentence (it says "ports" for a port scan)."""
-        severity, threshold = _severity(model, None, counted)
+        severity, threshold = _severity(mapping, None, counted)
         return _zeek_detection(
-            model,
+            mapping,
             severity,
             source=source,
             threshold=threshold,
@@ -386,7 +387,7 @@ class ZeekNoticeParser:
         )
 
 
-def _zeek_detection(model: Model, severity: str, **evidence: Any) -> Detection:
+def _zeek_detection(model: Model | NoticeMapping, severity: str, **evidence: Any) -> Detection:
     """A Detection Zeek raised: a notice at the model's first level starts an episode,
     one at a higher level escalates it."""
     first_level = model.threshold.levels[0][0]
@@ -452,7 +453,7 @@ def _msg(rec: Mapping[str, Any]) -> str:
     return msg
 
 
-def _severity(model: Model, named: Any, count: int) -> tuple[str, int]:
+def _severity(model: Model | NoticeMapping, named: Any, count: int) -> tuple[str, int]:
     """(severity, its threshold): the one Zeek named if the model has it, else by count.
 
     A count below the lowest level (a site that lowered the threshold in Zeek) still
