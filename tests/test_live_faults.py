@@ -33,19 +33,21 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="live mode tests
 class InProcess:
     """A `LiveRunner` in a thread over one log directory, with its state and output."""
 
-    def __init__(self, tmp: Path, logs: Path) -> None:
-        self.tmp, self.logs = tmp, logs
+    def __init__(self, tmp: Path, logs: Path, *more: Path) -> None:
+        self.tmp, self.logs, self.more = tmp, logs, more
         self.state = tmp / "state"
         self.out = tmp / "alerts.ndjson"
         self.runner: live.LiveRunner | None = None
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.status: int | None = None
 
     def start(self) -> None:
         self.error = None
+        self.status = None
         self.runner = live.LiveRunner(
             load_config(None),
-            inputs=[str(self.logs)],
+            inputs=[str(p) for p in (self.logs, *self.more)],
             output=str(self.out),
             state_dir=str(self.state),
             poll_interval=0.05,
@@ -54,7 +56,7 @@ class InProcess:
 
         def run() -> None:
             try:
-                self.runner.run()
+                self.status = self.runner.run()
             except BaseException as exc:  # noqa: BLE001 - the test looks at it
                 self.error = exc
 
@@ -220,6 +222,77 @@ def test_restart_inside_a_second_header_block_reads_it_with_that_header(tmp_path
     assert z.totals()["bad_lines"] == 0
     assert z.totals()["records"] == len(data)
     assert sorted(z.alert_ids()) == sorted(replay_ids(tmp_path, first + second, "both.log"))
+
+
+# -- item 3: the event clock holding records at stop -----------------------------------
+DAY = 86400.0
+
+
+def later(line: str, seconds: float) -> str:
+    """The same Zeek TSV record, `seconds` later (ts is the first column)."""
+    ts, rest = line.split("\t", 1)
+    return f"{float(ts) + seconds:.6f}\t{rest}"
+
+
+def wait_holding(z: InProcess, n: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while getattr(getattr(z.runner, "pipeline", None), "clock", None) is None or (
+        z.runner.pipeline.clock.holding != n
+    ):
+        assert z.thread.is_alive(), f"runner stopped: {z.error!r}"
+        assert time.monotonic() < deadline, "the event clock never held the jump"
+        time.sleep(0.02)
+
+
+def test_a_record_held_for_event_time_at_stop_is_read_again_and_the_stop_is_clean(tmp_path, caplog):
+    header, data = zeek_tsv_parts()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "conn.log"
+    log.write_text("\n".join(header + data[:200]) + "\n")
+    caplog.set_level(logging.INFO, logger="zeekndm.live")
+    z = InProcess(tmp_path, logs)
+    z.start()
+    z.wait_records(200)
+    with open(log, "a") as f:  # two days ahead: held until later records agree
+        f.write(later(data[200], 2 * DAY) + "\n")
+    wait_holding(z, 1)
+    z.stop()
+    assert z.error is None and z.status == 0
+    assert (
+        "1 record waiting for event-time confirmation (a jump in record time) will be read "
+        "again at the next start" in caplog.text
+    )
+    assert "could not be delivered" not in caplog.text
+    assert z.totals()["records"] == 200  # nothing committed past the held record
+    with open(log, "a") as f:  # the sensor goes on at the new time: the jump is real
+        f.write(later(data[201], 2 * DAY) + "\n" + later(data[202], 2 * DAY) + "\n")
+    z.start()
+    z.wait_records(203)
+    z.stop()
+    assert z.status == 0
+    assert z.totals()["bad_lines"] == 0 and z.runner.pipeline.clock.holding == 0
+
+
+def test_a_held_record_refuted_by_another_files_records_is_counted_in_the_run_totals(
+    tmp_path,
+):
+    header, data = zeek_tsv_parts()
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    held = first / "conn.log"
+    held.write_text("\n".join(header + data[:100] + [later(data[100], 2 * DAY)]) + "\n")
+    z = InProcess(tmp_path, first, second)
+    z.start()
+    wait_holding(z, 1)
+    # records at the old time in another file refute the jump: a bad ts of the first file
+    (second / "conn.log").write_text("\n".join(header + data[101:110]) + "\n")
+    z.wait_records(110)
+    z.stop()
+    assert z.status == 0
+    assert z.totals()["bad_lines"] == 1
+    assert z.runner.metrics_snapshot().bad_lines == {(str(held), "bad ts"): 1}
 
 
 # -- item 14: registry paths and contents ---------------------------------------------

@@ -204,12 +204,7 @@ class LiveRunner:
                     "reading resumes at the last commit"
                 )
             elif not self._commit_if_delivered(final=True):
-                log.error(
-                    "%d alerts could not be delivered to every output; the records that "
-                    "caused them will be read again at the next start",
-                    self.pipeline.pending,
-                )
-                status = 1
+                status = self._report_uncommitted()
             self.follower.close()
             for listener in self.listeners:
                 listener.close()
@@ -218,6 +213,30 @@ class LiveRunner:
             if self.metrics is not None:
                 self.metrics.close()
         return status
+
+    def _report_uncommitted(self) -> int:
+        """Why the final commit was skipped, and the exit status that goes with it.
+
+        Records the event clock holds (a jump in record time not yet confirmed by later
+        records) are no failure: nothing may be committed past them, so they and the
+        records after the last commit are read again at the next start, where later
+        records confirm or refute the jump. Alerts no output settled are a failure."""
+        held = self.pipeline.clock.holding
+        if held:
+            log.info(
+                "%s waiting for event-time confirmation (a jump in record time) will be "
+                "read again at the next start",
+                _counted(held, "record"),
+            )
+        pending = self.pipeline.pending
+        if not pending:
+            return 0
+        log.error(
+            "%s could not be delivered to every output; the records that caused them "
+            "will be read again at the next start",
+            _counted(pending, "alert"),
+        )
+        return 1
 
     def _log_effective_config(self, sinks: list[Any]) -> None:
         """At start, what is in force: outputs, state, models and their thresholds."""
@@ -598,3 +617,8 @@ class LiveRunner:
             self.spool_depth()[0],
             lag_text,
         )
+
+
+def _counted(n: int, word: str) -> str:
+    """ "1 record", "2 records"."""
+    return f"{n:,} {word if n == 1 else word + 's'}"

@@ -38,14 +38,29 @@ BAD_LINE_LOGS_PER_MINUTE = 10
 
 
 class LiveReadStats(ReadStats):
-    """ReadStats whose bad-line log is rate-limited, for files that grow for months."""
+    """ReadStats whose bad-line log is rate-limited, for files that grow for months.
 
-    def __init__(self, path: str, clock: Callable[[], float]) -> None:
+    `on_bad(path, reason)` hears of every bad line, also of one counted long after its
+    line was fed: the event clock rejects a held record when later records, maybe of
+    another file, refute its time."""
+
+    def __init__(
+        self,
+        path: str,
+        clock: Callable[[], float],
+        on_bad: Callable[[str, str], None] | None = None,
+    ) -> None:
         super().__init__(path)
         self._clock = clock
+        self._on_bad = on_bad
         self._window_start = float("-inf")
         self._logged = 0
         self.suppressed = 0
+
+    def add_bad(self, lineno: int, reason: str, detail: str = "") -> None:
+        super().add_bad(lineno, reason, detail)
+        if self._on_bad is not None:
+            self._on_bad(self.path, reason)
 
     def _report(self, lineno: int, reason: str, detail: str) -> None:
         now = self._clock()
@@ -113,7 +128,8 @@ class Streams:
         self._by_key: dict[str, Stream] = {}
         self._unrecognised: set[str] = set()
         self.closed_records: Counter = Counter()
-        self.closed_bad: Counter = Counter()
+        self._bad: Counter = Counter()  # (path, reason) -> bad lines, closed files too
+        self.bad_lines = 0  # over every stream, whenever counted
         #: Responder ports the enabled models watch: replay's prefilter (None: parse all).
         self.dports: set[int] | None = None
 
@@ -139,8 +155,6 @@ class Streams:
         self._unrecognised.discard(key)
         if stream is not None:  # its counts stay in the totals by path
             self.closed_records[stream.stats.path] += stream.stats.records
-            for reason, n in stream.stats.bad_by_reason.items():
-                self.closed_bad[(stream.stats.path, reason)] += n
 
     def records_by_path(self) -> Counter:
         """Records read per file (or socket) path in this run, closed files included."""
@@ -150,14 +164,17 @@ class Streams:
         return out
 
     def bad_lines_by_path_and_reason(self) -> Counter:
-        out = Counter(self.closed_bad)
-        for stream in self._by_key.values():
-            for reason, n in stream.stats.bad_by_reason.items():
-                out[(stream.stats.path, reason)] += n
-        return out
+        return Counter(self._bad)
+
+    def _count_bad(self, path: str, reason: str) -> None:
+        self._bad[(path, reason)] += 1
+        self.bad_lines += 1
+
+    def _stats(self, path: str) -> LiveReadStats:
+        return LiveReadStats(path, self._clock, self._count_bad)
 
     def add_socket(self, path: str) -> Stream:
-        stats = LiveReadStats(path, self._clock)
+        stats = self._stats(path)
         stats.format = "suricata_eve"
         stream = Stream(make_parser("suricata_eve"), stats, Observer(self.sensor_name, "suricata"))
         _set_filter(stream.parser, self.dports)
@@ -170,7 +187,7 @@ class Streams:
         block in force at the commit. None when the format is not recognised (logged
         once per file; its lines are counted as bad)."""
         fmt = self._forced_format(path)
-        stats = LiveReadStats(path, self._clock)
+        stats = self._stats(path)
         if fmt is None:
             try:
                 fmt = sniff_format(sniff_head(first_lines), file=path)
@@ -209,6 +226,8 @@ class Streams:
     ) -> int:
         """Parse and detect; returns the number of records (lines on unwatched ports
         included: they are records, only not parsed, as replay counts them).
+        `totals.bad_lines` counts every bad line found meanwhile, in any stream (a held
+        record of another file that these records refute is one).
 
         The lines go through `parse_chunk`: the compiled core's block scan when it is
         built, replay's prefilter in any case."""
@@ -216,7 +235,7 @@ class Streams:
         stats = stream.stats
         parser = stream.parser
         records = 0
-        bad_before = stats.bad_lines
+        bad_before = self.bad_lines
         filtered_before = getattr(parser, "filtered", 0)
         if stream.in_header or any(line[:1] == b"#" for _, line in lines):
             for _, line in lines:
@@ -238,7 +257,7 @@ class Streams:
         records += getattr(parser, "filtered", 0) - filtered_before
         stats.records += records
         totals.records += records
-        totals.bad_lines += stats.bad_lines - bad_before
+        totals.bad_lines += self.bad_lines - bad_before
         return records
 
     def set_models(self, models: Any, notices: Any = None) -> None:
