@@ -348,6 +348,57 @@ def test_resume_warns_with_bytes_lost_when_old_file_is_gone(tmp_path, follow, ca
     assert len(lost) == 1 and "7 unread bytes" in lost[0] and str(log) in lost[0]
 
 
+@pytest.mark.parametrize("kind", ["plain", "gzip", "damaged"])
+def test_file_archived_while_stopped_is_read_from_zeekctls_dated_archive(
+    tmp_path, follow, caplog, kind
+):
+    """zeekctl moves conn.log into logs/YYYY-MM-DD/ (gzipped, or not when it does not
+    compress) while zeekndm is stopped: the 40 lines nobody read are read from there,
+    and the log says how many; a damaged gzip archive yields the lines before the
+    damage and the log says what is lost."""
+    import gzip
+    import random
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    current = tmp_path / "logs" / "current"
+    current.parent.mkdir()
+    current.symlink_to(spool, target_is_directory=True)
+    log = spool / "conn.log"
+    write(log, header("1") + "".join(f"old{i:04d}\n" for i in range(500)))
+    saved = stopped_after([FollowTarget(str(current))], 504)
+    rnd = random.Random(12)  # incompressible lines, so damage near the end cuts into them
+    new = [f"new{i:02d}\t{rnd.getrandbits(256):064x}".encode() for i in range(40)]
+    write(log, b"".join(ln + b"\n" for ln in new))
+    day = tmp_path / "logs" / time.strftime("%Y-%m-%d")
+    day.mkdir()
+    archive = day / "conn.10:00:00-11:00:00.log"
+    if kind == "plain":
+        archive.write_bytes(log.read_bytes())
+    else:
+        packed = gzip.compress(log.read_bytes())
+        archive = archive.with_name(archive.name + ".gz")
+        archive.write_bytes(packed[: len(packed) // 2 + 700] if kind == "damaged" else packed)
+    log.unlink()
+    write(log, header("2") + "next\n")
+    caplog.set_level(logging.INFO, logger="zeekndm.live.follow")
+    g = follow([FollowTarget(str(current))], state=saved, use_watchdog=False)
+    chunks = collect(g, lambda cs: b"next" in texts(cs))
+    got = [(n, ln) for c in chunks for n, ln in c.lines if ln.startswith(b"new")]
+    messages = [r.getMessage() for r in caplog.records]
+    [read] = [m for m in messages if "was archived while zeekndm was stopped" in m]
+    if kind == "damaged":
+        assert 0 < len(got) < 40
+        [damage] = [m for m in messages if "is damaged" in m]
+        assert f"the archive {archive} is damaged (truncated" in damage
+        assert f"the {len(got)} lines after the last commit decoded before the damage" in damage
+        assert f"whatever followed them in {log} is lost" in damage
+    assert got == [(505 + i, ln) for i, ln in enumerate(new[: len(got)])]
+    assert kind == "damaged" or len(got) == 40
+    assert f"reading its {len(got)} lines (" in read
+    assert f"bytes) after the last commit (line 504) from {archive}" in read
+
+
 def test_resume_with_offset_beyond_size_is_a_truncation(tmp_path, follow):
     log = tmp_path / "conn.log"
     write(log, "a\nb\nc\n")

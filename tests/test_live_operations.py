@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -69,7 +70,12 @@ def test_metrics_endpoint_serves_what_run_did(tmp_path, zeekndm_proc):
     assert got['zeekndm_alerts_total{model="mongodb_scan_internal_external",state="start"}'] >= 1
     assert got["zeekndm_tracked_sources"] >= 1
     assert got["zeekndm_late_records_total"] == 0
-    assert got["zeekndm_spool_alerts"] == 0
+    assert got["zeekndm_spool_alerts"] == 0 and got["zeekndm_spool_bytes"] == 0
+    assert got[f'zeekndm_records_per_second{{input="{log}"}}'] >= 0
+    assert got[f'zeekndm_file_lag_seconds{{file="{log}"}}'] >= 0
+    # every output has its delivery series from the start, at 0
+    assert got['zeekndm_delivery_retries_total{output="ndjson"}'] == 0
+    assert got['zeekndm_dead_letters_total{output="ndjson"}'] == 0
     assert abs(got["zeekndm_last_commit_timestamp_seconds"] - time.time()) < 30
     assert z.stop()[0] == 0
 
@@ -136,10 +142,11 @@ def test_logrotate_snippet_rotates_the_unit_alert_file_and_signals_it():
     assert "create 0640 zeekndm zeekndm" in body
 
 
-def test_run_refuses_a_world_writable_state_directory(tmp_path):
+@pytest.mark.parametrize("mode", [0o777, 0o1777], ids=["open", "sticky like /tmp"])
+def test_run_refuses_a_world_writable_state_directory(tmp_path, mode):
     state = tmp_path / "state"
     state.mkdir()
-    os.chmod(state, 0o777)
+    os.chmod(state, mode)
     r = zeekndm("run", "--input", str(tmp_path), "--state-dir", str(state))
     assert r.returncode == 1
     assert f"{state}: the state directory is writable by every user" in r.stderr
@@ -187,6 +194,7 @@ def test_operator_log_shows_config_files_and_every_alert(tmp_path, zeekndm_proc)
     z.wait_records(len(data))
     assert z.stop()[0] == 0
     text = z.log.read_text()
+    assert f"zeekndm run: following {logs} (conn.log, notice.log); state in {z.state}" in text
     assert f"outputs: ndjson ({z.out})" in text
     assert "model mongodb_scan_internal_external: ports 27017/tcp; low 25, medium 100" in text
     assert f"reading {log} (zeek_tsv)" in text
@@ -199,6 +207,37 @@ def test_operator_log_shows_config_files_and_every_alert(tmp_path, zeekndm_proc)
         f"alert: {first['rule']['name']} {first['zeekndm']['alert_state']} from "
         f"{first['source']['ip']}, severity" in text
     )
+
+
+def test_debug_log_shows_what_each_wake_up_read(tmp_path, zeekndm_proc):
+    header, data = zeek_tsv_parts()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    sock = tmp_path / "eve.sock"
+    z = zeekndm_proc(tmp_path, str(logs), f"unix_dgram:{sock}")
+    z.args[z.args.index("--log-level") + 1] = "debug"
+    z.start()
+    log = logs / "conn.log"
+    parts = [header + data[:100], data[100:250], data[250:300]]
+    for i, part in enumerate(parts, 1):
+        with open(log, "a") as fh:
+            fh.write("\n".join(part) + "\n")
+        z.wait_records(sum(len(p) for p in parts[:i]) - len(header))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        for _ in range(3):
+            s.sendto(b'{"event_type":"stats","timestamp":"2023-11-14T22:13:20Z"}\n', str(sock))
+    z.wait_log(f"from {sock}")
+    assert z.stop()[0] == 0
+    text = z.log.read_text()
+    read = re.findall(rf"DEBUG zeekndm.live: read (\d+) line\(s\) of {re.escape(str(log))}", text)
+    assert len(read) >= len(parts)  # one line per wake-up that read something
+    assert sum(int(n) for n in read) == sum(len(p) for p in parts)
+    # where in the file each read was, and that the first was of a new file
+    assert re.search(
+        rf"read \d+ line\(s\) of {re.escape(str(log))}, lines 1-\d+ \(new file\)", text
+    )
+    socket_reads = re.findall(rf"read (\d+) line\(s\) from {re.escape(str(sock))}", text)
+    assert sum(int(n) for n in socket_reads) == 3
 
 
 def _zeekctl_layout(tmp_path: Path) -> tuple[Path, Path]:
@@ -241,7 +280,7 @@ def test_file_rotated_into_zeekctl_archive_while_stopped(tmp_path, zeekndm_proc,
     text = z.log.read_text()
     if archived:
         assert z.records() == len(data)
-        assert f"{log} was archived while zeekndm was stopped; reading its" in text
+        assert f"{log} was archived while zeekndm was stopped; reading its 40 lines (" in text
         got = sorted(a["event"]["id"] for a in z.alerts())
         want = replay_ids(tmp_path, header + data[:1540] + second + data[1540:], "all.log")
         assert got == sorted(want)
@@ -249,6 +288,11 @@ def test_file_rotated_into_zeekctl_archive_while_stopped(tmp_path, zeekndm_proc,
         assert z.records() == len(data) - 40
         assert f"{log} was replaced while zeekndm was stopped and the old file is gone" in text
         assert f"nor in {day}" in text and "its lines after line" in text
+        # all was read at the commit: the loss is what was written after it, size unknown
+        assert (
+            f"whatever was written to it after the last commit (line {len(header) + 1500})" in text
+        )
+        assert "how much is not known" in text and "0 unread bytes" not in text
 
 
 def test_sigterm_is_not_held_by_an_elasticsearch_that_drips(tmp_path, zeekndm_proc, es):

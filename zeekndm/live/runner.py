@@ -348,10 +348,12 @@ class LiveRunner:
         debug = log.isEnabledFor(logging.DEBUG)
         for chunk in chunks:
             if debug:
+                span = f", lines {chunk.lines[0][0]}-{chunk.lines[-1][0]}" if chunk.lines else ""
                 log.debug(
-                    "read %d line(s) of %s%s%s%s",
+                    "read %d line(s) of %s%s%s%s%s",
                     len(chunk.lines),
                     chunk.path,
+                    span,
                     " (new file)" if chunk.new_file else "",
                     " (truncated)" if chunk.reset else "",
                     " (finished)" if chunk.closed else "",
@@ -403,6 +405,7 @@ class LiveRunner:
         lines = listener.read(0)
         if not lines:
             return 0
+        log.debug("read %d line(s) from %s", len(lines), listener.path)
         stream = self.streams.get(f"socket:{listener.path}")
         first = stream.stats.lines
         stream.stats.lines += len(lines)
@@ -563,7 +566,11 @@ class LiveRunner:
         self._metrics_mark = (now, records)
         lag = self.follower.lag()
         spool_alerts, spool_bytes = self.spool_depth()
-        retries, dead = Counter(), Counter(self.pipeline.rejected)
+        # Every output has its series from the start (at 0), so rate() and alert rules
+        # work before the first retry or dead letter.
+        retries = Counter({sink.name: 0 for sink in self.pipeline.sinks})
+        dead = Counter({sink.name: 0 for sink in self.pipeline.sinks})
+        dead.update(self.pipeline.rejected)
         for sink in self.pipeline.sinks:
             if isinstance(sink, CountingSink):
                 retries[sink.name] += sink.stats.get("retried", 0)

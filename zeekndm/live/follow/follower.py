@@ -441,15 +441,25 @@ class Follower:
         for snap in [s for s in self._history if s.from_state]:
             self._history.remove(snap)
             searched = resume.archive_dirs(self)
+            # Only what was unread at the last commit is known; what was written after
+            # it went with the file, so the loss is stated as a lower bound or unknown.
+            if snap.lost_bytes:
+                amount = (
+                    f"{snap.lost_bytes:,} unread bytes at the last commit (line {snap.line}) "
+                    "are lost, and whatever was written to it after that commit"
+                )
+            else:
+                amount = (
+                    f"whatever was written to it after the last commit (line {snap.line}) "
+                    "is lost; how much is not known, as it was all read at that commit"
+                )
             log.warning(
                 "%s was replaced while zeekndm was stopped and the old file is gone (not "
-                "beside it%s): %d unread bytes at the last commit (line %d) are lost, and "
-                "whatever was written to it after that commit; if the file was archived "
-                "elsewhere, `zeekndm replay` it (its lines after line %d are unread)",
+                "beside it%s): %s; if the file was archived elsewhere, `zeekndm replay` it "
+                "(its lines after line %d are unread)",
                 snap.path,
                 f", nor in {', '.join(searched)}" if searched else "",
-                snap.lost_bytes,
-                snap.line,
+                amount,
                 snap.line,
             )
 

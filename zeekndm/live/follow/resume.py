@@ -10,7 +10,6 @@ are its resume step, kept apart because they run once, at the first tick).
 from __future__ import annotations
 
 import fnmatch
-import gzip
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ from zeekndm.live.follow.harvester import Harvester
 from zeekndm.live.follow.identity import Snapshot, sha
 from zeekndm.live.follow.positions import FINGERPRINT_BYTES
 from zeekndm.live.follow.scan import Ident, list_dirs, rotation_stems, still_at
+from zeekndm.readers.gzipstream import MAGIC, GzipStream
 
 if TYPE_CHECKING:
     from zeekndm.live.follow.follower import Follower
@@ -228,11 +228,12 @@ def archive_dirs(fw: Follower) -> list[str]:
 
 
 def read_archived(fw: Follower, snap: Snapshot) -> Harvester | None:
-    """The file of `snap`, rotated and compressed into zeekctl's dated archive while
-    zeekndm was stopped (`logs/YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz`): found by the
-    fingerprint of its first bytes, decompressed into an unlinked temporary file, and
-    continued at the saved offset under the saved key, so nothing written before the
-    rotation is lost. None when it is not there."""
+    """The file of `snap`, rotated into zeekctl's dated archive while zeekndm was stopped
+    (`logs/YYYY-MM-DD/conn.HH:MM:SS-HH:MM:SS.log.gz`, or `.log` when zeekctl does not
+    compress): found by the fingerprint of its first bytes and continued at the saved
+    offset under the saved key, so nothing written before the rotation is lost. A gzip
+    archive is decompressed into an unlinked temporary file first. None when it is not
+    there."""
     if not snap.fp_len:
         return None
     stem = os.path.basename(snap.path).split(".", 1)[0] + "."
@@ -242,45 +243,82 @@ def read_archived(fw: Follower, snap: Snapshot) -> Harvester | None:
         except OSError:
             continue
         for name in names:
-            if not (name.startswith(stem) and name.endswith(".gz")):
+            if not name.startswith(stem):
                 continue
             path = os.path.join(directory, name)
-            try:
-                with gzip.open(path, "rb") as g:
-                    head = g.read(snap.fp_len)
-            except (OSError, EOFError):
-                continue
-            if len(head) == snap.fp_len and sha(head) == snap.fp_hex:
+            head = _archived_head(path, snap.fp_len)
+            if head is not None and len(head) == snap.fp_len and sha(head) == snap.fp_hex:
                 return _unpack(fw, snap, path)
     return None
 
 
-def _unpack(fw: Follower, snap: Snapshot, path: str) -> Harvester | None:
-    tmp = tempfile.TemporaryFile(dir=fw._spill_dir)
-    damaged = ""
+def _archived_head(path: str, n: int) -> bytes | None:
+    """The first `n` bytes of an archived log (decompressed if it is gzip), or None."""
     try:
-        with gzip.open(path, "rb") as g:
-            shutil.copyfileobj(g, tmp, 1 << 20)
-    except (OSError, EOFError) as exc:  # a damaged archive: what was decoded stands
-        damaged = f" (the archive is damaged after {tmp.tell()} bytes: {exc})"
-    except BaseException:
-        tmp.close()
-        raise
-    tmp.flush()
-    fd = os.dup(tmp.fileno())
-    tmp.close()
+        with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
+            magic = fh.read(2)
+            fh.seek(0)
+            if magic != MAGIC:
+                return fh.read(n)
+            with GzipStream(fh) as g:
+                head = b""
+                while len(head) < n and (piece := g.read(n - len(head))):
+                    head += piece
+                return head
+    except OSError:
+        return None
+
+
+def _unpack(fw: Follower, snap: Snapshot, path: str) -> Harvester | None:
+    """A harvester for the archived file at `path`, at the saved position; the log says
+    how many lines and bytes after the last commit it holds, and, for a damaged gzip
+    archive, where the damage starts and that what follows it is lost."""
+    damage = ""
+    try:
+        fh = open(path, "rb")
+    except OSError:
+        return None
+    with fh:
+        if fh.read(2) != MAGIC:
+            fd = os.dup(fh.fileno())  # an uncompressed archive: read in place
+        else:
+            fh.seek(0)
+            tmp = tempfile.TemporaryFile(dir=fw._spill_dir)
+            try:
+                with GzipStream(fh) as g:
+                    shutil.copyfileobj(g, tmp, 1 << 20)
+                    if g.error is not None:
+                        damage = f"{g.error}, at byte {g.error_offset:,} of the compressed file"
+                tmp.flush()
+                fd = os.dup(tmp.fileno())
+            finally:
+                tmp.close()
     st = os.fstat(fd)
     if st.st_size < snap.offset:
         os.close(fd)
         return None
+    unread = st.st_size - snap.offset
+    lines = _count_lines(fd, snap.offset, st.st_size)
     log.info(
-        "%s was archived while zeekndm was stopped; reading its %d bytes after the last "
-        "commit from %s%s",
+        "%s was archived while zeekndm was stopped; reading its %s (%s) after the last "
+        "commit (line %d) from %s",
         snap.path,
-        st.st_size - snap.offset,
+        _counted(lines, "line"),
+        _counted(unread, "byte"),
+        snap.line,
         path,
-        damaged,
     )
+    if damage:
+        log.warning(
+            "the archive %s is damaged (%s): the %s after the last commit decoded before "
+            "the damage are read; whatever followed them in %s is lost",
+            path,
+            damage,
+            _counted(lines, "line"),
+            snap.path,
+        )
     f = Harvester.opened(
         (st.st_dev, st.st_ino),
         fd,
@@ -295,3 +333,20 @@ def _unpack(fw: Follower, snap: Snapshot, path: str) -> Harvester | None:
         f.key = snap.key  # the stream (and its saved header block) keeps its identity
     f.head = os.pread(fd, FINGERPRINT_BYTES, 0)
     return f
+
+
+def _count_lines(fd: int, start: int, end: int) -> int:
+    """Complete lines between two offsets of a file."""
+    n = 0
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(1 << 20, end - pos), pos)
+        if not data:
+            break
+        n += data.count(b"\n")
+        pos += len(data)
+    return n
+
+
+def _counted(n: int, word: str) -> str:
+    return f"{n:,} {word if n == 1 else word + 's'}"
