@@ -13,9 +13,11 @@ that rate. This script is both the sensor and the analyst:
   with the `ts` column equal to the wall clock, as a live sensor's. Background traffic is
   synth's ordinary mix (no alert in it); embedded in it, `--scans-per-second` outbound
   MongoDB scans, each from its own internal source to exactly 25 distinct external hosts on
-  27017/tcp (S0) over `--scan-span` seconds. The 25th line of a scan crosses the model's
-  threshold (25 distinct destinations in 300 s), so it makes exactly one START alert; the
-  time right after the `os.write` that carried it is recorded.
+  27017/tcp (S0) over `--scan-span` seconds. Each scan makes exactly one START alert: at
+  its 10th line, where the sequential path decides (10 first contacts, all failing), or at
+  its 25th, the window threshold (25 distinct destinations in 300 s), whichever the
+  detector takes; the alert's `zeekndm.distinct_destinations` says which line decided, and
+  the time right after the `os.write` that carried that line is recorded.
 - Every millisecond it reads what was appended to alerts.ndjson and records when each alert
   line appeared. A START alert's `source.ip` names its scan; latency = appearance - write.
 - CPU: zeekndm's user+system CPU seconds (psutil) over the steady part of the run (after
@@ -28,6 +30,13 @@ the worst p99). `--write-results` replaces the "Live mode latency" section of RE
 
     cd /work/main && /work/venv/bin/python bench/bench_latency.py --rate 10000 --rate 1000 \\
         --seconds 30 --repeat 3 --write-results
+
+`--baseline DIR` compares with an earlier checkout instead (its runs alternate with this
+checkout's, same options; `--write-results` then fills the "before and after" section):
+
+    git worktree add /tmp/base COMMIT
+    python bench/bench_latency.py --baseline /tmp/base --baseline-label COMMIT \\
+        --rate 10000 --rate 1000 --seconds 15 --repeat 4 --write-results
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -219,7 +229,10 @@ def run_once(
     work: Path,
     batch_ms: float | None = None,
     seconds: float | None = None,
+    root: Path = ROOT,
 ) -> Run:
+    """One run of `zeekndm run` from the checkout at `root` (its own code, through
+    PYTHONPATH), written to and tailed as the module docstring says."""
     seconds = float(seconds if seconds is not None else args.seconds)
     batch_ms = float(batch_ms if batch_ms is not None else args.batch_ms)
     span = float(args.scan_span)
@@ -256,9 +269,9 @@ def run_once(
         "--log-level", "info", "--input", str(logs), "--output", str(out),
         "--state-dir", str(state),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
     with open(log_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stderr=err, stdout=subprocess.DEVNULL, env=env, cwd=root)
     result = Run(rate, seconds, batch_ms, scans=n_scans)
     tail = AlertTail(out)
     commits = CommitWatch(state / "registry.json")
@@ -268,7 +281,8 @@ def run_once(
         _wait_for(lambda: b"reading " in log_path.read_bytes(), 5)
         zproc = psutil.Process(proc.pid)
         me = psutil.Process()
-        crossing: dict[str, float] = {}  # source ip -> monotonic time of the write
+        # (source ip, row) -> monotonic time of the write that carried the scan's row
+        written_at: dict[tuple[str, int], float] = {}
         fd = os.open(conn_log, os.O_WRONLY | os.O_APPEND)
         batch = batch_ms / 1000.0
         bg = traffic.background
@@ -291,13 +305,12 @@ def run_once(
             if now >= next_write:
                 due = int(elapsed * rate) - written
                 rows: list[str] = []
-                cross_srcs: list[str] = []
+                scan_rows_now: list[tuple[str, int]] = []
                 while scan_i < len(scan_times) and scan_times[scan_i][0] <= elapsed:
                     _, k, m = scan_times[scan_i]
                     src, scan_rows = traffic.scans[k]
                     rows.append(scan_rows[m])
-                    if m == THRESHOLD - 1:
-                        cross_srcs.append(src)
+                    scan_rows_now.append((src, m))
                     scan_i += 1
                 for _ in range(max(0, due - len(rows))):
                     rows.append(bg[bg_i])
@@ -310,8 +323,8 @@ def run_once(
                         parts.append(f"{ts}\tC{uid:017d}\t{row}\n")
                     os.write(fd, "".join(parts).encode())
                     wrote_at = time.monotonic()
-                    for src in cross_srcs:
-                        crossing[src] = wrote_at
+                    for key in scan_rows_now:
+                        written_at[key] = wrote_at
                     written += len(rows)
                 next_write += batch
                 if next_write < now:  # fell behind: do not try to catch up in a burst
@@ -330,6 +343,7 @@ def run_once(
             result.main_thread_cpu_percent = 100 * (_main_thread_cpu(zproc) - main_mark) / wall
         result.peak_rss_mb = _vm_hwm_mb(proc.pid)
         # The last alerts, then every record committed.
+        crossing = {src for src, m in written_at if m == THRESHOLD - 1}  # complete scans
         expected = len(crossing)
         _wait_for(lambda: (tail.poll(), _starts(tail) >= expected)[1], 10, step=0.001)
         caught = _wait_for(lambda: _committed_records(state) >= written, 15)
@@ -346,23 +360,32 @@ def run_once(
         tail.poll()
         tail.close()
     seen_srcs = set()
+    scanned = {src for src, _ in written_at}  # a scan cut by the end may still alert
     for at, doc in tail.seen:
         src = doc.get("source", {}).get("ip")
         action = doc.get("event", {}).get("action")
-        if doc.get("rule", {}).get("name") == RULE and action == "scan-start" and src in crossing:
+        if doc.get("rule", {}).get("name") == RULE and action == "scan-start" and src in scanned:
             if src in seen_srcs:
                 result.unexpected += 1
                 continue
             seen_srcs.add(src)
-            latency = 1000 * (at - crossing[src])
+            # The row that decided: the alert's count of distinct destinations when it
+            # was raised (10 when the sequential path decides, as for these all-failing
+            # scans; 25 when the window threshold does).
+            decided = doc.get("zeekndm", {}).get("distinct_destinations", THRESHOLD)
+            wrote = written_at.get((src, max(1, min(int(decided), THRESHOLD)) - 1))
+            if wrote is None:
+                result.unexpected += 1
+                continue
+            latency = 1000 * (at - wrote)
             result.latencies_ms.append(latency)
-            if commits.any_between(crossing[src], at):
+            if commits.any_between(wrote, at):
                 result.with_commit_ms.append(latency)
             else:
                 result.without_commit_ms.append(latency)
         else:
             result.unexpected += 1
-    result.missing = len(crossing) - len(seen_srcs)
+    result.missing = len(crossing - seen_srcs)
     for m in re.finditer(r"stats: records=\d+ \((\d+)/s\)", log_path.read_text()):
         result.stats_rates.append(float(m.group(1)))
     return result
@@ -481,6 +504,123 @@ def commit_rows(runs: list[Run]) -> list[str]:
     return out
 
 
+COMPARE_SECTION = "## Live mode latency: before and after the live/ redesign"
+
+
+def compare(args: argparse.Namespace, rates: list[int], base: Path) -> int:
+    """Runs of the baseline checkout and of this one, alternating (before, after, after,
+    before, ...: drift of the machine's load hits both alike), then one table per side."""
+    sides = {"before": args.baseline.resolve(), "after": ROOT}
+    runs: dict[tuple[str, int], list[Run]] = {}
+    loads = [os.getloadavg()]
+    for rate in rates:
+        for i in range(args.repeat):
+            order = ["before", "after"] if i % 2 == 0 else ["after", "before"]
+            for side in order:
+                work = base / f"{side}-rate{rate}-run{i + 1}"
+                _note(f"{side} ({sides[side]}) run {i + 1}/{args.repeat} at {rate:,}/s ...")
+                r = run_once(args, rate, work, root=sides[side])
+                runs.setdefault((side, rate), []).append(r)
+                _note(row(r, f"{side} {rate:,}/s #{i + 1}"))
+                loads.append(os.getloadavg())
+    raw = {
+        f"{side} {rate}": [dataclasses.asdict(r) for r in rs] for (side, rate), rs in runs.items()
+    }
+    (base / "runs.json").write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
+    table = "\n".join([COMPARE_HEADER, *compare_rows(runs, rates)])
+    every = "\n".join(
+        [HEADER]
+        + [
+            row(r, f"{side} {rate:,}/s #{i + 1}")
+            for rate in rates
+            for side in ("before", "after")
+            for i, r in enumerate(runs.get((side, rate), []))
+        ]
+    )
+    print(table + "\n\n" + every)
+    if args.write_results:
+        one_min = [x[0] for x in loads]
+        load = f"1-minute load average {min(one_min):.1f} to {max(one_min):.1f} during the runs"
+        cmd = (
+            f"python bench/bench_latency.py --baseline {args.baseline}"
+            + (
+                f" --baseline-label {shlex.quote(args.baseline_label)}"
+                if args.baseline_label
+                else ""
+            )
+            + "".join(f" --rate {r}" for r in rates)
+            + f" --seconds {args.seconds:g} --repeat {args.repeat} --write-results"
+        )
+        text = f"""{COMPARE_SECTION}
+
+Command ({args.machine}, {dt.date.today().isoformat()}; {load}; the machine was shared
+with other work, so compare the two sides with each other, not with the quiet-machine
+figures above):
+
+    {cmd}
+
+The same benchmark as above, run alternately (before, after, after, before, ...) from
+two checkouts with the same options: *before* is {args.baseline_label or args.baseline}
+(`zeekndm/follow.py` and `zeekndm/live.py`; checked out with `git worktree add DIR
+COMMIT`), *after* is this checkout (`zeekndm/live/`). Each scan's alert is decided at its
+10th line by the sequential path (all its attempts fail), on both sides. Per side, the
+median and the spread (lowest to highest) of the runs' medians, p99s and CPU.
+
+{table}
+
+Every run:
+
+{every}
+"""
+        write_section(COMPARE_SECTION, text)
+        _note(f"updated {RESULTS}")
+    return 0
+
+
+COMPARE_HEADER = (
+    "| records/s | code | runs | median ms: median of runs (spread) | "
+    "p99 ms: median of runs (spread) | zeekndm CPU: median of runs (spread) | "
+    "peak RSS MB | missed alerts | all committed |\n"
+    "|---:|---|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def compare_rows(runs: dict[tuple[str, int], list[Run]], rates: list[int]) -> list[str]:
+    def spread(values: list[float], unit: str = "") -> str:
+        return (
+            f"{statistics.median(values):.1f}{unit} ({min(values):.1f}-{max(values):.1f})"
+            if values
+            else "-"
+        )
+
+    out = []
+    for rate in rates:
+        for side in ("before", "after"):
+            rs = runs.get((side, rate), [])
+            medians = [statistics.median(r.latencies_ms) for r in rs if r.latencies_ms]
+            p99s = [percentile(r.latencies_ms, 99) for r in rs if r.latencies_ms]
+            cpu = [r.cpu_percent for r in rs]
+            committed = all(r.committed_records >= r.lines_written for r in rs)
+            out.append(
+                f"| {rate:,} | {side} | {len(rs)} | {spread(medians)} | {spread(p99s)} | "
+                f"{spread(cpu, ' %')} | {max((r.peak_rss_mb for r in rs), default=0):.0f} | "
+                f"{sum(r.missing for r in rs)} | {'yes' if committed else 'NO'} |"
+            )
+    return out
+
+
+def write_section(section: str, text: str) -> None:
+    """Replace `section` of RESULTS.md with `text` (or append it)."""
+    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = current.find(section + "\n")
+    if start < 0:
+        RESULTS.write_text(current.rstrip("\n") + "\n\n" + text)
+        return
+    end = current.find("\n## ", start + len(section))
+    rest = current[end + 1 :] if end >= 0 else ""
+    RESULTS.write_text(current[:start] + text + ("\n" + rest if rest else ""))
+
+
 COMMIT_HEADER = (
     "| records/s | while the alert was pending | alerts | median ms | p99 ms | max ms |\n"
     "|---:|---|---:|---:|---:|---:|"
@@ -510,11 +650,21 @@ def main(argv: list[str] | None = None) -> int:
         "first rate (at most 15 s each): how CPU and latency depend on how often the file "
         "is written",
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier zeekndm (git worktree add DIR COMMIT): its runs "
+        "alternate with this checkout's, same options, and a before/after table is printed "
+        "(with --write-results, into its own section of RESULTS.md)",
+    )
+    p.add_argument("--baseline-label", default="", help="what the baseline is (its commit)")
     p.add_argument("--write-results", action="store_true", help="update bench/RESULTS.md")
     args = p.parse_args(argv)
     args.machine = machine()
     rates = args.rate or [10000]
     base = args.workdir or Path(tempfile.mkdtemp(prefix="zeekndm-latency-"))
+    if args.baseline is not None:
+        return compare(args, rates, base)
     runs: list[Run] = []
     lines = []
     for rate in rates:
@@ -568,19 +718,20 @@ def main(argv: list[str] | None = None) -> int:
 ANALYSIS = """\
 What the latency is made of (cProfile of zeekndm's main thread in a `--profile` run, and
 the tables above): each append wakes zeekndm through watchdog (inotify event, watchdog's
-emitter thread, its dispatch thread, then `Follower._wake`); the loop runs one
-`Follower._tick` (`follow.py:_scan` re-lists and stats the directory on every wake, then
-`_read_lines`), parses and detects the chunk (`readers/zeek_tsv.py:parse`,
-`detect.py:Detector.observe`), and writes the alert right after the chunk
-(`live.py:LiveRunner._loop` -> `Pipeline.deliver` -> `NDJSONSink.send`: write and flush,
-when the line becomes visible, then fsync). The median is that fixed path plus the
-processing of the chunk the crossing line came in (larger chunks show in the 50 ms row);
-about 0.5 ms of it is the benchmark's own 1 ms polling of the output file.
+emitter thread, its dispatch thread, then the follower's wake-up event); the loop runs
+one `Follower._tick` (`live/follow/scan.py:scan` re-lists and stats the directory on
+every wake, then `live/follow/harvester.py:Harvester.read_lines`), parses and detects
+the chunk (`readers/zeek_tsv.py:parse`, `detect.py:Detector.observe`), and writes the
+alert right after the chunk (`live/runner.py:LiveRunner._loop` -> `Pipeline.deliver` ->
+`NDJSONSink.send`: write and flush, when the line becomes visible, then fsync). The
+median is that fixed path plus the processing of the chunk the crossing line came in
+(larger chunks show in the 50 ms row); about 0.5 ms of it is the benchmark's own 1 ms
+polling of the output file.
 The tail (p99, max) comes from pauses between chunks, above all the once-a-second
 registry commit: {tail}
 In one `--profile` run (cProfile inflates it) a commit took about 16 ms of the loop:
 `detect.py:Detector.snapshot` of every tracked source about 9 ms, the registry write and
-fsync (`checkpoint.py:Registry.commit`) about 7 ms. Alerts that arrive meanwhile wait for
+fsync (`live/registry.py:Registry.commit`) about 7 ms. Alerts that arrive meanwhile wait for
 it. To cut the tail (zeekndm/live/runner.py and registry.py, not changed by this benchmark):
 serialise and fsync the registry in a worker thread (the snapshot dict is taken in the
 loop, so what is committed is unchanged), or snapshot only the tracks changed since the
@@ -648,9 +799,10 @@ Command ({args.machine}, {dt.date.today().isoformat()}):
 conn.log that the benchmark appends to at a steady rate: every {args.batch_ms:g} ms one
 `write()` of the lines due (Zeek's log writer buffers too), `ts` = wall clock, synth's
 ordinary traffic plus {args.scans_per_second:g} outbound MongoDB scans per second (each to
-exactly 25 external hosts on 27017/tcp, S0, over {args.scan_span:g} s), so each scan's
-25th line crosses the threshold and makes one START alert. Latency = when the alert line
-appeared in alerts.ndjson (polled every 1 ms) minus when the write carrying the crossing
+exactly 25 external hosts on 27017/tcp, S0, over {args.scan_span:g} s), so each scan
+makes one START alert, at the line that decides it (the 10th: the sequential path, as
+every attempt fails; the alert's count says which). Latency = when the alert line
+appeared in alerts.ndjson (polled every 1 ms) minus when the write carrying the deciding
 line returned. {args.seconds:g} s of writing per run, scans and CPU accounting from
 {args.warmup:g} s on; CPU is zeekndm's user+system time over that wall time (100 % = one
 core; the writer/tailer itself used about {bench_cpu:.0f} % of another); peak RSS is
@@ -669,14 +821,7 @@ temp file, fsync, rename; the benchmark sees the rename within 1 ms), all runs p
 {sweep}
 {ANALYSIS}"""
     text = text.replace("{tail}", tail_sentence(runs))
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = current.find(SECTION)
-    if start < 0:
-        RESULTS.write_text(current.rstrip("\n") + "\n\n" + text)
-        return
-    end = current.find("\n## ", start + len(SECTION))
-    rest = current[end + 1 :] if end >= 0 else ""
-    RESULTS.write_text(current[:start] + text + ("\n" + rest if rest else ""))
+    write_section(SECTION, text)
 
 
 if __name__ == "__main__":
