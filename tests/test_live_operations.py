@@ -314,7 +314,11 @@ def test_sigterm_is_not_held_by_an_elasticsearch_that_drips(tmp_path, zeekndm_pr
     z = zeekndm_proc(tmp_path, str(logs), config=cfg)
     z.start()
     es.drip_seconds = 1.0
-    (logs / "conn.log").write_text("\n".join(header + data) + "\n")
+    # The whole file at once (renamed into place), so the first read has every line: the
+    # delivery under way then holds the loop and a partly written file would stay unread.
+    staged = tmp_path / "conn.log"
+    staged.write_text("\n".join(header + data) + "\n")
+    os.replace(staged, logs / "conn.log")
     z.wait_log("alert: ")  # an alert exists, so a send is under way
     time.sleep(1.0)
     rc, took = z.stop(timeout=20)
