@@ -199,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-i",
         action="append",
         default=[],
-        metavar="PATH",
-        help="a log file, a Zeek log directory or a unix socket (repeatable)",
+        metavar="PATH|URL",
+        help="a log file, a Zeek log directory, a unix socket (repeatable), or Kafka topics "
+        "as kafka://BROKER[,BROKER]/TOPIC[,TOPIC]?group=NAME (options as in the config)",
     )
     p.add_argument("--output", "-o", metavar="PATH|-", help="NDJSON alerts (default: config)")
     p.add_argument("--elasticsearch", metavar="URL", help="also index alerts into this cluster")
@@ -214,6 +215,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these models (or all), whatever the config enables",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "rekey",
+        parents=[common],
+        help="copy an unkeyed Kafka topic into one keyed by source address (exactly once)",
+        description="Consume a Kafka topic whose records are not keyed by source address "
+        "(zeek-kafka's, for instance) and produce each record to --to keyed by its source, on "
+        "the partition the input's partitioner gives it, so a zeekndm consumer group can "
+        "share the keyed topic. Records and consumed offsets are committed in one Kafka "
+        "transaction.",
+        epilog="example: zeekndm rekey --input 'kafka://k1:9092/zeek?format=zeek_json' "
+        "--to zeek-by-source",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        metavar="URL",
+        help="the unkeyed topic as kafka://BROKER/TOPIC?... (default: the kafka input of the "
+        "config)",
+    )
+    p.add_argument("--to", required=True, metavar="TOPIC", help="the keyed topic to produce to")
+    p.add_argument(
+        "--group",
+        default="zeekndm-rekey",
+        metavar="NAME",
+        help="the consumer group of the rekey stage (default: zeekndm-rekey)",
+    )
+    p.add_argument(
+        "--partitioner",
+        choices=["murmur2", "crc32", "fnv1a"],
+        help="how keys map to partitions (default: the input's partitioner, murmur2)",
+    )
+    p.add_argument("--state-dir", metavar="DIR", help="names this instance (transactional id)")
+    p.set_defaults(func=cmd_rekey)
 
     p = sub.add_parser(
         "status",
@@ -686,6 +721,32 @@ def cmd_run(args: argparse.Namespace, env: Environment) -> int:
         config = dataclasses.replace(config, opensearch=opensearch)
     _setup_logging(env, args.log_level or config.log_level, config.log_format)
     return run_live(args, config, env)
+
+
+def cmd_rekey(args: argparse.Namespace, env: Environment) -> int:
+    from zeekndm.live.kafka.rekey import Rekeyer
+    from zeekndm.live.kafka.spec import kafka_spec_from_url
+
+    config = _load(args)
+    _setup_logging(env, args.log_level or config.log_level, config.log_format)
+    if args.input:
+        spec = kafka_spec_from_url(args.input)
+    else:
+        kafka = [s for s in config.inputs if s.type == "kafka"]
+        if len(kafka) != 1:
+            raise ConfigError(
+                "rekey needs --input kafka://BROKER/TOPIC or one kafka input in the config"
+            )
+        spec = kafka[0]
+    rekeyer = Rekeyer(
+        spec,
+        args.to,
+        group=args.group,
+        partitioner=args.partitioner,
+        state_dir=str(_state_dir(args, config)),
+        stats_interval=config.stats_interval,
+    )
+    return rekeyer.run()
 
 
 # -- config and models -----------------------------------------------------------------

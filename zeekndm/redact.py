@@ -10,8 +10,12 @@ chose to quote a header or a URL in its error.
 from __future__ import annotations
 
 import base64
+import os
 import re
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from zeekndm.errors import ZeekNDMError
 
 REDACTED = "[redacted]"
 
@@ -69,6 +73,49 @@ def check_secret(value: str, where: str, *, header_token: bool) -> str:
     ):
         raise ValueError(f"{where} must be printable ASCII without spaces (an API key or token)")
     return secret
+
+
+def load_secret(
+    env_name: str | None,
+    file_name: str | None,
+    key: str,
+    *,
+    header_token: bool,
+    error: type[ZeekNDMError] = ZeekNDMError,
+) -> str | None:
+    """The secret in environment variable `env_name` or in file `file_name` (None when
+    neither is set), validated by `check_secret`.
+
+    `key` is the option's path without its suffix (`output.elasticsearch.password`,
+    `inputs[0].password`): a problem is raised as `error` naming `<key>_env` or
+    `<key>_file` and the file, never the secret. Every output and input that takes a
+    secret loads it here, so they refuse the same mistakes with the same words."""
+    if env_name:
+        where = f"{key}_env"
+        value = os.environ.get(env_name)
+        if not value:
+            raise error(f"environment variable {env_name} is not set", key=where)
+        try:
+            return check_secret(
+                value, f"environment variable {env_name}", header_token=header_token
+            )
+        except ValueError as exc:
+            raise error(str(exc), key=where) from None
+    if file_name:
+        where = f"{key}_file"
+        try:
+            value = Path(file_name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise error(
+                f"cannot read the secret file: {exc.strerror}", file=file_name, key=where
+            ) from None
+        except UnicodeDecodeError:
+            raise error("the secret file is not UTF-8 text", file=file_name, key=where) from None
+        try:
+            return check_secret(value, "the secret file", header_token=header_token)
+        except ValueError as exc:
+            raise error(str(exc), file=file_name, key=where) from None
+    return None
 
 
 class Redactor:

@@ -514,6 +514,8 @@ def _kafka_config(home: Path, port: int) -> str:
                 "offsets.topic.num.partitions=4",
                 "transaction.state.log.replication.factor=1",
                 "transaction.state.log.min.isr=1",
+                # 50 by default: creating them at the first transaction takes ~20 s here
+                "transaction.state.log.num.partitions=4",
                 "share.coordinator.state.topic.replication.factor=1",
                 "share.coordinator.state.topic.min.isr=1",
                 "group.initial.rebalance.delay.ms=0",

@@ -12,6 +12,8 @@ Four kinds, as sensors write their logs:
   exist yet, and is followed through rotation.
 * `unix_dgram` / `unix_stream`: a socket zeekndm creates and Suricata writes eve to
   (`eve-log: filetype: unix_dgram|unix_stream`).
+* `kafka`: topics of a Kafka cluster, read as a member of a consumer group
+  (`zeekndm.live.kafka`; its options are parsed by `live.kafka.spec`).
 
 The format of a file is detected from its content unless `format:` forces one.
 
@@ -32,7 +34,7 @@ from zeekndm.errors import ConfigError, ZeekNDMError
 from zeekndm.live.listen import IDLE_TIMEOUT, MAX_BUFFERED_BYTES, MAX_CLIENTS
 from zeekndm.yamlfile import FieldReader
 
-KINDS = ("zeek_dir", "dir", "file", "unix_dgram", "unix_stream")
+KINDS = ("zeek_dir", "dir", "file", "unix_dgram", "unix_stream", "kafka")
 SOCKET_KINDS = ("unix_dgram", "unix_stream")
 DEFAULT_PATTERNS = ("conn.log", "notice.log")
 MAX_OPEN_FILES = 64
@@ -72,11 +74,18 @@ def _formats() -> tuple[str, ...]:
     return tuple(sorted(PARSERS))
 
 
-def parse_inputs(raw: list[Any], errors: list, file: str | None = None) -> list[InputSpec]:
+def parse_inputs(raw: list[Any], errors: list, file: str | None = None) -> list[Any]:
     """The `inputs:` list of the config; each mistake is appended to `errors` with its key."""
-    specs: list[InputSpec] = []
+    specs: list[Any] = []
     for i, item in enumerate(raw):
         where = f"inputs[{i}]"
+        if isinstance(item, dict) and item.get("type") == "kafka":
+            from zeekndm.live.kafka.spec import parse_kafka_input
+
+            kafka = parse_kafka_input(item, where, errors, file=file)
+            if kafka is not None:
+                specs.append(kafka)
+            continue
         if not isinstance(item, dict):
             errors.append(
                 ConfigError(
@@ -123,9 +132,14 @@ def parse_inputs(raw: list[Any], errors: list, file: str | None = None) -> list[
     return specs
 
 
-def input_from_arg(arg: str) -> InputSpec:
+def input_from_arg(arg: str) -> Any:
     """`--input PATH`: a directory, a file, or a socket (`unix_dgram:PATH`, `unix_stream:PATH`,
-    or an existing socket file, taken as unix_dgram as Suricata's default)."""
+    or an existing socket file, taken as unix_dgram as Suricata's default), or Kafka topics
+    (`kafka://BROKER/TOPIC?group=NAME`)."""
+    if arg.startswith("kafka://"):
+        from zeekndm.live.kafka.spec import kafka_spec_from_url
+
+        return kafka_spec_from_url(arg)
     for kind in SOCKET_KINDS:
         if arg.startswith(kind + ":"):
             path = arg[len(kind) + 1 :]

@@ -10,7 +10,10 @@ Metric names (all prefixed `zeekndm_`): records_total / records_per_second per i
 file_lag_bytes / file_lag_seconds per file, bad_lines_total per input and reason,
 late_records_total, tracked_sources, alerts_total per model and state, spool_alerts and
 spool_bytes, delivery_retries_total and dead_letters_total per output,
-last_commit_timestamp_seconds. `zeekndm status` prints the same numbers from the registry.
+last_commit_timestamp_seconds; with a Kafka input also kafka_lag_messages /
+kafka_lag_seconds and kafka_misplaced_records_total per topic and partition, and
+kafka_rebalance_partitions_total per event (assigned, revoked, lost). `zeekndm status`
+prints the same numbers from the registry.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class MetricsSnapshot:
     retries: dict[str, int] = field(default_factory=dict)  # output -> retries
     dead_letters: dict[str, int] = field(default_factory=dict)
     last_commit: float | None = None
+    # a Kafka input: per (topic, partition) owned, and rebalance events by kind
+    kafka_lag_messages: dict[tuple[str, str], int] = field(default_factory=dict)
+    kafka_lag_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    kafka_misplaced: dict[tuple[str, str], int] = field(default_factory=dict)
+    kafka_rebalances: dict[str, int] = field(default_factory=dict)  # assigned/revoked/lost
 
 
 def _families(snap: MetricsSnapshot):
@@ -109,6 +117,35 @@ def _families(snap: MetricsSnapshot):
         ["output"],
         snap.dead_letters,
     )
+    if snap.kafka_rebalances or snap.kafka_lag_messages:
+        yield labelled(
+            GaugeMetricFamily,
+            "zeekndm_kafka_lag_messages",
+            "messages between the consumer's position and the end of the partition",
+            ["topic", "partition"],
+            snap.kafka_lag_messages,
+        )
+        yield labelled(
+            GaugeMetricFamily,
+            "zeekndm_kafka_lag_seconds",
+            "age of the last message read while more wait (0 when caught up)",
+            ["topic", "partition"],
+            snap.kafka_lag_seconds,
+        )
+        yield labelled(
+            CounterMetricFamily,
+            "zeekndm_kafka_misplaced_records",
+            "records whose source belongs to another partition (topic not keyed by source)",
+            ["topic", "partition"],
+            snap.kafka_misplaced,
+        )
+        yield labelled(
+            CounterMetricFamily,
+            "zeekndm_kafka_rebalance_partitions",
+            "partitions assigned, revoked or lost in consumer group rebalances",
+            ["event"],
+            snap.kafka_rebalances,
+        )
     commit = GaugeMetricFamily(
         "zeekndm_last_commit_timestamp_seconds", "when the registry was last committed"
     )

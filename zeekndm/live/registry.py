@@ -213,9 +213,12 @@ class RegistryState:
     totals: Totals = field(default_factory=Totals)
     ndjson: dict[str, int] = field(default_factory=dict)
     committed_at: float | None = None
+    #: A Kafka input's view at the commit (group, member, per-partition offsets, lag and
+    #: counters), for `zeekndm status`; its state and offsets live in Kafka itself.
+    kafka: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "follow": self.follow.to_dict(),
             "detector": self.detector,
             "streams": {k: h.to_dict() for k, h in self.streams.items()},
@@ -224,6 +227,9 @@ class RegistryState:
             "committed_at": self.committed_at,
             "version": REGISTRY_VERSION,
         }
+        if self.kafka is not None:
+            out["kafka"] = self.kafka
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RegistryState:
@@ -235,6 +241,10 @@ class RegistryState:
             log.warning("registry: detector is %s, not a mapping; ignored", _kind(detector))
             detector = None
         committed_at = data.get("committed_at")
+        kafka = data.get("kafka")
+        if kafka is not None and not isinstance(kafka, dict):
+            log.warning("registry: kafka is %s, not a mapping; ignored", _kind(kafka))
+            kafka = None
         return cls(
             follow=FollowState.from_dict(data.get("follow")),
             detector=detector,
@@ -244,6 +254,7 @@ class RegistryState:
             committed_at=float(committed_at)
             if isinstance(committed_at, (int, float)) and not isinstance(committed_at, bool)
             else None,
+            kafka=kafka,
         )
 
 

@@ -44,6 +44,7 @@ class Status:
     spool_alerts: int = 0
     spool_bytes: int = 0
     dead_letters: int = 0
+    kafka: dict[str, Any] | None = None  # a Kafka input's group, partitions and lag
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +69,7 @@ class Status:
             "spool_alerts": self.spool_alerts,
             "spool_bytes": self.spool_bytes,
             "dead_letters": self.dead_letters,
+            **({"kafka": self.kafka} if self.kafka is not None else {}),
         }
 
     def lines(self, now: float | None = None) -> list[str]:
@@ -91,6 +93,7 @@ class Status:
         for f in self.files:
             lag = "gone from its path" if f.lag_bytes is None else f"{f.lag_bytes}B behind"
             out.append(f"file {f.path}: line {f.line}, offset {f.offset}, {lag}")
+        out.extend(kafka_lines(self.kafka))
         out.append(
             f"spool: {self.spool_alerts} alerts ({self.spool_bytes} bytes); "
             f"dead letters: {self.dead_letters}"
@@ -105,6 +108,7 @@ def read_status(state_dir: str | os.PathLike) -> Status:
     raw = Registry(directory).load()
     state = RegistryState.from_dict(raw)
     tracks = (state.detector or {}).get("tracks")
+    kafka_parts = (state.kafka or {}).get("partitions") if isinstance(state.kafka, dict) else None
     files = []
     for f in state.follow.files:
         try:
@@ -137,12 +141,42 @@ def read_status(state_dir: str | os.PathLike) -> Status:
         bad_lines=state.totals.bad_lines,
         notices=state.totals.notices,
         alerts=dict(state.totals.alerts),
-        tracked_sources=len({(t[0], t[1]) for t in tracks}) if isinstance(tracks, list) else 0,
+        tracked_sources=len({(t[0], t[1]) for t in tracks})
+        if isinstance(tracks, list)
+        else sum(
+            p.get("tracked_sources", 0)
+            for p in kafka_parts or []
+            if isinstance(p, dict) and isinstance(p.get("tracked_sources", 0), int)
+        ),
         files=files,
         spool_alerts=spool_alerts,
         spool_bytes=spool_bytes,
         dead_letters=dead,
+        kafka=state.kafka,
     )
+
+
+def kafka_lines(kafka: dict[str, Any] | None) -> list[str]:
+    """A Kafka input's part of the status: the group, and each partition owned at the last
+    commit with its committed offset, lag and counters."""
+    if not isinstance(kafka, dict):
+        return []
+    rebalances = kafka.get("rebalances") or {}
+    out = [
+        f"kafka group {kafka.get('group')} as {kafka.get('member')}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(rebalances.items()))
+        + (" partitions in rebalances" if rebalances else "no rebalance yet")
+    ]
+    for p in kafka.get("partitions") or []:
+        if not isinstance(p, dict):
+            continue
+        bad = p.get("bad_lines", 0)
+        out.append(
+            f"partition {p.get('topic')}[{p.get('partition')}]: offset {p.get('offset')}, "
+            f"lag {p.get('lag_messages', 0)} messages / {p.get('lag_seconds', 0):.0f} s, "
+            f"records {p.get('records', 0)}, bad {bad}, misplaced {p.get('misplaced', 0)}"
+        )
+    return out
 
 
 def _lock_holder(directory: Path) -> int | None:

@@ -52,7 +52,7 @@ import orjson
 
 from zeekndm.enrich import DATASET, Alert
 from zeekndm.errors import ConfigError, ConfigErrors, SinkError
-from zeekndm.redact import Redactor, check_secret, has_userinfo, redact_url
+from zeekndm.redact import Redactor, has_userinfo, load_secret, redact_url
 from zeekndm.sinks.base import SendResult
 from zeekndm.sinks.spool import Spool
 
@@ -288,35 +288,13 @@ def check_url(url: Any, key: str, where_secrets_go: str = _WHERE_SECRETS_GO) -> 
 
 def resolve_secret(settings: StoreSettings, base: str) -> str | None:
     """The secret named by `<base>_env` or `<base>_file`, validated (SinkError otherwise)."""
-    env_name = getattr(settings, f"{base}_env", None)
-    file_name = getattr(settings, f"{base}_file", None)
-    header_token = base != "password"
-    if env_name:
-        key = f"{settings.CONFIG_KEY}.{base}_env"
-        value = os.environ.get(env_name)
-        if not value:
-            raise SinkError(f"environment variable {env_name} is not set", key=key)
-        try:
-            return check_secret(
-                value, f"environment variable {env_name}", header_token=header_token
-            )
-        except ValueError as exc:
-            raise SinkError(str(exc), key=key) from None
-    if file_name:
-        key = f"{settings.CONFIG_KEY}.{base}_file"
-        try:
-            value = Path(file_name).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise SinkError(
-                f"cannot read the secret file: {exc.strerror}", file=file_name, key=key
-            ) from None
-        except UnicodeDecodeError:
-            raise SinkError("the secret file is not UTF-8 text", file=file_name, key=key) from None
-        try:
-            return check_secret(value, "the secret file", header_token=header_token)
-        except ValueError as exc:
-            raise SinkError(str(exc), file=file_name, key=key) from None
-    return None
+    return load_secret(
+        getattr(settings, f"{base}_env", None),
+        getattr(settings, f"{base}_file", None),
+        f"{settings.CONFIG_KEY}.{base}",
+        header_token=base != "password",
+        error=SinkError,
+    )
 
 
 @dataclass(frozen=True, slots=True)
