@@ -16,9 +16,11 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,26 @@ def members():
     yield make
     for m in made:
         m.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The metrics endpoint's samples by name and labels ({} while it is not up)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 def wait_until(predicate, timeout: float, what: str, context=lambda: "") -> None:
@@ -329,10 +351,38 @@ def test_bad_messages_are_counted_per_partition_and_never_stop_the_consumer(
             parts.extend([1, 1, 1])
             rounds += 1
     produce(bootstrap, topic, values, partitions=parts)
-    m = members(tmp_path, "m", kafka_config(tmp_path, bootstrap, topic, group))
+    port = free_port()
+    cfg = kafka_config(tmp_path, bootstrap, topic, group, f"metrics:\n  listen: 127.0.0.1:{port}\n")
+    m = members(tmp_path, "m", cfg)
     m.start()
     wait_until(lambda: sum(m.committed().values()) == len(values), 60, "every message", m.text)
+    # the metrics endpoint: per-partition records, bad records by reason, lag, rebalances
+    wait_until(
+        lambda: scrape(port).get(f'zeekndm_records_total{{input="{topic}[1]"}}', 0) > 0,
+        10,
+        "the metrics after the last commit",
+    )
+    got = scrape(port)
+    assert got[f'zeekndm_bad_lines_total{{input="{topic}[1]",reason="invalid JSON"}}'] == rounds
+    assert sum(got[f'zeekndm_records_total{{input="{topic}[{p}]"}}'] for p in (0, 1)) == len(lines)
+    for p in (0, 1):
+        assert got[f'zeekndm_kafka_lag_messages{{partition="{p}",topic="{topic}"}}'] == 0
+        assert got[f'zeekndm_kafka_lag_seconds{{partition="{p}",topic="{topic}"}}'] == 0
+    assert got['zeekndm_kafka_rebalance_partitions_total{event="assigned"}'] == 2
     assert m.stop() == 0
+    # `zeekndm status`: the group, the member, each partition's offset, lag and counts
+    status = subprocess.run(
+        [sys.executable, "-m", "zeekndm", "status", "--state-dir", str(m.state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"kafka group {group} as " in status.stdout and "assigned 2" in status.stdout
+    committed = m.committed()
+    for p in (0, 1):
+        assert f"partition {topic}[{p}]: offset {committed[p]}, lag 0 messages" in status.stdout
+    assert f"bad {3 * rounds}, misplaced 0" in status.stdout
     view = {p["partition"]: p for p in m.registry()["kafka"]["partitions"]}
     assert view[1]["bad_by_reason"] == {
         "invalid JSON": rounds,

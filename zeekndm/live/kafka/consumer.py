@@ -69,7 +69,7 @@ klog = logging.getLogger("zeekndm.live.kafka")
 BATCH = 1000
 """Messages taken from the consumer at once."""
 POLL_WAIT = 0.2
-"""Seconds one consume may wait for messages."""
+"""Seconds the loop waits for a first message when none is queued."""
 IDLE_SWEEP_AFTER = 60.0
 """Wall-clock seconds without a record in a partition after which its event time is
 advanced by the idle time (every IDLE_STEP), so that its episodes still end when its
@@ -375,8 +375,16 @@ class KafkaRunner:
         next_config_check = now + 1.0
         self._rate_mark = (now, self.totals.records)
         consume = self.consumer.consume
+        poll = self.consumer.poll
         while not self.stop_requested:
-            messages = consume(BATCH, POLL_WAIT)
+            # What is queued, up to BATCH, without waiting; when nothing is, wait for the
+            # first message only (consume(BATCH, wait) would hold a trickle of records
+            # until BATCH arrived or the wait ran out: latency for nothing).
+            messages = consume(BATCH, 0)
+            if not messages:
+                first = poll(POLL_WAIT)
+                if first is not None:
+                    messages = [first, *consume(BATCH - 1, 0)]
             if messages:
                 self._feed(messages)
             now = clock()

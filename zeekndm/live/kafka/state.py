@@ -250,6 +250,9 @@ class StateStore:
                     "isolation.level": "read_committed",
                     "enable.partition.eof": True,
                     "auto.offset.reset": "earliest",
+                    # a restore reads to the end of a partition: the broker's answer at the
+                    # end is what tells it so; don't let it hold that fetch 500 ms
+                    "fetch.wait.max.ms": 10,
                 }
             )
         return self._reader
@@ -326,7 +329,10 @@ class StateStore:
                         f"reading the state topic {self.topic} partition {sp} took longer "
                         f"than {RESTORE_TIMEOUT:.0f} s"
                     )
-                batch = consumer.consume(500, 0.5)
+                batch = consumer.consume(500, 0)  # what is there, without waiting
+                if not batch:
+                    first = consumer.poll(0.5)
+                    batch = [first] if first is not None else []
                 done = False
                 for msg in batch:
                     err = msg.error()
