@@ -57,6 +57,7 @@ from zeekndm.readers import sensor_type
 from zeekndm.sinks.base import (
     CountingSink,
     InterruptibleSink,
+    RemoteSink,
     ReopenableSink,
     ResumableSink,
     SpoolHolder,
@@ -446,13 +447,19 @@ class KafkaRunner:
             for item in items:
                 try:
                     if type(item) is Flow:
-                        if check and not keycheck.check(
-                            part.topic,
-                            item.src,
-                            part.partition,
-                            part.partitions,
-                            msg.key(),
-                            f"{part.where}:{offset}",
+                        # the cached expected partition first: the full check (and the
+                        # text naming the record) only for a record that fails it
+                        if (
+                            check
+                            and keycheck.expected(item.src, part.partitions) != part.partition
+                            and not keycheck.check(
+                                part.topic,
+                                item.src,
+                                part.partition,
+                                part.partitions,
+                                msg.key(),
+                                f"{part.where}:{offset}",
+                            )
                         ):
                             part.counters["_misplaced"] += 1
                         ts = item[0]
@@ -878,9 +885,8 @@ class KafkaRunner:
                 where = "stdout" if sink.position() is None else str(
                     self.output or self.config.ndjson_path
                 )  # fmt: skip
-            elif isinstance(sink, SpoolHolder):
-                es = self.config.elasticsearch
-                where = self.elasticsearch_url or (", ".join(es.hosts) if es else "?")
+            elif isinstance(sink, RemoteSink):
+                where = sink.endpoint or "?"  # Elasticsearch or OpenSearch, redacted
             else:
                 where = ""
             outputs.append(f"{sink.name} ({where})" if where else sink.name)
