@@ -38,6 +38,21 @@ def test_auto_finds_zeek_json_and_eve_per_partition():
     assert eve.stats.skipped_by_reason  # its dns events are skipped, and counted
 
 
+@pytest.mark.parametrize("writer", [write_zeek_json, write_eve], ids=["zeek_json", "eve"])
+def test_records_on_unwatched_ports_are_counted_not_parsed_as_replay_does(writer):
+    lines = lines_of(writer)
+    everything = [r for i, ln in enumerate(lines) for r in reader().records(ln, i)]
+    watched = {f.dport for f in everything if type(f) is Flow} - {443}
+    filtering = reader(dports=watched)
+    kept = [r for i, ln in enumerate(lines) for r in filtering.records(ln, i)]
+    on_443 = sum(1 for f in everything if f.dport == 443)
+    assert on_443 > 0 and filtering.filtered == on_443
+    assert kept == [f for f in everything if f.dport != 443]
+    filtering.set_dports(None)  # a reload enabling a model on every port: all parsed again
+    again = [r for i, ln in enumerate(lines) for r in filtering.records(ln, i)]
+    assert again == everything and filtering.filtered == on_443
+
+
 def test_zeek_kafka_tagged_json_is_unwrapped_by_log_name():
     r = reader()
     line = lines_of(write_zeek_json)[0]

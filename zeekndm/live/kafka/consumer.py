@@ -51,6 +51,7 @@ from zeekndm.live.kafka.spec import ClientSecrets, KafkaClientError, KafkaSpec, 
 from zeekndm.live.kafka.state import PartitionState, StateStore
 from zeekndm.live.metrics import MetricsEndpoint, MetricsSnapshot
 from zeekndm.live.registry import Registry, RegistryState, Totals
+from zeekndm.models import watched_ports
 from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
 from zeekndm.readers import sensor_type
@@ -111,6 +112,7 @@ class Partition:
     last_message_ts: float | None = None  # wall time the last message read was produced
     observer: Observer | None = None
     observer_format: str | None = None
+    filtered_seen: int = 0  # of reader.filtered, already counted as records
 
     @property
     def where(self) -> str:
@@ -435,6 +437,9 @@ class KafkaRunner:
                 part.last_message_ts = ts_ms / 1000.0
             reader = part.reader
             stats = reader.stats
+            # the partition is not quiet: its records may all be on unwatched ports
+            part.last_record = now
+            part.idle_base = None
             items = reader.records(msg.value(), offset)
             if not items:
                 continue
@@ -483,8 +488,12 @@ class KafkaRunner:
                     continue
                 records += 1
                 stats.records += 1
-            part.last_record = now
-            part.idle_base = None
+        for part in parts.values():  # records the prefilter passed over are records too
+            filtered = part.reader.filtered
+            if filtered != part.filtered_seen:
+                part.reader.stats.records += filtered - part.filtered_seen
+                records += filtered - part.filtered_seen
+                part.filtered_seen = filtered
         self.totals.records += records
 
     def _idle(self, now: float) -> None:
@@ -608,6 +617,7 @@ class KafkaRunner:
             models=config.models,
             fields=self.spec.fields,
             max_message_bytes=self.spec.max_message_bytes,
+            dports=watched_ports(detector.models),
         )
         counters: Counter = Counter()
         if state is not None:
@@ -967,6 +977,7 @@ class KafkaRunner:
         for part in self.parts.values():
             part.detector.set_models(new.enabled_models, self._classifier)
             part.reader.set_models(new.models)
+            part.reader.set_dports(watched_ports(part.detector.models))
         for what in ("inputs", "elasticsearch", "ndjson_path", "state_dir", "detector"):
             if getattr(new, what) != getattr(self.config, what):
                 log.warning("config reload: %s changed; restart zeekndm to apply it", what)

@@ -79,6 +79,7 @@ class PartitionReader:
         models: Any = None,
         fields: tuple[str, ...] | None = None,
         max_message_bytes: int = 1 << 20,
+        dports: set[int] | None = None,
     ) -> None:
         self.where = where
         self.stats = LiveReadStats(where, clock)
@@ -91,6 +92,8 @@ class PartitionReader:
         if fmt == "zeek_tsv_lines":
             self.header = tsv_header(fields or CONN_FIELDS)
         self._unrecognised_logged = False
+        #: Responder ports the enabled models watch: replay's prefilter (None: parse all).
+        self.dports = dports
 
     # -- state carried with the partition ---------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +118,18 @@ class PartitionReader:
             self.header = [h.encode("latin-1") for h in header[:64]]
             self._parsers.pop("zeek_tsv_lines", None)
 
+    def set_dports(self, dports: set[int] | None) -> None:
+        """Records on other responder ports are only counted, not parsed, as `replay`
+        and live mode's files do (`filtered`)."""
+        self.dports = dports
+        for parser in self._parsers.values():
+            _set_filter(parser, dports)
+
+    @property
+    def filtered(self) -> int:
+        """Records passed over by the prefilter so far (they are records, not parsed)."""
+        return sum(getattr(p, "filtered", 0) for p in self._parsers.values())
+
     def set_models(self, models: Any) -> None:
         self.models = models
         notice = self._parsers.get("zeek_notice")
@@ -131,6 +146,7 @@ class PartitionReader:
                     parse_line(parser, 0, line, self.stats)
             else:
                 parser = make_parser(fmt, models=self.models)
+            _set_filter(parser, self.dports)
             self._parsers[fmt] = parser
         return parser
 
@@ -216,6 +232,12 @@ class PartitionReader:
             log.info("reading %s (zeek_json, zeek-kafka tagged)", self.where)
         item = parse_line(self._parser(fmt), offset, orjson.dumps(inner), self.stats)
         return [item] if item is not None else []
+
+
+def _set_filter(parser: Any, dports: set[int] | None) -> None:
+    set_filter = getattr(parser, "set_dport_filter", None)
+    if set_filter is not None:
+        set_filter(dports)
 
 
 def _brief(exc: ZeekNDMError) -> str:
