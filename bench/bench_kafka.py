@@ -547,7 +547,11 @@ def render(args, rows, lats, take, produced, before, after, kafka_version) -> st
         )
     out += [
         "",
-        "(alerts: replay's without its end-of-input END records; the members' distinct ids.)",
+        "(alerts: replay's without its end-of-input END records; the members' distinct ids.) "
+        "A member reads message by message: replay's prefilter passes over the records on "
+        "unwatched ports, but in Python (the compiled core's block scan, which makes replay "
+        "fast, is not used on messages), and it commits a Kafka transaction every second; "
+        "the two members share the 2 vCPUs with the broker and this script.",
         "",
         f"Latency, produce to alert: one member on a {args.partitions}-partition topic; "
         f"records produced at the rate below for {args.seconds:g} s in batches every "
