@@ -53,6 +53,38 @@ def test_records_on_unwatched_ports_are_counted_not_parsed_as_replay_does(writer
     assert again == everything and filtering.filtered == on_443
 
 
+@pytest.mark.parametrize("writer", [write_zeek_json, write_eve], ids=["zeek_json", "eve"])
+def test_a_batch_of_messages_reads_as_each_message_alone_on_both_cores(writer, core_path):
+    """A consumed batch goes through the block scan (compiled core) or line by line: the
+    same records at the same offsets, the same filtered, bad and skipped counts, with odd
+    messages (several lines, too long, empty, not JSON, zeek-kafka's tagged form) between
+    runs of plain ones."""
+    lines = lines_of(writer) * 2
+    tagged = b'{"conn": ' + lines_of(write_zeek_json)[3] + b"}"
+    odd = [b"not json", b"", lines[0] + b"\n" + lines[1], b"{" + b" " * 5000 + b"}", tagged]
+    messages: list[tuple[int, bytes | None]] = []
+    for i, line in enumerate(lines):
+        messages.append((len(messages), line))
+        if i % 17 == 5:
+            messages.append((len(messages), odd[(i // 17) % len(odd)]))
+    watched = {27017, 389, 53}
+
+    def fresh() -> PartitionReader:
+        r = reader(dports=watched, max_message_bytes=4096)
+        r.records(lines[0], -1)  # the format is found on a first message
+        return r
+
+    one, together = fresh(), fresh()
+    want = [(o, r) for o, v in messages for r in one.records(v, o)]
+    got = list(together.batch(messages[:40])) + list(together.batch(messages[40:]))
+    assert got == want and len(want) > 0
+    assert together.filtered == one.filtered > 0
+    for name in ("lines", "bad_lines"):
+        assert getattr(together.stats, name) == getattr(one.stats, name)
+    assert together.stats.bad_by_reason == one.stats.bad_by_reason
+    assert together.stats.skipped_by_reason == one.stats.skipped_by_reason
+
+
 def test_zeek_kafka_tagged_json_is_unwrapped_by_log_name():
     r = reader()
     line = lines_of(write_zeek_json)[0]

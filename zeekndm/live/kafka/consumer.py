@@ -417,39 +417,50 @@ class KafkaRunner:
         keycheck = self.keycheck
         now = self.clock()
         records = 0
+        # each partition's messages of this batch, in order, then parsed together
+        runs: dict[tuple[str, int], list[tuple[int, bytes | None]]] = {}
+        by_offset: dict[tuple[str, int], dict[int, Any]] = {}  # for the key check's text
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     self._on_error(err)
                 continue
-            part = parts.get((msg.topic(), msg.partition()))
+            tp = (msg.topic(), msg.partition())
+            part = parts.get(tp)
             if part is None:
                 continue  # revoked meanwhile: its new owner reads it from the commit
             offset = msg.offset()
             if offset < part.next_offset:
                 continue
             part.next_offset = offset + 1
-            part.dirty = True
-            self._since_commit += 1
             ts_type, ts_ms = msg.timestamp()
             if ts_type:
                 part.last_message_ts = ts_ms / 1000.0
-            reader = part.reader
-            stats = reader.stats
+            run = runs.get(tp)
+            if run is None:
+                run = runs[tp] = []
+                by_offset[tp] = {}
+            run.append((offset, msg.value()))
+            by_offset[tp][offset] = msg
+        for tp, run in runs.items():
+            part = parts[tp]
+            part.dirty = True
+            self._since_commit += len(run)
             # the partition is not quiet: its records may all be on unwatched ports
             part.last_record = now
             part.idle_base = None
-            items = reader.records(msg.value(), offset)
-            if not items:
-                continue
-            if part.observer_format != reader.format or part.observer is None:
-                part.observer_format = reader.format
-                part.observer = Observer(self.config.sensor_name, sensor_type(reader.format))
-            pipeline.observer = part.observer
+            reader = part.reader
+            stats = reader.stats
+            if part.observer is not None:
+                pipeline.observer = part.observer
             observe = part.detector.observe
             clock = part.clock
-            for item in items:
+            for offset, item in reader.batch(run):
+                if part.observer_format is not reader.format or part.observer is None:
+                    part.observer_format = reader.format
+                    part.observer = Observer(self.config.sensor_name, sensor_type(reader.format))
+                    pipeline.observer = part.observer
                 try:
                     if type(item) is Flow:
                         # the cached expected partition first: the full check (and the
@@ -462,7 +473,7 @@ class KafkaRunner:
                                 item.src,
                                 part.partition,
                                 part.partitions,
-                                msg.key(),
+                                by_offset[tp][offset].key(),
                                 f"{part.where}:{offset}",
                             )
                         ):
