@@ -548,10 +548,12 @@ def render(args, rows, lats, take, produced, before, after, kafka_version) -> st
     out += [
         "",
         "(alerts: replay's without its end-of-input END records; the members' distinct ids.) "
-        "A member reads message by message: replay's prefilter passes over the records on "
-        "unwatched ports, but in Python (the compiled core's block scan, which makes replay "
-        "fast, is not used on messages), and it commits a Kafka transaction every second; "
-        "the two members share the 2 vCPUs with the broker and this script.",
+        "A member's CPU seconds are well below its wall time: it waits for the broker, "
+        "which runs on the same 2 vCPUs (C1 JIT only, serial GC: a test engine), as do "
+        "the second member and this script, so one and two members come out alike here; "
+        "on a real cluster the members run on their own hosts. A member parses each "
+        "partition's messages of a batch together through the readers' block scan and "
+        "prefilter, as replay does, and commits a Kafka transaction every second.",
         "",
         f"Latency, produce to alert: one member on a {args.partitions}-partition topic; "
         f"records produced at the rate below for {args.seconds:g} s in batches every "
