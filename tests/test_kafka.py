@@ -208,19 +208,20 @@ def test_group_member_sigkilled_mid_stream_loses_and_duplicates_no_alert(
     for m in (a, b):
         m.wait_log("kafka: assigned")
     rng = random.Random(16)
-    producing = Producing(bootstrap, topic, lines, [source_of(ln) for ln in lines], rate=800.0)
+    keys = [source_of(ln) for ln in lines]
+    # the first half at once; `a` reads and commits some of its share of it
+    half = len(lines) // 2
+    produce(bootstrap, topic, lines[:half], keys[:half])
+    wait_until(lambda: sum(a.committed().values()) > 0, 60, "a's first commit", a.text)
+    # then the rest flows, and `a` dies at a random point of it (between two of its
+    # commits): about 3.6 s of records, killed after 15 to 35 % of them
+    rest = len(lines) - half
+    producing = Producing(bootstrap, topic, lines[half:], keys[half:], rate=500.0)
     producing.start()
-    # mid-stream: half the records out, `a` has committed some of its share, and a random
-    # point between two of its commits
-    wait_until(
-        lambda: producing.progress[0] >= len(lines) // 2 and sum(a.committed().values()) > 0,
-        30,
-        "half the records and a's first commit",
-        a.text,
-    )
-    time.sleep(rng.uniform(0.0, 0.5))
-    assert producing.is_alive()  # records still flow while `a` dies and `b` takes over
+    kill_at = int(rest * rng.uniform(0.15, 0.35))
+    wait_until(lambda: producing.progress[0] >= kill_at, 30, "the second half to flow")
     a.kill()
+    assert producing.progress[0] < rest - 1  # records still flow while `b` takes over
     producing.join(60)
     # `b` takes `a`'s partitions over (after the session timeout) and reads them to the end
     b.wait_log("kafka: assigned", count=2, timeout=40)
