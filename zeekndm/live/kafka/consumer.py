@@ -626,6 +626,7 @@ class KafkaRunner:
             self.spec.format,
             clock=self.clock,
             models=config.models,
+            notices=config.notices,
             fields=self.spec.fields,
             max_message_bytes=self.spec.max_message_bytes,
             dports=watched_ports(detector.models),
@@ -987,7 +988,7 @@ class KafkaRunner:
         self._classifier = new.classifier()
         for part in self.parts.values():
             part.detector.set_models(new.enabled_models, self._classifier)
-            part.reader.set_models(new.models)
+            part.reader.set_models(new.models, new.notices)
             part.reader.set_dports(watched_ports(part.detector.models))
         for what in ("inputs", "elasticsearch", "ndjson_path", "state_dir", "detector"):
             if getattr(new, what) != getattr(self.config, what):
@@ -1013,7 +1014,10 @@ class KafkaRunner:
         self._metrics_mark = (now, records)
         lag = self.lag()
         spool_alerts, spool_bytes = self.spool_depth()
-        retries = Counter()
+        # every output has its series from the start (at 0), as for file inputs
+        retries = Counter({sink.name: 0 for sink in self.pipeline.sinks})
+        dead = Counter({sink.name: 0 for sink in self.pipeline.sinks})
+        dead.update(self.pipeline.rejected)
         for sink in self.pipeline.sinks:
             if isinstance(sink, CountingSink):
                 retries[sink.name] += sink.stats.get("retried", 0)
@@ -1027,7 +1031,7 @@ class KafkaRunner:
             spool_alerts=spool_alerts,
             spool_bytes=spool_bytes,
             retries=dict(retries),
-            dead_letters=dict(self.pipeline.rejected),
+            dead_letters=dict(dead),
             last_commit=self.last_commit_wall,
             kafka_lag_messages={(t, str(p)): v[0] for (t, p), v in lag.items()},
             kafka_lag_seconds={(t, str(p)): v[1] for (t, p), v in lag.items()},

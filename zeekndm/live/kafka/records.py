@@ -77,6 +77,7 @@ class PartitionReader:
         *,
         clock: Callable[[], float],
         models: Any = None,
+        notices: Any = None,
         fields: tuple[str, ...] | None = None,
         max_message_bytes: int = 1 << 20,
         dports: set[int] | None = None,
@@ -86,6 +87,7 @@ class PartitionReader:
         self.requested = fmt
         self.format: str | None = None if fmt == "auto" else fmt
         self.models = models
+        self.notices = notices
         self.max_message_bytes = max_message_bytes
         self._parsers: dict[str, LineParser] = {}
         self.header: list[bytes] = []
@@ -130,11 +132,15 @@ class PartitionReader:
         """Records passed over by the prefilter so far (they are records, not parsed)."""
         return sum(getattr(p, "filtered", 0) for p in self._parsers.values())
 
-    def set_models(self, models: Any) -> None:
+    def set_models(self, models: Any, notices: Any = None) -> None:
+        """A reloaded config: the notice parser gets the new models and notice mappings
+        (None keeps the ones in use)."""
         self.models = models
+        if notices is not None:
+            self.notices = notices
         notice = self._parsers.get("zeek_notice")
         if notice is not None and hasattr(notice, "set_models"):
-            notice.set_models(models)
+            notice.set_models(models, notices)
 
     # -- reading --------------------------------------------------------------------------
     def _parser(self, fmt: str) -> LineParser:
@@ -145,7 +151,7 @@ class PartitionReader:
                 for line in self.header:
                     parse_line(parser, 0, line, self.stats)
             else:
-                parser = make_parser(fmt, models=self.models)
+                parser = make_parser(fmt, models=self.models, notices=self.notices)
             _set_filter(parser, self.dports)
             self._parsers[fmt] = parser
         return parser
