@@ -36,6 +36,18 @@ source stays above its threshold. An episode ends once below threshold for the w
 (the sequential path: no new first contact for `idle_timeout`). A scan that resumes
 within an hour of its end continues the same episode, silently unless it escalates.
 
+Two implementations of the counting, one behaviour: with the compiled core
+(`zeekndm.core`), a model whose counted item is an address (every horizontal scan, the
+default models; fan-out on one port) keeps its tracks in native memory
+(`zeekndm._core.Track`, `Episode`) and `zeekndm._core.Counting.update` does `_update`,
+`_episode_add` and `_decide` step for step; the models counting ports keep `_Track`
+and this module's `_update`. The lifecycle (`_start`, `_emit`, `_end`, `_sweep`,
+`finish`) and snapshots are this module's code for both kinds of track, which answer
+the same attributes and methods (`size`, `window_count`, `evidence`, `new_episode`,
+`to_dict`); a snapshot has one form, so it restores on either core.
+`tests/test_counting.py` holds the two to the same detections, recorder calls,
+statistics and snapshots, record for record.
+
 Recorder hook (part of the contract, on every implementation of the detector): when
 `Detector.recorder` is set, the detector calls
 `recorder.counted(model, key, ts, outcome, window, distinct)` once for every record a
@@ -60,6 +72,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from zeekndm import core
 from zeekndm.detection import END, ESCALATED, ONGOING, START, Detection
 from zeekndm.flow import Flow, Outcome, Transport
 from zeekndm.models import SEVERITIES, Model
@@ -412,6 +425,35 @@ class _Track:
         self.last_end = float("-inf")
         self.ep: _Episode | None = None
 
+    def size(self) -> int:
+        """Items kept (what the budget counts)."""
+        return len(self.items)
+
+    def window_count(self) -> int:
+        """Distinct items in the window."""
+        return len(self.win)
+
+    @staticmethod
+    def new_episode() -> "_Episode":
+        return _Episode()
+
+    def evidence(self, early: bool, late: list | None, window: float, ts: float) -> list:
+        """The items an episode's start reports, by first contact: for the sequential
+        path those of the current evidence; else those seen since the window that
+        crossed (the current one, or for a late record, `late`: the busiest past
+        window holding it) began."""
+        items = self.items
+        if early:
+            epoch = self.epoch
+            held = [e for e in items.values() if e[10] == epoch]
+        else:
+            crossing = self.win if late is None else late
+            firsts = [items[k][0] for k in crossing if k in items]
+            since = (min(firsts) if firsts else ts) - window
+            held = [e for e in items.values() if e[1] >= since]
+        held.sort(key=_first)
+        return held
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name in self.__slots__:
@@ -484,6 +526,7 @@ class _ModelRuntime:
         "any_discards",
         "horizontal",
         "low",
+        "fast",
     )
 
     def __init__(self, model: Model, cap: int, funnel: ModelFunnel) -> None:
@@ -522,6 +565,31 @@ class _ModelRuntime:
         self.low = t.lowest
         if not self.early:
             self.early_n = 1 << 62  # never: keeps the hot path's test to one comparison
+        self.fast: Any = None  # the model's constants for the compiled counting, if in use
+
+    def compile(self, native: Any) -> None:
+        """Prepare the model for the compiled counting (`zeekndm._core.ModelFast`); a
+        model it cannot take stays on the Python path (`fast` None)."""
+        try:
+            self.fast = native.ModelFast(
+                self.name,
+                self.track_by,
+                self.count,
+                self.window,
+                self.grain,
+                self.cap,
+                self.low,
+                self.early,
+                self.early_n,
+                self.early_ratio,
+                self.ratio or 0.0,
+                self.update,
+                self.raise_on_answer,
+                [n for _, n in self.levels],
+                list(self.sev_of_level),
+            )
+        except (TypeError, ValueError, OverflowError):
+            self.fast = None
 
     def discarded(self, src: str, dst: str) -> bool:
         if not self.dsrc and not self.ddst:
@@ -580,6 +648,26 @@ class Detector:
         self._sample_size = self.settings.sample_size
         self._n_items = 0  # items over all tracks (the budget's count)
         self._late_items: list | None = None  # the crossing past window's items
+        # the per-record counting: compiled (zeekndm._core.Counting, the same steps on
+        # the same objects) when the compiled core is in use, else `_update`
+        native = core.native
+        self._engine: Any = None
+        if native is not None and hasattr(native, "Counting"):
+            self._engine = native.Counting(
+                Detector._update,
+                _NA,
+                _REJ,
+                _EST,
+                _ABT,
+                ESCALATED,
+                ONGOING,
+                self.settings.max_tracked_sources,
+                self._budget,
+                self._lateness,
+                self._sample_size,
+                _TOP_SEVERITY,
+            )
+        self._count = Detector._update if self._engine is None else self._engine.update
         self.set_models(models)
 
     # -- configuration ---------------------------------------------------------------
@@ -594,7 +682,9 @@ class Detector:
         for m in models:
             if m.enabled:
                 funnel = self.stats.funnel.setdefault(m.name, ModelFunnel())
-                runtimes[m.name] = _ModelRuntime(m, cap, funnel)
+                rt = runtimes[m.name] = _ModelRuntime(m, cap, funnel)
+                if self._engine is not None:
+                    rt.compile(core.native)
         # per transport: port -> models, and the wide port ranges (looked up once per
         # port, then cached in the port table); chosen by identity on the hot path, so
         # no record hashes an Enum
@@ -632,11 +722,28 @@ class Detector:
         self._udp = self._tables[Transport.UDP]
         self._icmp = self._tables[_ICMP]
         for key in [k for k in self._tracks if k[0] not in runtimes]:
-            self._n_items -= len(self._tracks.pop(key).items)
+            self._n_items -= self._tracks.pop(key).size()
             self._open.pop(key, None)
         for key in [k for k in self._quiet if k[0] not in runtimes]:
             del self._quiet[key]
         self._min_window = min((rt.window for rt in runtimes.values()), default=300.0)
+        self._sync_track_forms()
+
+    def _sync_track_forms(self) -> None:
+        """Give every track the form its model's runtime counts with (a reloaded model
+        may have changed what it counts): native for the compiled counting, `_Track`
+        for the Python one. The snapshot form is the same for both."""
+        if self._engine is None:
+            return
+        runtimes = self._runtimes
+        for key, track in self._tracks.items():
+            rt = runtimes[key[0]]
+            native_track = type(track) is not _Track
+            if native_track != (rt.fast is not None):
+                data = track.to_dict()
+                self._tracks[key] = (
+                    _Track.from_dict(data) if native_track else self._track_from_dict_for(rt, data)
+                )
 
     @property
     def models(self) -> list[Model]:
@@ -713,6 +820,7 @@ class Detector:
         bit = _BIT[si | di << 1]  # bit 0 of the index: source internal, bit 1: destination
         proxy = fs & PROXY
         in_direction = False
+        count = self._count
         for rt in runtimes:
             funnel = rt.funnel
             funnel.on_ports += 1
@@ -728,7 +836,7 @@ class Detector:
                 funnel.other_outcome += 1
                 continue
             funnel.counted += 1
-            detection = self._update(rt, flow)
+            detection = count(self, rt, flow)
             if detection is not None:
                 out = (out or []) + detection
         if in_direction:
@@ -1013,20 +1121,10 @@ class Detector:
         count: int,
     ) -> list[Detection] | None:
         """A new episode: gather the evidence that led up to it (one walk of the track)."""
-        if early:
-            epoch = track.epoch
-            held = [e for e in track.items.values() if e[10] == epoch]
-        else:
-            # the items of the window that crossed: the current one, or for a late
-            # record the busiest past window holding it
-            late = self._late_items if ts < track.last_ts - rt.window else None
-            crossing = track.win if late is None else late
-            firsts = [track.items[k][0] for k in crossing if k in track.items]
-            since = (min(firsts) if firsts else ts) - rt.window
-            held = [e for e in track.items.values() if e[1] >= since]
-        held.sort(key=lambda e: e[0])
+        late = None if early or ts >= track.last_ts - rt.window else self._late_items
+        held = track.evidence(early, late, rt.window, ts)
         size = self.settings.sample_size
-        track.ep = _Episode()
+        track.ep = track.new_episode()
         track.ep.level = level
         track.ep.early = early
         track.ep.threshold = rt.early_n if early else rt.levels[level][1]
@@ -1078,7 +1176,7 @@ class Detector:
         count: int | None = None,
         end_reason: str | None = None,
     ) -> Detection:
-        window_count = len(track.win)
+        window_count = track.window_count()
         if count is None:
             count = window_count
         if state != START:
@@ -1137,7 +1235,7 @@ class Detector:
     # -- housekeeping ----------------------------------------------------------------
     def _evict_stalest(self) -> None:
         key, track = self._tracks.popitem(last=False)
-        self._n_items -= len(track.items)
+        self._n_items -= track.size()
         self._open.pop(key, None)
         self.stats.evicted_sources += 1
 
@@ -1149,7 +1247,7 @@ class Detector:
         track is active (a storm of sweepers) a track above the lowest threshold makes
         room itself too, so the storm cannot make the detector forget whole sources."""
         self.stats.budget_evictions += 1
-        if len(track.items) >= rt.floor:
+        if track.size() >= rt.floor:
             return False
         tracks = self._tracks
         active_since = self.max_ts - rt.window
@@ -1157,7 +1255,7 @@ class Detector:
             stalest = next(iter(tracks.values()))
             if stalest is track:
                 break
-            if stalest.last_ts >= active_since and len(track.items) >= rt.low:
+            if stalest.last_ts >= active_since and track.size() >= rt.low:
                 return False
             self._evict_stalest()
         return self._n_items < self._budget
@@ -1222,7 +1320,7 @@ class Detector:
             key, t = next(iter(tracks.items()))
             if t.ep is not None or t.last_ts + runtimes[key[0]].idle >= horizon:
                 break
-            self._n_items -= len(tracks.popitem(last=False)[1].items)
+            self._n_items -= tracks.popitem(last=False)[1].size()
         quiet = self._quiet
         while quiet:
             key, value = next(iter(quiet.items()))
@@ -1254,6 +1352,20 @@ class Detector:
         return out
 
     # -- snapshot / restore (live mode restarts) -------------------------------------
+    def _track_from_dict(self, model_name: str, data: dict[str, Any]) -> Any:
+        """A track from its snapshot form: a native one for a model the compiled
+        counting takes, else `_Track` (the form is the same for both)."""
+        return self._track_from_dict_for(self._runtimes[model_name], data)
+
+    @staticmethod
+    def _track_from_dict_for(rt: _ModelRuntime, data: dict[str, Any]) -> Any:
+        if rt.fast is not None:
+            try:
+                return core.native.Track.from_dict(data)
+            except (TypeError, ValueError):
+                pass  # an item that is not an address string: the Python track takes it
+        return _Track.from_dict(data)
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-able window state, so a scan straddling a restart alerts once."""
         return {
@@ -1287,7 +1399,7 @@ class Detector:
         for model_name, tkey, tdata in data.get("tracks", []):
             if model_name in self._runtimes:
                 key = (model_name, _key(tkey))
-                track = self._tracks[key] = _Track.from_dict(tdata)
+                track = self._tracks[key] = self._track_from_dict(model_name, tdata)
                 self._n_items += len(track.items)
                 if track.ep is not None:
                     self._open[key] = None

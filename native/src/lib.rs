@@ -14,6 +14,9 @@
 //! (IPv6, a port with a leading zero, a time in exponent form, a wrong column count, a
 //! NUL byte, non-ASCII bytes) is an odd line.
 
+mod count;
+mod state;
+
 use memchr::{memchr, memchr_iter, memmem};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -533,6 +536,11 @@ fn filtered_out(line: &[u8], key: &memmem::Finder<'_>, watched: &[bool]) -> bool
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TsvScanner>()?;
     m.add_class::<JsonScanner>()?;
+    m.add_class::<count::ModelFast>()?;
+    m.add_class::<count::Counting>()?;
+    m.add_class::<state::Track>()?;
+    m.add_class::<state::Episode>()?;
+    m.add_class::<state::PaneView>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,580 @@
+//! The detector's per-record counting, compiled (`zeekndm._core.Counting`).
+//!
+//! `Counting.update(detector, rt, flow)` is `zeekndm.detect.Detector._update` step for
+//! step: the track (found, created, moved to the recency end), its item (first
+//! contact, cap and budget, counters), the window (latest contact per item, the
+//! ordered contacts, pruning), the recorder hook, the open episode's bookkeeping and
+//! the decision. It works on the detector's own Python objects (the tracks'
+//! OrderedDicts, the panes' dict and list, the episodes), so a snapshot, a restore, an
+//! episode's start and its alerts read exactly what the pure-Python path would have
+//! left there, and the two paths can take turns on one detector. What is rare or
+//! builds an alert is called back in Python: a record later than its track's window
+//! (the whole record), the start of an episode, escalations and updates, eviction,
+//! the budget's room-making and the window list's compaction.
+
+use crate::state::{bisect_right, key_str, window_items, Contact, Entry, Episode, Track};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple};
+
+const MAX_PORTS_KEPT: usize = 64;
+
+/// How a model picks its track key and counted item from a record.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// track_by source, count destinations (the horizontal scans)
+    Horizontal,
+    /// track_by (source, port), count destinations
+    SourcePort,
+    /// track_by destination, count sources
+    Destination,
+}
+
+/// A model's constants for the compiled path (`_ModelRuntime.fast`).
+#[pyclass(module = "zeekndm._core", frozen)]
+pub struct ModelFast {
+    name: Py<PyAny>,
+    shape: Shape,
+    count_sources: bool,
+    window: f64,
+    grain: f64,
+    cap: usize,
+    low: i64,
+    early: bool,
+    early_n: i64,
+    early_ratio: f64,
+    ratio: f64,
+    update: f64,
+    raise_on_answer: bool,
+    thresholds: Vec<i64>,
+    threshold_objs: Vec<Py<PyAny>>,
+    sev_of_level: Vec<i64>,
+}
+
+#[pymethods]
+impl ModelFast {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: Py<PyAny>,
+        track_by: &str,
+        count: &str,
+        window: f64,
+        grain: f64,
+        cap: usize,
+        low: i64,
+        early: bool,
+        early_n: i64,
+        early_ratio: f64,
+        ratio: f64,
+        update: f64,
+        raise_on_answer: bool,
+        thresholds: Vec<Py<PyAny>>,
+        sev_of_level: Vec<i64>,
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        let shape = match (track_by, count) {
+            ("source", "destinations") => Shape::Horizontal,
+            ("source_port", _) => Shape::SourcePort,
+            ("destination", _) => Shape::Destination,
+            // the counted item is a port: the track stays a Python one
+            _ => return Err(pyo3::exceptions::PyValueError::new_err("item not an address")),
+        };
+        let values = thresholds
+            .iter()
+            .map(|t| t.bind(py).extract::<i64>())
+            .collect::<PyResult<Vec<i64>>>()?;
+        if values.is_empty() || values.len() != sev_of_level.len() {
+            return Err(pyo3::exceptions::PyValueError::new_err("levels and severities differ"));
+        }
+        Ok(ModelFast {
+            name,
+            shape,
+            count_sources: count == "sources",
+            window,
+            grain,
+            cap,
+            low,
+            early,
+            early_n,
+            early_ratio,
+            ratio,
+            update,
+            raise_on_answer,
+            thresholds: values,
+            threshold_objs: thresholds,
+            sev_of_level,
+        })
+    }
+}
+
+/// A detector's compiled counting (one per `Detector`; holds no reference to it).
+#[pyclass(module = "zeekndm._core", frozen)]
+pub struct Counting {
+    update_py: Py<PyAny>,
+    na: Py<PyAny>,
+    rej: Py<PyAny>,
+    est: Py<PyAny>,
+    abt: Py<PyAny>,
+    escalated: Py<PyAny>,
+    ongoing: Py<PyAny>,
+    max_tracked: usize,
+    budget: i64,
+    lateness: f64,
+    sample_size: usize,
+    top_severity: i64,
+}
+
+fn get_i64(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<i64> {
+    obj.getattr(name)?.extract::<i64>()
+}
+
+fn get_f64(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<f64> {
+    obj.getattr(name)?.extract::<f64>()
+}
+
+
+
+fn call_list<'py>(py: Python<'py>, d: Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(PyList::new(py, [d])?.into_any().unbind())
+}
+
+impl Counting {
+    /// `Detector._episode_add` on a native episode.
+    #[allow(clippy::too_many_arguments)]
+    fn episode_add(
+        &self,
+        py: Python<'_>,
+        ep: &mut Episode,
+        flow: &Bound<'_, PyTuple>,
+        ts: f64,
+        entry: &Entry,
+        new: bool,
+        failed: bool,
+        ok: bool,
+    ) -> PyResult<()> {
+        ep.ep_attempts += 1;
+        if failed {
+            ep.ep_failures += 1;
+        } else if ok {
+            ep.ep_successes += 1;
+        }
+        let ports = ep.ports.bind(py).cast::<PySet>()?.clone();
+        if ports.len() < MAX_PORTS_KEPT {
+            ports.add(flow.get_item(4)?)?;
+        }
+        ep.transports.bind(py).cast::<PySet>()?.add(entry.transport.bind(py))?;
+        if ts < ep.episode_start {
+            ep.episode_start = ts;
+        }
+        let size = self.sample_size;
+        if new {
+            ep.ep_distinct += 1;
+            ep.ep_new += 1;
+            let sample = ep.sample.bind(py).cast::<PyList>()?.clone();
+            if sample.len() < size {
+                let peer = entry.peer.bind(py);
+                if !sample.contains(peer)? {
+                    sample.append(peer)?;
+                }
+            }
+            let uid = flow.get_item(7)?;
+            if uid.is_truthy()? {
+                let uids = ep.uids.bind(py).cast::<PyList>()?.clone();
+                if uids.len() < size {
+                    uids.append(uid)?;
+                }
+            }
+            let cid = flow.get_item(8)?;
+            if cid.is_truthy()? {
+                let cids = ep.cids.bind(py).cast::<PyList>()?.clone();
+                if cids.len() < size {
+                    cids.append(cid)?;
+                }
+            }
+        }
+        // the items are addresses: an item's label is its peer address
+        if ok && entry.answers == 1 {
+            let answered = ep.answered.bind(py).cast::<PyList>()?.clone();
+            if answered.len() < size {
+                answered.append(entry.peer.bind(py))?;
+            }
+        } else if new && failed {
+            let unanswered = ep.unanswered.bind(py).cast::<PyList>()?.clone();
+            if unanswered.len() < size {
+                unanswered.append(entry.peer.bind(py))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `Detector._decide`: no borrow of the track is held here (the Python calls read it).
+    #[allow(clippy::too_many_arguments)]
+    fn decide<'py>(
+        &self,
+        py: Python<'py>,
+        det: &Bound<'py, PyAny>,
+        fast: &ModelFast,
+        rt: &Bound<'py, PyAny>,
+        track: &Bound<'py, Track>,
+        tkey: &Bound<'py, PyAny>,
+        ts: f64,
+        ts_obj: &Bound<'py, PyAny>,
+        count: i64,
+        new: bool,
+        failed: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let levels = &fast.thresholds;
+        let (n_failures, n_attempts, n_first, n_failed_first, n_answered, ep) = {
+            let t = track.borrow();
+            (
+                t.n_failures,
+                t.n_attempts,
+                t.n_first,
+                t.n_failed_first,
+                t.n_answered,
+                t.ep.as_ref().map(|e| e.clone_ref(py)),
+            )
+        };
+        let mut level: i64 = -1;
+        if count >= fast.low
+            && (fast.ratio == 0.0 || (n_failures as f64) >= fast.ratio * n_attempts as f64)
+        {
+            level = 0;
+            while ((level + 1) as usize) < levels.len() && count >= levels[(level + 1) as usize] {
+                level += 1;
+            }
+        }
+        let Some(ep) = ep else {
+            if level >= 0 {
+                return Ok(det
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey, ts_obj, level, false, count))?
+                    .unbind());
+            }
+            if fast.early
+                && new
+                && n_first >= fast.early_n
+                && (n_failed_first as f64) >= fast.early_ratio * n_first as f64
+            {
+                return Ok(det
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey, ts_obj, 0, true, count))?
+                    .unbind());
+            }
+            return Ok(py.None());
+        };
+        let ep = ep.bind(py);
+        let (sev, above, old_sev, last_emit) = {
+            let mut e = ep.borrow_mut();
+            if e.level < 0 || e.level as usize >= levels.len() {
+                drop(e);
+                // never after a start; the Python decision keeps its indexing rules
+                return Ok(det
+                    .call_method1(intern!(py, "_decide"), (rt, track, tkey, ts_obj, count, new, failed))?
+                    .unbind());
+            }
+            let above = level >= 0 || (e.early && new && failed);
+            if above {
+                e.last_above = ts;
+            }
+            if level > e.level || (level >= 0 && e.early) {
+                if level > e.level {
+                    e.level = level;
+                }
+                e.threshold = fast.threshold_objs[e.level as usize].clone_ref(py);
+                e.early = false;
+            }
+            let mut sev = fast.sev_of_level[e.level as usize];
+            if fast.raise_on_answer && n_answered != 0 && e.ep_successes != 0 {
+                sev = (sev + 1).min(self.top_severity);
+            }
+            (sev, above, e.sev, e.last_emit)
+        };
+        if sev > old_sev
+            && det.call_method1(intern!(py, "_may_escalate"), (track, ts_obj))?.is_truthy()?
+        {
+            ep.borrow_mut().sev = sev;
+            let d = det.call_method1(
+                intern!(py, "_emit"),
+                (rt, track, self.escalated.bind(py), tkey, count),
+            )?;
+            return call_list(py, d);
+        }
+        if above && ts - last_emit >= fast.update {
+            let d =
+                det.call_method1(intern!(py, "_emit"), (rt, track, self.ongoing.bind(py), tkey, count))?;
+            return call_list(py, d);
+        }
+        Ok(py.None())
+    }
+}
+
+#[pymethods]
+impl Counting {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        update_py: Py<PyAny>,
+        na: Py<PyAny>,
+        rej: Py<PyAny>,
+        est: Py<PyAny>,
+        abt: Py<PyAny>,
+        escalated: Py<PyAny>,
+        ongoing: Py<PyAny>,
+        max_tracked: usize,
+        budget: i64,
+        lateness: f64,
+        sample_size: usize,
+        top_severity: i64,
+    ) -> Self {
+        Counting {
+            update_py,
+            na,
+            rej,
+            est,
+            abt,
+            escalated,
+            ongoing,
+            max_tracked,
+            budget,
+            lateness,
+            sample_size,
+            top_severity,
+        }
+    }
+
+    /// `Detector._update(rt, flow)` for `detector`: None, or the detections.
+    fn update<'py>(
+        &self,
+        py: Python<'py>,
+        det: &Bound<'py, PyAny>,
+        rt: &Bound<'py, PyAny>,
+        flow: &Bound<'py, PyAny>,
+    ) -> PyResult<Py<PyAny>> {
+        let fast_obj = rt.getattr(intern!(py, "fast"))?;
+        let Ok(fast_ref) = fast_obj.cast::<ModelFast>() else {
+            return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
+        };
+        let fast = fast_ref.get();
+        let flow_t = flow.cast::<PyTuple>()?;
+        let ts_obj = flow_t.get_item(0)?;
+        let ts = ts_obj.extract::<f64>()?;
+        let src = flow_t.get_item(1)?;
+        let dst = flow_t.get_item(3)?;
+        let (tkey, item) = match fast.shape {
+            Shape::Horizontal => (src.clone(), dst.clone()),
+            Shape::SourcePort => {
+                (PyTuple::new(py, [&src, &flow_t.get_item(4)?])?.into_any(), dst.clone())
+            }
+            Shape::Destination => (dst.clone(), src.clone()),
+        };
+        let Ok(item_s) = item.cast::<PyString>() else {
+            return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
+        };
+        let item_str = item_s.to_str()?;
+        let name = fast.name.bind(py);
+        let key = PyTuple::new(py, [name, &tkey])?;
+        let tracks_any = det.getattr(intern!(py, "_tracks"))?;
+        let tracks = tracks_any.cast::<PyDict>()?;
+        let track: Bound<'py, Track> = match tracks.get_item(&key)? {
+            Some(found) => {
+                let Ok(t) = found.cast_into::<Track>() else {
+                    return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
+                };
+                tracks_any.call_method1(intern!(py, "move_to_end"), (&key,))?;
+                t
+            }
+            None => {
+                if tracks.len() >= self.max_tracked {
+                    det.call_method0(intern!(py, "_evict_stalest"))?;
+                }
+                let t = Bound::new(py, Track::new(py))?;
+                // PyObject_SetItem: the OrderedDict's own order is kept
+                tracks_any.set_item(&key, &t)?;
+                t
+            }
+        };
+        let outcome = flow_t.get_item(6)?;
+        let failed = outcome.is(self.na.bind(py)) || outcome.is(self.rej.bind(py));
+        let ok = !failed && (outcome.is(self.est.bind(py)) || outcome.is(self.abt.bind(py)));
+        let window = fast.window;
+        // the first part with the track borrowed: its clock, sensor, whether the item is new
+        let (existing, need_room) = {
+            let mut t = track.borrow_mut();
+            if ts > t.last_ts {
+                t.last_ts = ts;
+            }
+            if t.sensor.is_none(py) {
+                let sensor = flow_t.get_item(9)?;
+                if sensor.is_truthy()? {
+                    t.sensor = sensor.unbind();
+                }
+            }
+            let existing = t.items.find(item_str);
+            let need_room = existing.is_none() && t.items.len() < fast.cap;
+            (existing, need_room)
+        };
+        let n_items_name = intern!(py, "_n_items");
+        let mut full = existing.is_none() && !need_room;
+        if need_room && get_i64(det, n_items_name)? >= self.budget {
+            // the global budget: `_room_for` reads this track and may evict others
+            full = !det.call_method1(intern!(py, "_room_for"), (&track, rt))?.is_truthy()?;
+        }
+        let new = existing.is_none();
+        if new && !full {
+            let n = get_i64(det, n_items_name)? + 1;
+            det.setattr(n_items_name, n)?;
+        }
+        let max_ts = get_f64(det, intern!(py, "max_ts"))?;
+        let recorder = det.getattr(intern!(py, "recorder"))?;
+        let mut guard = track.borrow_mut();
+        let t = &mut *guard;
+        let idx = match existing {
+            None => {
+                if full {
+                    // the per-source cap, or the global budget: the oldest item makes room
+                    if let Some(old) = t.items.pop_front() {
+                        if old.val.last >= t.last_ts - window {
+                            t.capped = true;
+                        }
+                        t.win.latest.remove(&old.key);
+                    }
+                }
+                let peer = if fast.count_sources { src.clone() } else { dst.clone() };
+                let entry = Entry {
+                    first: ts,
+                    last: ts,
+                    attempts: 0,
+                    failures: 0,
+                    answers: 0,
+                    port: flow_t.get_item(4)?.unbind(),
+                    transport: flow_t.get_item(5)?.getattr(intern!(py, "_value_"))?.unbind(),
+                    uid: flow_t.get_item(7)?.unbind(),
+                    cid: flow_t.get_item(8)?.unbind(),
+                    peer: peer.unbind(),
+                    epoch: t.epoch,
+                };
+                let i = t.items.push_back(key_str(&item)?, item.clone().unbind(), entry);
+                t.n_first += 1;
+                if failed {
+                    t.n_failed_first += 1;
+                }
+                i
+            }
+            Some(i) => {
+                t.items.move_back(i);
+                let e = &mut t.items.node_mut(i).val;
+                if ts > e.last {
+                    e.last = ts;
+                } else if ts < e.first {
+                    e.first = ts;
+                }
+                i
+            }
+        };
+        let answered_before;
+        {
+            let e = &mut t.items.node_mut(idx).val;
+            e.attempts += 1;
+            answered_before = e.answers;
+            if failed {
+                e.failures += 1;
+            } else if ok {
+                e.answers += 1;
+            }
+        }
+        t.n_attempts += 1;
+        if failed {
+            t.n_failures += 1;
+        } else if ok && answered_before == 0 {
+            t.n_answered += 1;
+        }
+        let horizon = t.last_ts - window;
+        let key_arc = t.items.node(idx).key.clone();
+        let n_items = t.items.len();
+        let count: i64;
+        let mut late_capped_check = false;
+        if ts < horizon {
+            // a late record, older than the current window: the busiest window holding
+            // it, counted over the contacts kept from the recent past (exact)
+            let pane = &mut t.win;
+            let at = bisect_right(&pane.order, ts, pane.keep, pane.head);
+            pane.order.insert(at, Contact { t: ts, key: key_arc, obj: item.clone().unbind() });
+            pane.head += 1;
+            if pane.head - pane.keep > n_items + 16 {
+                pane.prune(horizon, max_ts - self.lateness - window, n_items + 16);
+            }
+            let need = if t.ep.is_none() && recorder.is_none() { fast.low.max(0) as usize } else { 0 };
+            let (c, at) = t.win.past_window(ts, window, need);
+            count = c as i64;
+            let late_items = match &at {
+                None => py.None().into_bound(py),
+                Some(at) => window_items(py, &t.win, at)?.into_any(),
+            };
+            det.setattr(intern!(py, "_late_items"), late_items)?;
+            late_capped_check = at.is_some() && ts - window < t.win.past_from;
+        } else {
+            let pane = &mut t.win;
+            let refresh = match pane.latest.find(item_str) {
+                None => {
+                    pane.latest.push_back(key_arc.clone(), item.clone().unbind(), ts);
+                    true
+                }
+                Some(i) => {
+                    let seen = pane.latest.node(i).val;
+                    if ts >= seen + fast.grain {
+                        pane.latest.node_mut(i).val = ts;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if refresh {
+                let contact = Contact { t: ts, key: key_arc, obj: item.clone().unbind() };
+                match pane.order.last() {
+                    Some(last) if ts < last.t => {
+                        let n = pane.order.len();
+                        let at = bisect_right(&pane.order, ts, pane.head, n);
+                        pane.order.insert(at, contact);
+                    }
+                    _ => pane.order.push(contact),
+                }
+            }
+            if pane.head < pane.order.len() && pane.order[pane.head].t < horizon {
+                pane.prune(horizon, max_ts - self.lateness - window, n_items + 16);
+            } else if pane.order.len() - pane.head > fast.cap * 2 {
+                pane.compact(py); // a fast sweeper: keep the list to what the cap holds
+            }
+            count = pane.latest.len() as i64;
+        }
+        let ep = t.ep.as_ref().map(|e| e.clone_ref(py));
+        let n_first = t.n_first;
+        if let Some(ep_open) = &ep {
+            let mut e = ep_open.bind(py).borrow_mut();
+            let entry = &t.items.node(idx).val;
+            self.episode_add(py, &mut e, flow_t, ts, entry, new, failed, ok)?;
+        }
+        let is_late = ts < horizon;
+        if ep.is_none() {
+            if count < fast.low && (!new || n_first < fast.early_n) {
+                drop(guard);
+                if !recorder.is_none() {
+                    recorder.call_method1(
+                        intern!(py, "counted"),
+                        (name, &tkey, &ts_obj, &outcome, count, n_items),
+                    )?;
+                }
+                return Ok(py.None());
+            }
+            if is_late && late_capped_check {
+                t.capped = true; // the oldest contacts of that window were let go
+            }
+        }
+        drop(guard);
+        if !recorder.is_none() {
+            recorder
+                .call_method1(intern!(py, "counted"), (name, &tkey, &ts_obj, &outcome, count, n_items))?;
+        }
+        self.decide(py, det, fast, rt, &track, &tkey, ts, &ts_obj, count, new, failed)
+    }
+}

@@ -1,0 +1,169 @@
+"""The detector's per-source counting state on both cores: the compiled one
+(`zeekndm._core.Track`, for models whose counted item is an address) and the Python one
+give the same detections, recorder calls, statistics and snapshots, record for record,
+under late records, the per-source cap, the global budget and eviction; and a snapshot
+taken on either core restores on the other (live mode and the Kafka input resume from
+them after an upgrade or on a machine without the compiled core)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+from conftest import use_core
+from helpers import T0, public
+
+from zeekndm import core
+from zeekndm.detect import Detector, DetectorSettings
+from zeekndm.flow import Flow, Outcome, Transport
+from zeekndm.models import load_builtin_models
+
+OUTCOMES = (
+    Outcome.NO_ANSWER,
+    Outcome.NO_ANSWER,
+    Outcome.REJECTED,
+    Outcome.ESTABLISHED,
+    Outcome.ABORTED,
+    Outcome.UNKNOWN,
+)
+
+
+def _models(vertical: bool = True) -> list:
+    """The default models, and (for a mixed detector) the model shapes whose item is a
+    port, which stay on the Python track."""
+    models = load_builtin_models().values()
+    picked = [m for m in models if m.enabled]
+    if vertical:
+        picked += [replace(m, enabled=True) for m in models if m.count == "ports"][:2]
+    return picked
+
+
+def _storm(n: int, seed: int) -> list[Flow]:
+    """Sweepers, retries, answered clients and late records (up to 15 minutes behind)."""
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        ts = T0 + k * 0.2
+        if rng.random() < 0.08:
+            ts -= rng.uniform(0, 900)  # late, within the allowed lateness
+        s = rng.randrange(30)
+        src = f"10.0.{s >> 4}.{s & 15 or 1}"
+        dst = public(rng.randrange(3 if s < 18 else 4000) + s * 5000)
+        port = rng.choice((27017, 27017, 27017, 445, 23))
+        if rng.random() < 0.05:
+            dst = f"10.9.0.{rng.randrange(1, 250)}"  # internal destinations too
+        out.append(
+            Flow(
+                ts,
+                src,
+                40000 + k % 999,
+                dst,
+                port,
+                Transport.TCP,
+                rng.choice(OUTCOMES),
+                f"C{k}",
+                f"1:{k}" if k % 3 else None,
+                "sensor-a" if s % 2 else None,
+            )
+        )
+    return out
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def counted(self, model, key, ts, outcome, window, distinct) -> None:
+        self.calls.append((model, key, ts, outcome, window, distinct))
+
+
+SETTINGS = dict(
+    max_tracked_sources=400, max_destinations_per_source=150, max_destinations_total=600
+)
+
+
+def detector(monkeypatch, name: str, recorder: bool = False, **settings) -> Detector:
+    use_core(monkeypatch, name)
+    det = Detector(_models(), settings=DetectorSettings(**{**SETTINGS, **settings}))
+    if recorder:
+        det.recorder = Recorder()
+    return det
+
+
+def replay(det: Detector, flows) -> list:
+    out = []
+    for f in flows:
+        out.extend(det.observe(f))
+    return out
+
+
+def _state(det: Detector) -> str:
+    return json.dumps(det.snapshot(), sort_keys=True)
+
+
+def test_the_compiled_counting_is_in_use_on_the_compiled_core(monkeypatch):
+    det = detector(monkeypatch, "native")
+    replay(det, _storm(200, 1))
+    kinds = {type(t).__module__ for t in det._tracks.values()}
+    assert "zeekndm._core" in kinds  # the default models' tracks are native
+    assert "zeekndm.detect" in kinds  # the models counting ports stay on Python tracks
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_both_cores_count_alike_record_for_record(monkeypatch, seed):
+    flows = _storm(6000, seed)
+    runs = {}
+    for name in ("python", "native"):
+        det = detector(monkeypatch, name, recorder=True)
+        alerts = replay(det, flows[:3000])
+        middle = _state(det)
+        alerts += replay(det, flows[3000:])
+        runs[name] = (alerts + det.finish(), det.recorder.calls, det.stats.as_dict(), middle)
+    slow, fast = runs["python"], runs["native"]
+    assert fast[0] == slow[0] and len(slow[0]) > 20
+    assert fast[1] == slow[1]
+    assert fast[2] == slow[2]
+    assert slow[2]["late_records"] == 0 and slow[2]["budget_evictions"] > 0
+    assert slow[2]["evicted_sources"] > 0
+    assert fast[3] == slow[3]  # the same snapshot, key for key
+
+
+@pytest.mark.parametrize("first,second", [("native", "python"), ("python", "native")])
+def test_a_snapshot_taken_on_one_core_restores_on_the_other(monkeypatch, first, second):
+    flows = _storm(5000, 7)
+    whole = detector(monkeypatch, "python")
+    expected = replay(whole, flows) + whole.finish()
+    det = detector(monkeypatch, first)
+    got = replay(det, flows[:2500])
+    state = json.loads(json.dumps(det.snapshot()))
+    again = detector(monkeypatch, second)
+    again.restore(state)
+    got += replay(again, flows[2500:]) + again.finish()
+    assert [d.alert_id for d in got] == [d.alert_id for d in expected]
+    assert got == expected
+
+
+def test_a_reload_moves_tracks_between_the_compiled_and_the_python_counting(monkeypatch):
+    flows = _storm(4000, 9)
+    whole = detector(monkeypatch, "python")
+    expected = replay(whole, flows) + whole.finish()
+    det = detector(monkeypatch, "native")
+    got = replay(det, flows[:2000])
+    # the same models again, on the Python track for a while, then compiled again
+    det.set_models(_models())
+    for rt in det._runtimes.values():
+        rt.fast = None
+    det._sync_track_forms()
+    got += replay(det, flows[2000:3000])
+    det.set_models(_models())
+    got += replay(det, flows[3000:]) + det.finish()
+    assert got == expected
+
+
+def test_the_pure_python_core_has_no_compiled_counting(monkeypatch):
+    det = detector(monkeypatch, "python")
+    replay(det, _storm(300, 2))
+    assert {type(t).__module__ for t in det._tracks.values()} == {"zeekndm.detect"}
+    assert core.native is None
