@@ -21,15 +21,13 @@ loop fast without patching anything.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from zeekndm.config import Config, load_config
+from zeekndm.config import Config
 from zeekndm.detect import Detector
 from zeekndm.enrich import Observer
 from zeekndm.errors import ZeekNDMError
@@ -37,6 +35,7 @@ from zeekndm.live.follow import Chunk, Follower, FollowTarget
 from zeekndm.live.inputs import InputSpec, input_from_arg
 from zeekndm.live.metrics import MetricsEndpoint, MetricsSnapshot
 from zeekndm.live.registry import Registry, RegistryState, Totals
+from zeekndm.live.service import Service
 from zeekndm.live.streams import Streams, forced_formats
 from zeekndm.models import watched_ports
 from zeekndm.outputs import build_sinks, state_dir_for
@@ -44,10 +43,8 @@ from zeekndm.pipeline import Pipeline
 from zeekndm.sinks.base import (
     CountingSink,
     InterruptibleSink,
-    RemoteSink,
     ReopenableSink,
     ResumableSink,
-    SpoolHolder,
 )
 from zeekndm.statedir import refuse_world_writable
 
@@ -68,7 +65,7 @@ IDLE_SWEEP_AFTER = 60.0
 time, so that episodes still end when a sensor goes quiet."""
 
 
-class LiveRunner:
+class LiveRunner(Service):
     """The run loop over `config`'s inputs plus `inputs` (command-line `--input` values)."""
 
     def __init__(
@@ -238,35 +235,15 @@ class LiveRunner:
         )
         return 1
 
-    def _log_effective_config(self, sinks: list[Any]) -> None:
-        """At start, what is in force: outputs, state, models and their thresholds."""
-        outputs = []
-        for sink in sinks:
-            if isinstance(sink, ResumableSink):
-                position = sink.position()
-                where = (
-                    "stdout" if position is None else str(self.output or self.config.ndjson_path)
-                )
-            elif isinstance(sink, RemoteSink):
-                where = sink.endpoint or "?"  # Elasticsearch or OpenSearch, redacted
-            else:
-                where = ""
-            outputs.append(f"{sink.name} ({where})" if where else sink.name)
-        log.info(
-            "outputs: %s; commit every %.1f s; metrics: %s",
-            "; ".join(outputs) or "none",
-            self.commit_interval,
-            self.config.metrics_listen or "none",
-        )
-        for m in self.detector.models:
-            levels = ", ".join(f"{s} {n}" for s, n in m.threshold.levels)
-            log.info(
-                "model %s: ports %s; %s within %g s",
-                m.name,
-                ", ".join(str(p) for p in m.ports),
-                levels,
-                m.threshold.window,
-            )
+    def _wake(self) -> None:
+        follower = getattr(self, "follower", None)
+        if follower is not None:
+            follower.wake()
+
+    def _apply_models(self, new: Config) -> None:
+        self.detector.set_models(new.enabled_models, new.classifier())
+        self.streams.set_models(new.models, new.notices)
+        self.streams.set_dports(watched_ports(self.detector.models))
 
     def _restored_detector(self, saved: RegistryState) -> Detector:
         config = self.config
@@ -457,22 +434,6 @@ class LiveRunner:
         """Alerts per model over every run: those committed before this start, plus ours."""
         return self.totals.alerts + self.pipeline.alerts_by_model
 
-    def _resume_outputs(self, sinks: list[Any], saved: dict[str, int]) -> None:
-        for sink in sinks:
-            if not isinstance(sink, ResumableSink) or sink.position() is None:
-                continue
-            offset = saved.get(str(sink.path))
-            if offset is None:
-                continue
-            skipped = sink.skip_written_since(int(offset))
-            if skipped:
-                log.info(
-                    "%d alerts were written to %s after the last commit; they will not be "
-                    "written twice",
-                    skipped,
-                    sink.path,
-                )
-
     def _reopen_outputs(self) -> None:
         """SIGHUP: reopen the alert files (logrotate renamed them), right after a commit,
         so no alert written to the old file is written again to the new one."""
@@ -488,75 +449,6 @@ class LiveRunner:
         self.reopen_requested = False
 
     # -- operations -----------------------------------------------------------------
-    def _install_signals(self) -> dict[int, Any]:
-        def stop(signum: int, frame: Any) -> None:
-            self.request_stop()
-
-        def reload(signum: int, frame: Any) -> None:
-            self.reload_requested = True
-            self.reopen_requested = True
-            self.follower.wake()
-
-        previous = {}
-        try:
-            for sig, handler in (
-                (signal.SIGTERM, stop),
-                (signal.SIGINT, stop),
-                (signal.SIGHUP, reload),
-            ):
-                previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (embedded use): no signal handling
-            log.debug("not in the main thread; signals are not handled")
-        return previous
-
-    @staticmethod
-    def _restore_signals(previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    @staticmethod
-    def _mtime(path: str | None) -> int | None:
-        if path is None:
-            return None
-        try:
-            return os.stat(path).st_mtime_ns
-        except OSError:
-            return None
-
-    def _maybe_reload(self) -> None:
-        path = self.config.path
-        mtime = self._mtime(path)
-        if not self.reload_requested and mtime == self._config_mtime:
-            return
-        why = "SIGHUP" if self.reload_requested else "the config file changed"
-        self.reload_requested = False
-        self._config_mtime = mtime
-        if path is None:
-            log.info("reload requested (%s) but no config file is in use", why)
-            return
-        try:
-            new = load_config(path).with_models(self.models_spec)
-        except ZeekNDMError as exc:
-            log.error(
-                "config reload rejected (%s): %s; the running config stays in force",
-                why,
-                str(exc).replace("\n", "; "),
-            )
-            return
-        self.detector.set_models(new.enabled_models, new.classifier())
-        self.streams.set_models(new.models, new.notices)
-        self.streams.set_dports(watched_ports(self.detector.models))
-        for what in ("inputs", "elasticsearch", "ndjson_path", "state_dir", "detector"):
-            if getattr(new, what) != getattr(self.config, what):
-                log.warning("config reload: %s changed; restart zeekndm to apply it", what)
-        self.config = new
-        log.info(
-            "config reloaded (%s): %d model(s) enabled: %s",
-            why,
-            len(self.detector.models),
-            ", ".join(m.name for m in self.detector.models),
-        )
-
     def metrics_snapshot(self) -> MetricsSnapshot:
         """The numbers the metrics endpoint serves, taken in the loop's thread."""
         now = self.clock()
@@ -589,15 +481,6 @@ class LiveRunner:
             dead_letters=dict(dead),
             last_commit=self.last_commit_wall,
         )
-
-    def spool_depth(self) -> tuple[int, int]:
-        """(alerts, bytes) in the spools of the outputs that have one."""
-        alerts = size = 0
-        for sink in self.pipeline.sinks:
-            if isinstance(sink, SpoolHolder) and sink.spool is not None:
-                alerts += sink.spool.count()
-                size += sink.spool.size
-        return alerts, size
 
     def _log_stats(self, final: bool = False) -> None:
         now = self.clock()

@@ -30,15 +30,13 @@ dropped without committing, its new owner reads it from the last commit.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeekndm.config import Config, load_config
+from zeekndm.config import Config
 from zeekndm.detect import Detector
 from zeekndm.detection import Detection
 from zeekndm.enrich import Observer
@@ -51,6 +49,7 @@ from zeekndm.live.kafka.spec import ClientSecrets, KafkaClientError, KafkaSpec, 
 from zeekndm.live.kafka.state import PartitionState, StateStore
 from zeekndm.live.metrics import MetricsEndpoint, MetricsSnapshot
 from zeekndm.live.registry import Registry, RegistryState, Totals
+from zeekndm.live.service import Service
 from zeekndm.models import watched_ports
 from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
@@ -58,10 +57,8 @@ from zeekndm.readers import sensor_type
 from zeekndm.sinks.base import (
     CountingSink,
     InterruptibleSink,
-    RemoteSink,
     ReopenableSink,
     ResumableSink,
-    SpoolHolder,
 )
 from zeekndm.statedir import refuse_world_writable
 
@@ -143,7 +140,7 @@ class Partition:
         }
 
 
-class KafkaRunner:
+class KafkaRunner(Service):
     """`zeekndm run` with one Kafka input (see the module docstring)."""
 
     def __init__(
@@ -874,21 +871,15 @@ class KafkaRunner:
         return out
 
     # -- outputs -----------------------------------------------------------------------
-    def _resume_outputs(self, sinks: list[Any], saved: dict[str, int]) -> None:
-        for sink in sinks:
-            if not isinstance(sink, ResumableSink) or sink.position() is None:
-                continue
-            offset = saved.get(str(sink.path))
-            if offset is None:
-                continue
-            skipped = sink.skip_written_since(int(offset))
-            if skipped:
-                log.info(
-                    "%d alerts were written to %s after the last commit; they will not be "
-                    "written twice",
-                    skipped,
-                    sink.path,
-                )
+    def _config_note(self) -> str:
+        return f"key check: {'on' if self.spec.key_check else 'off'} ({self.spec.partitioner})"
+
+    def _apply_models(self, new: Any) -> None:
+        self._classifier = new.classifier()
+        for part in self.parts.values():
+            part.detector.set_models(new.enabled_models, self._classifier)
+            part.reader.set_models(new.models, new.notices)
+            part.reader.set_dports(watched_ports(part.detector.models))
 
     def _reopen_outputs(self) -> None:
         if not self._commit():
@@ -900,107 +891,7 @@ class KafkaRunner:
         self._commit_local()
         self.reopen_requested = False
 
-    def _log_effective_config(self, sinks: list[Any]) -> None:
-        outputs = []
-        for sink in sinks:
-            if isinstance(sink, ResumableSink):
-                where = "stdout" if sink.position() is None else str(
-                    self.output or self.config.ndjson_path
-                )  # fmt: skip
-            elif isinstance(sink, RemoteSink):
-                where = sink.endpoint or "?"  # Elasticsearch or OpenSearch, redacted
-            else:
-                where = ""
-            outputs.append(f"{sink.name} ({where})" if where else sink.name)
-        log.info(
-            "outputs: %s; commit every %.1f s; key check: %s (%s); metrics: %s",
-            "; ".join(outputs) or "none",
-            self.commit_interval,
-            "on" if self.spec.key_check else "off",
-            self.spec.partitioner,
-            self.config.metrics_listen or "none",
-        )
-        for m in self.config.enabled_models:
-            levels = ", ".join(f"{s} {n}" for s, n in m.threshold.levels)
-            log.info(
-                "model %s: ports %s; %s within %g s",
-                m.name,
-                ", ".join(str(p) for p in m.ports),
-                levels,
-                m.threshold.window,
-            )
-
     # -- operations -----------------------------------------------------------------------
-    def _install_signals(self) -> dict[int, Any]:
-        def stop(signum: int, frame: Any) -> None:
-            self.request_stop()
-
-        def reload(signum: int, frame: Any) -> None:
-            self.reload_requested = True
-            self.reopen_requested = True
-
-        previous = {}
-        try:
-            for sig, handler in (
-                (signal.SIGTERM, stop),
-                (signal.SIGINT, stop),
-                (signal.SIGHUP, reload),
-            ):
-                previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (embedded use)
-            log.debug("not in the main thread; signals are not handled")
-        return previous
-
-    @staticmethod
-    def _restore_signals(previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    @staticmethod
-    def _mtime(path: str | None) -> int | None:
-        if path is None:
-            return None
-        try:
-            return os.stat(path).st_mtime_ns
-        except OSError:
-            return None
-
-    def _maybe_reload(self) -> None:
-        path = self.config.path
-        mtime = self._mtime(path)
-        if not self.reload_requested and mtime == self._config_mtime:
-            return
-        why = "SIGHUP" if self.reload_requested else "the config file changed"
-        self.reload_requested = False
-        self._config_mtime = mtime
-        if path is None:
-            log.info("reload requested (%s) but no config file is in use", why)
-            return
-        try:
-            new = load_config(path).with_models(self.models_spec)
-        except ZeekNDMError as exc:
-            log.error(
-                "config reload rejected (%s): %s; the running config stays in force",
-                why,
-                str(exc).replace("\n", "; "),
-            )
-            return
-        self._classifier = new.classifier()
-        for part in self.parts.values():
-            part.detector.set_models(new.enabled_models, self._classifier)
-            part.reader.set_models(new.models, new.notices)
-            part.reader.set_dports(watched_ports(part.detector.models))
-        for what in ("inputs", "elasticsearch", "ndjson_path", "state_dir", "detector"):
-            if getattr(new, what) != getattr(self.config, what):
-                log.warning("config reload: %s changed; restart zeekndm to apply it", what)
-        self.config = new
-        log.info(
-            "config reloaded (%s): %d model(s) enabled: %s",
-            why,
-            len(new.enabled_models),
-            ", ".join(m.name for m in new.enabled_models),
-        )
-
     def metrics_snapshot(self) -> MetricsSnapshot:
         now = self.clock()
         records = Counter(self._dropped_records)
@@ -1040,14 +931,6 @@ class KafkaRunner:
                 k: self.rebalances.get(k, 0) for k in ("assigned", "revoked", "lost")
             },
         )
-
-    def spool_depth(self) -> tuple[int, int]:
-        alerts = size = 0
-        for sink in self.pipeline.sinks:
-            if isinstance(sink, SpoolHolder) and sink.spool is not None:
-                alerts += sink.spool.count()
-                size += sink.spool.size
-        return alerts, size
 
     def _log_stats(self, final: bool = False) -> None:
         now = self.clock()
