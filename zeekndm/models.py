@@ -51,6 +51,15 @@ OUTCOME_CLASSES = {
 }
 OUTCOME_CHOICES = ("any", *OUTCOME_CLASSES)
 MODEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{2,63}$")
+
+
+def check_name(value: str) -> str | None:
+    """The rule for a model's or a notice mapping's name (None when it holds)."""
+    if MODEL_NAME.match(value):
+        return None
+    return "must be lowercase letters, digits, '_' and '-' (3-64 chars)"
+
+
 TECHNIQUE_ID = attack.TECHNIQUE_ID  # T + 4 digits, optional .NNN (sub-technique)
 TACTIC_ID = attack.TACTIC_ID
 PORT_SPEC = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?/(tcp|udp)$")
@@ -217,11 +226,7 @@ class Model:
         name = r.take(
             "name",
             str,
-            check=lambda v: (
-                None
-                if MODEL_NAME.match(v)
-                else "must be lowercase letters, digits, '_' and '-' (3-64 chars)"
-            ),
+            check=check_name,
         )
         title = r.take("title", str, default=name or "")
         version = r.take(

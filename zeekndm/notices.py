@@ -29,6 +29,7 @@ from zeekndm.models import (
     ModelErrors,
     ThreatEntry,
     Threshold,
+    check_name,
     check_uuid,
     levels_json_schema,
     read_levels,
@@ -91,11 +92,7 @@ class NoticeMapping:
         name = r.take(
             "name",
             str,
-            check=lambda v: (
-                None
-                if MODEL_NAME.match(v)
-                else "must be lowercase letters, digits, '_' and '-' (3-64 chars)"
-            ),
+            check=check_name,
         )
         notice = r.take(
             "notice",
