@@ -162,6 +162,56 @@ def test_a_reload_moves_tracks_between_the_compiled_and_the_python_counting(monk
     assert got == expected
 
 
+def _mixed(n: int, seed: int) -> list[Flow]:
+    """The storm, with what the dispatch sorts out before counting: other transports
+    and ports, records past the allowed lateness, Zeek local fields that disagree."""
+    rng = random.Random(seed)
+    out = []
+    for f in _storm(n, seed):
+        r = rng.random()
+        if r < 0.05:
+            f = f._replace(transport=Transport.UDP, dport=rng.choice((53, 161, 1900)))
+        elif r < 0.08:
+            f = f._replace(transport=Transport.ICMP, sport=8, dport=0)
+        elif r < 0.10:
+            f = f._replace(transport=Transport.OTHER)
+        elif r < 0.12:
+            f = f._replace(ts=f.ts - 7200)  # later than the allowed lateness
+        elif r < 0.16:
+            f = f._replace(local_orig=rng.random() < 0.5, local_resp=rng.random() < 0.5)
+        elif r < 0.20:
+            f = f._replace(dport=rng.randrange(1, 65536))
+        out.append(f)
+    return out
+
+
+def test_both_cores_dispatch_alike_with_statistics_read_as_they_go(monkeypatch):
+    flows = _mixed(6000, 11)
+    runs = {}
+    for name in ("python", "native"):
+        det = detector(monkeypatch, name)
+        alerts, seen = [], []
+        for i, f in enumerate(flows):
+            alerts.extend(det.observe(f))
+            if i % 997 == 0:
+                seen.append(det.stats.as_dict())
+            if i == 3000:  # a reload with fewer models: the counters of both kept
+                det.set_models(_models(vertical=False)[1:])
+        runs[name] = (alerts + det.finish(), seen, det.stats.as_dict())
+    slow, fast = runs["python"], runs["native"]
+    assert fast == slow and len(slow[0]) > 10
+    stats = slow[2]
+    assert stats["late_records"] > 0 and stats["local_disagreements"] > 0
+    assert stats["records"] == len(flows) > stats["matched"] > stats["outbound"] > 0
+
+
+def test_the_compiled_dispatch_is_the_observe_of_the_compiled_core(monkeypatch):
+    det = detector(monkeypatch, "native")
+    assert det.observe.__self__ is det._dispatch
+    assert type(det._dispatch).__module__ == "zeekndm._core"
+    assert detector(monkeypatch, "python").observe.__func__ is Detector.observe
+
+
 def test_the_pure_python_core_has_no_compiled_counting(monkeypatch):
     det = detector(monkeypatch, "python")
     replay(det, _storm(300, 2))

@@ -629,7 +629,7 @@ class Detector:
     ) -> None:
         self.settings = settings or DetectorSettings()
         self.classifier = classifier or NetworkClassifier()
-        self.stats = DetectorStats()
+        self._stats = DetectorStats()
         # (model name, track key) -> track; order = recency of update
         self._tracks: OrderedDict[tuple[str, Any], _Track] = OrderedDict()
         # (model name, track key) -> [quiet until, episode start, seq, sev, attempts,
@@ -668,7 +668,49 @@ class Detector:
                 _TOP_SEVERITY,
             )
         self._count = Detector._update if self._engine is None else self._engine.update
+        # the record dispatch: compiled (zeekndm._core.Dispatch: `observe` step for step,
+        # with the port tables and the statistics native) with the compiled counting
+        self._dispatch: Any = None
+        self._dispatch_rts: list[_ModelRuntime] = []
+        if self._engine is not None and hasattr(native, "Dispatch"):
+            self._dispatch = native.Dispatch(
+                self,
+                self._engine,
+                _TCP,
+                _UDP,
+                _ICMP,
+                _NO_DETECTIONS,
+                self._lateness,
+                self._trust,
+            )
+            self.observe = self._dispatch.observe  # type: ignore[method-assign]
         self.set_models(models)
+
+    @property
+    def stats(self) -> DetectorStats:
+        """The detector's statistics (with the compiled dispatch, its counters are
+        added in when read)."""
+        if self._dispatch is not None:
+            self._take_counts()
+        return self._stats
+
+    def _take_counts(self) -> None:
+        counts, funnels = self._dispatch.take_counts()
+        stats = self._stats
+        records, matched, outbound, discarded, dropped, late = counts
+        stats.records += records
+        stats.matched += matched
+        stats.outbound += outbound
+        stats.discarded += discarded
+        stats.dropped += dropped
+        stats.late_records += late
+        for rt, (on_ports, in_direction, disc, other, counted) in zip(self._dispatch_rts, funnels):
+            f = rt.funnel
+            f.on_ports += on_ports
+            f.in_direction += in_direction
+            f.discarded += disc
+            f.other_outcome += other
+            f.counted += counted
 
     # -- configuration ---------------------------------------------------------------
     def set_models(
@@ -681,7 +723,7 @@ class Detector:
         runtimes: dict[str, _ModelRuntime] = {}
         for m in models:
             if m.enabled:
-                funnel = self.stats.funnel.setdefault(m.name, ModelFunnel())
+                funnel = self._stats.funnel.setdefault(m.name, ModelFunnel())
                 rt = runtimes[m.name] = _ModelRuntime(m, cap, funnel)
                 if self._engine is not None:
                     rt.compile(core.native)
@@ -728,6 +770,28 @@ class Detector:
             del self._quiet[key]
         self._min_window = min((rt.window for rt in runtimes.values()), default=300.0)
         self._sync_track_forms()
+        if self._dispatch is not None:
+            self._set_dispatch()
+
+    def _set_dispatch(self) -> None:
+        """Hand the models and port tables to the compiled dispatch (its counters of
+        the models before are taken first)."""
+        self._take_counts()
+        rts = list(self._runtimes.values())
+        at = {id(rt): i for i, rt in enumerate(rts)}
+        tables = []
+        for transport in (_TCP, _UDP, _ICMP, Transport.OTHER):
+            ports = {
+                port: [at[id(rt)] for rt in here] for port, here in self._index[transport].items()
+            }
+            wide = [
+                (low, high, at[id(rt)], sorted(out)) for low, high, rt, out in self._wide[transport]
+            ]
+            tables.append((ports, wide))
+        self._dispatch.set_models(
+            [(rt, rt.dirs, rt.any_discards, list(rt.outcomes)) for rt in rts], tables
+        )
+        self._dispatch_rts = rts
 
     def _sync_track_forms(self) -> None:
         """Give every track the form its model's runtime counts with (a reloaded model
@@ -761,7 +825,7 @@ class Detector:
 
     # -- the hot path --------------------------------------------------------------
     def observe(self, flow: Flow) -> list[Detection]:
-        stats = self.stats
+        stats = self._stats
         stats.records += 1
         ts = flow.ts
         transport = flow.transport
@@ -860,7 +924,7 @@ class Detector:
         return si, di
 
     def _disagree(self, flow: Flow, src_int: bool, dst_int: bool) -> None:
-        stats = self.stats
+        stats = self._stats
         stats.local_disagreements += 1
         if stats.local_disagreement_example is None:
             which = []
@@ -1184,7 +1248,7 @@ class Detector:
         track.ep.last_emit = track.last_ts
         new_since = track.ep.ep_new
         track.ep.ep_new = 0
-        self.stats.detections[rt.name] += 1
+        self._stats.detections[rt.name] += 1
         severity = SEVERITIES[max(track.ep.sev, 0)]
         if rt.track_by == "source":
             source, target = tkey, None
@@ -1237,7 +1301,7 @@ class Detector:
         key, track = self._tracks.popitem(last=False)
         self._n_items -= track.size()
         self._open.pop(key, None)
-        self.stats.evicted_sources += 1
+        self._stats.evicted_sources += 1
 
     def _room_for(self, track: _Track, rt: _ModelRuntime) -> bool:
         """The budget of items is full: may `track` grow by one? A track holding enough
@@ -1246,7 +1310,7 @@ class Detector:
         the stalest tracks, as long as those have been quiet for a window. When every
         track is active (a storm of sweepers) a track above the lowest threshold makes
         room itself too, so the storm cannot make the detector forget whole sources."""
-        self.stats.budget_evictions += 1
+        self._stats.budget_evictions += 1
         if track.size() >= rt.floor:
             return False
         tracks = self._tracks

@@ -343,7 +343,7 @@ impl Counting {
     }
 
     /// `Detector._update(rt, flow)` for `detector`: None, or the detections.
-    fn update<'py>(
+    pub(crate) fn update<'py>(
         &self,
         py: Python<'py>,
         det: &Bound<'py, PyAny>,

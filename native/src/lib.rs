@@ -15,6 +15,7 @@
 //! NUL byte, non-ASCII bytes) is an odd line.
 
 mod count;
+mod observe;
 mod state;
 
 use memchr::{memchr, memchr_iter, memmem};
@@ -538,6 +539,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<JsonScanner>()?;
     m.add_class::<count::ModelFast>()?;
     m.add_class::<count::Counting>()?;
+    m.add_class::<observe::Dispatch>()?;
     m.add_class::<state::Track>()?;
     m.add_class::<state::Episode>()?;
     m.add_class::<state::PaneView>()?;
