@@ -17,7 +17,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
-use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::collections::{HashMap, HashSet};
 
 const INTERNAL: i64 = 1;
@@ -34,12 +35,12 @@ struct Rt {
     dirs: i64,
     any_discards: bool,
     outcomes: Vec<Py<PyAny>>,
-    funnel: [Cell<u64>; 5],
+    funnel: [AtomicU64; 5],
 }
 
 #[derive(Default)]
 struct Table {
-    ports: RefCell<HashMap<i64, Vec<usize>>>,
+    ports: Mutex<HashMap<i64, Vec<usize>>>,
     wide: Vec<(i64, i64, usize, HashSet<i64>)>,
 }
 
@@ -47,7 +48,8 @@ impl Table {
     /// The models on `port`, as the Python `table.get(port)` / `_models_for` give them
     /// (a port first met in a wide range is cached).
     fn models(&self, port: i64) -> Option<Vec<usize>> {
-        if let Some(found) = self.ports.borrow().get(&port) {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = ports.get(&port) {
             return Some(found.clone());
         }
         if self.wide.is_empty() {
@@ -59,18 +61,19 @@ impl Table {
             .filter(|(low, high, _, out)| *low <= port && port <= *high && !out.contains(&port))
             .map(|(_, _, rt, _)| *rt)
             .collect();
-        self.ports.borrow_mut().insert(port, found.clone());
+        ports.insert(port, found.clone());
         Some(found)
     }
 }
 
-fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
+fn bump(c: &AtomicU64) {
+    // the GIL orders every caller: a plain load and store, not a locked add
+    c.store(c.load(Relaxed) + 1, Relaxed);
 }
 
 /// One detector's compiled dispatch (holds the detector: `detector.observe` is this
 /// object's `observe`).
-#[pyclass(module = "zeekndm._core", unsendable)]
+#[pyclass(module = "zeekndm._core")]
 pub struct Dispatch {
     det: Py<PyAny>,
     counting: Py<Counting>,
@@ -83,7 +86,7 @@ pub struct Dispatch {
     tables: [Table; 4],
     rts: Vec<Rt>,
     // records, matched, outbound, discarded, dropped, late_records
-    counts: [Cell<u64>; 6],
+    counts: [AtomicU64; 6],
 }
 
 #[pymethods]
@@ -151,7 +154,7 @@ impl Dispatch {
             .collect();
         for (i, (ports, wide)) in tables.into_iter().enumerate() {
             self.tables[i] = Table {
-                ports: RefCell::new(ports),
+                ports: Mutex::new(ports),
                 wide: wide
                     .into_iter()
                     .map(|(lo, hi, rt, out)| (lo, hi, rt, out.into_iter().collect()))
@@ -166,11 +169,11 @@ impl Dispatch {
     /// discarded, other_outcome, counted)]).
     #[allow(clippy::type_complexity)]
     fn take_counts(&self) -> ([u64; 6], Vec<[u64; 5]>) {
-        let counts = std::array::from_fn(|i| self.counts[i].replace(0));
+        let counts = std::array::from_fn(|i| self.counts[i].swap(0, Relaxed));
         let funnels = self
             .rts
             .iter()
-            .map(|rt| std::array::from_fn(|i| rt.funnel[i].replace(0)))
+            .map(|rt| std::array::from_fn(|i| rt.funnel[i].swap(0, Relaxed)))
             .collect();
         (counts, funnels)
     }
