@@ -235,6 +235,9 @@ class LiveRunner(Service):
         )
         return 1
 
+    def _commit_due(self) -> None:
+        self._commit_if_delivered()
+
     def _wake(self) -> None:
         follower = getattr(self, "follower", None)
         if follower is not None:
@@ -277,12 +280,7 @@ class LiveRunner(Service):
     def _loop(self) -> None:
         clock = self.clock
         now = clock()
-        # The first commit comes right after the first batch is handled: after a restart
-        # the lines read again are persisted at once, not a whole interval later (a
-        # service restarted often, or killed soon after it started, still makes progress).
-        next_flush = now
-        next_stats = now + self.config.stats_interval
-        next_config_check = now + 1.0
+        self._start_timers(now)
         last_record = now
         idle_base: float | None = None
         self._rate_mark = (now, self.totals.records)
@@ -299,24 +297,7 @@ class LiveRunner(Service):
                 if idle_base is None:
                     idle_base = self.detector.max_ts - (now - last_record)
                 self.pipeline.add_detections(self.detector.advance(idle_base + now - last_record))
-            if now >= next_flush:
-                self._commit_if_delivered()
-                if self.metrics is not None:
-                    self.metrics.publish(self.metrics_snapshot())
-                # A huge window state makes commits slow: keep them under ~5% of the time.
-                next_flush = clock() + max(self.commit_interval, 20 * self._commit_took)
-            elif self.pipeline.pending:
-                # Alerts go out as soon as they exist (they are few); the registry is
-                # committed at the commit interval, after everything before it is settled.
-                self.pipeline.deliver()
-            if self.reopen_requested:
-                self._reopen_outputs()
-            if self.reload_requested or now >= next_config_check:
-                self._maybe_reload()
-                next_config_check = now + 1.0
-            if now >= next_stats:
-                self._log_stats()
-                next_stats = now + self.config.stats_interval
+            self._housekeeping(now)
 
     # -- input -------------------------------------------------------------------------
     def _handle_chunks(self, chunks: list[Chunk]) -> int:

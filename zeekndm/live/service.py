@@ -10,7 +10,10 @@ A subclass sets `config`, `models_spec`, `output`, `commit_interval`, `pipeline`
 `reload_requested`, `reopen_requested` and `_config_mtime`, implements `request_stop()`
 and `_apply_models(new)` (hand a reloaded config's models to its detectors and readers),
 and may override `_wake()` (interrupt a wait of its loop) and `_config_note()` (its own
-part of the outputs line).
+part of the outputs line). Its loop calls `_start_timers(now)` once, then
+`_housekeeping(now)` after each batch of input; `_commit_due()` is its commit (after
+delivery), and `clock`, `metrics`, `metrics_snapshot()`, `_commit_took`,
+`_reopen_outputs()` and `_log_stats()` are its own.
 """
 
 from __future__ import annotations
@@ -53,6 +56,41 @@ class Service:
     def _config_note(self) -> str:
         """This service's own part of the outputs line at start ('' for none)."""
         return ""
+
+    def _commit_due(self) -> None:
+        """The commit at the commit interval (only what every sink settled)."""
+        raise NotImplementedError
+
+    # -- the loop's periodic work ------------------------------------------------------
+    def _start_timers(self, now: float) -> None:
+        # The first commit comes right after the first batch is handled: after a restart
+        # what is read again is persisted at once, not a whole interval later (a service
+        # restarted often, or killed soon after it started, still makes progress).
+        self._next_commit = now
+        self._next_stats = now + self.config.stats_interval
+        self._next_config_check = now + 1.0
+
+    def _housekeeping(self, now: float) -> None:
+        """After a batch of input: commit (at the interval) or deliver, SIGHUP's reopen,
+        config reload, the stats line."""
+        if now >= self._next_commit:
+            self._commit_due()
+            if self.metrics is not None:
+                self.metrics.publish(self.metrics_snapshot())
+            # A huge window state makes commits slow: keep them under ~5% of the time.
+            self._next_commit = self.clock() + max(self.commit_interval, 20 * self._commit_took)
+        elif self.pipeline.pending:
+            # Alerts go out as soon as they exist (they are few); the registry is
+            # committed at the commit interval, after everything before it is settled.
+            self.pipeline.deliver()
+        if self.reopen_requested:
+            self._reopen_outputs()
+        if self.reload_requested or now >= self._next_config_check:
+            self._maybe_reload()
+            self._next_config_check = now + 1.0
+        if now >= self._next_stats:
+            self._log_stats()
+            self._next_stats = now + self.config.stats_interval
 
     # -- signals -----------------------------------------------------------------------
     def _install_signals(self) -> dict[int, Any]:

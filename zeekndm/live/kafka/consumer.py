@@ -370,9 +370,7 @@ class KafkaRunner(Service):
     def _loop(self) -> None:
         clock = self.clock
         now = clock()
-        next_commit = now
-        next_stats = now + self.config.stats_interval
-        next_config_check = now + 1.0
+        self._start_timers(now)
         self._rate_mark = (now, self.totals.records)
         consume = self.consumer.consume
         poll = self.consumer.poll
@@ -389,21 +387,7 @@ class KafkaRunner(Service):
                 self._feed(messages)
             now = clock()
             self._idle(now)
-            if now >= next_commit:
-                self._commit()
-                if self.metrics is not None:
-                    self.metrics.publish(self.metrics_snapshot())
-                next_commit = clock() + max(self.commit_interval, 20 * self._commit_took)
-            elif self.pipeline.pending:
-                self.pipeline.deliver()
-            if self.reopen_requested:
-                self._reopen_outputs()
-            if self.reload_requested or now >= next_config_check:
-                self._maybe_reload()
-                next_config_check = now + 1.0
-            if now >= next_stats:
-                self._log_stats()
-                next_stats = now + self.config.stats_interval
+            self._housekeeping(now)
 
     def _feed(self, messages: list[Any]) -> None:
         from confluent_kafka import KafkaError
@@ -871,6 +855,9 @@ class KafkaRunner(Service):
         return out
 
     # -- outputs -----------------------------------------------------------------------
+    def _commit_due(self) -> None:
+        self._commit()
+
     def _config_note(self) -> str:
         return f"key check: {'on' if self.spec.key_check else 'off'} ({self.spec.partitioner})"
 
