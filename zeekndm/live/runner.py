@@ -41,7 +41,6 @@ from zeekndm.models import watched_ports
 from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
 from zeekndm.sinks.base import (
-    CountingSink,
     InterruptibleSink,
     ReopenableSink,
     ResumableSink,
@@ -434,22 +433,13 @@ class LiveRunner(Service):
         """The numbers the metrics endpoint serves, taken in the loop's thread."""
         now = self.clock()
         records = self.streams.records_by_path()
-        then, before = getattr(self, "_metrics_mark", (now, Counter()))
-        span = max(now - then, 1e-9)
-        self._metrics_mark = (now, records)
+        rates = self._rates(now, records)
         lag = self.follower.lag()
         spool_alerts, spool_bytes = self.spool_depth()
-        # Every output has its series from the start (at 0), so rate() and alert rules
-        # work before the first retry or dead letter.
-        retries = Counter({sink.name: 0 for sink in self.pipeline.sinks})
-        dead = Counter({sink.name: 0 for sink in self.pipeline.sinks})
-        dead.update(self.pipeline.rejected)
-        for sink in self.pipeline.sinks:
-            if isinstance(sink, CountingSink):
-                retries[sink.name] += sink.stats.get("retried", 0)
+        retries, dead = self._output_series()
         return MetricsSnapshot(
             records=dict(records),
-            records_per_second={k: (v - before.get(k, 0)) / span for k, v in records.items()},
+            records_per_second=rates,
             lag_bytes={x.path: x.bytes_behind for x in lag},
             lag_seconds={x.path: x.seconds_behind for x in lag},
             bad_lines=dict(self.streams.bad_lines_by_path_and_reason()),

@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections import Counter
 from typing import Any
 
 from zeekndm.config import load_config
 from zeekndm.errors import ZeekNDMError
-from zeekndm.sinks.base import RemoteSink, ResumableSink, SpoolHolder
+from zeekndm.sinks.base import CountingSink, RemoteSink, ResumableSink, SpoolHolder
 
 log = logging.getLogger("zeekndm.live")
 
@@ -219,3 +220,22 @@ class Service:
                 alerts += sink.spool.count()
                 size += sink.spool.size
         return alerts, size
+
+    # -- metrics -----------------------------------------------------------------------
+    def _rates(self, now: float, records: Counter) -> dict[str, float]:
+        """Records per second per input since the last metrics snapshot."""
+        then, before = getattr(self, "_metrics_mark", (now, Counter()))
+        span = max(now - then, 1e-9)
+        self._metrics_mark = (now, records)
+        return {k: (v - before.get(k, 0)) / span for k, v in records.items()}
+
+    def _output_series(self) -> tuple[Counter, Counter]:
+        """(retries, dead letters) per output. Every output has its series from the start
+        (at 0), so rate() and alert rules work before the first retry or dead letter."""
+        retries = Counter({sink.name: 0 for sink in self.pipeline.sinks})
+        dead = Counter({sink.name: 0 for sink in self.pipeline.sinks})
+        dead.update(self.pipeline.rejected)
+        for sink in self.pipeline.sinks:
+            if isinstance(sink, CountingSink):
+                retries[sink.name] += sink.stats.get("retried", 0)
+        return retries, dead

@@ -55,7 +55,6 @@ from zeekndm.outputs import build_sinks, state_dir_for
 from zeekndm.pipeline import Pipeline
 from zeekndm.readers import sensor_type
 from zeekndm.sinks.base import (
-    CountingSink,
     InterruptibleSink,
     ReopenableSink,
     ResumableSink,
@@ -887,21 +886,13 @@ class KafkaRunner(Service):
             records[part.where] += part.reader.stats.records
             for reason, n in part.reader.stats.bad_by_reason.items():
                 bad[(part.where, reason)] += n
-        then, before = getattr(self, "_metrics_mark", (now, Counter()))
-        span = max(now - then, 1e-9)
-        self._metrics_mark = (now, records)
+        rates = self._rates(now, records)
         lag = self.lag()
         spool_alerts, spool_bytes = self.spool_depth()
-        # every output has its series from the start (at 0), as for file inputs
-        retries = Counter({sink.name: 0 for sink in self.pipeline.sinks})
-        dead = Counter({sink.name: 0 for sink in self.pipeline.sinks})
-        dead.update(self.pipeline.rejected)
-        for sink in self.pipeline.sinks:
-            if isinstance(sink, CountingSink):
-                retries[sink.name] += sink.stats.get("retried", 0)
+        retries, dead = self._output_series()
         return MetricsSnapshot(
             records=dict(records),
-            records_per_second={k: (v - before.get(k, 0)) / span for k, v in records.items()},
+            records_per_second=rates,
             bad_lines=dict(bad),
             late_records=sum(p.detector.stats.late_records for p in self.parts.values()),
             tracked_sources=sum(p.detector.tracked_sources for p in self.parts.values()),
