@@ -711,3 +711,24 @@ def test_rotated_file_present_at_first_start_is_never_read_late(tmp_path, follow
     later = texts(collect(g, n_lines(1)))
     assert later == [b"current2"]
     assert g.read(0.2) == []  # and not the old rotated file, late and out of order
+
+
+def test_a_read_carries_its_lines_as_one_block_only_when_that_is_the_bytes_read(tmp_path, follow):
+    """Live mode's compiled scan takes a chunk's lines as the block read (no split and
+    join per line); where lines were changed (a CR stripped) the block is absent and the
+    lines are what counts."""
+    plain = tmp_path / "conn.log"
+    crlf = tmp_path / "eve.json"
+    write(plain, "".join(f"{i:03d}\n" for i in range(50)))
+    write(crlf, "x1\r\nx2\r\n")
+    f = follow([FollowTarget(str(plain)), FollowTarget(str(crlf))], use_watchdog=False)
+    chunks = collect(f, n_lines(52))
+    by_key = {c.path: c for c in chunks}
+    got = by_key[str(plain)]
+    assert got.block == b"\n".join(line for _, line in got.lines) + b"\n"
+    assert [n for n, _ in got.lines] == list(range(1, 51))
+    assert by_key[str(crlf)].block is None
+    assert by_key[str(crlf)].lines == [(1, b"x1"), (2, b"x2")]
+    write(plain, "more1\nmore2\n")
+    more = collect(f, n_lines(2))
+    assert more[0].lines == [(51, b"more1"), (52, b"more2")] and more[0].block == b"more1\nmore2\n"

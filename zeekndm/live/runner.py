@@ -322,7 +322,7 @@ class LiveRunner(Service):
                     chunk.key, chunk.path, self._first_lines(chunk, resumed), resumed
                 )
             if stream is not None and chunk.lines:
-                n += streams.feed(stream, chunk.lines, self.pipeline, self.totals)
+                n += streams.feed(stream, chunk.lines, self.pipeline, self.totals, chunk.block)
             elif stream is None and chunk.lines:
                 self.totals.bad_lines += len(chunk.lines)
             self._since_commit += len(chunk.lines)

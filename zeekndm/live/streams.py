@@ -222,7 +222,12 @@ class Streams:
         return stream
 
     def feed(
-        self, stream: Stream, lines: list[tuple[int, bytes]], pipeline: Any, totals: Totals
+        self,
+        stream: Stream,
+        lines: list[tuple[int, bytes]],
+        pipeline: Any,
+        totals: Totals,
+        block: bytes | None = None,
     ) -> int:
         """Parse and detect; returns the number of records (lines on unwatched ports
         included: they are records, only not parsed, as replay counts them).
@@ -230,21 +235,28 @@ class Streams:
         record of another file that these records refute is one).
 
         The lines go through `parse_chunk`: the compiled core's block scan when it is
-        built, replay's prefilter in any case."""
+        built, replay's prefilter in any case. `block`, when given, is the same lines as
+        one bytes object (`b"\n".join(lines) + b"\n"`, as the follower read them)."""
         pipeline.observer = stream.observer
         stats = stream.stats
         parser = stream.parser
         records = 0
         bad_before = self.bad_lines
         filtered_before = getattr(parser, "filtered", 0)
-        if stream.in_header or any(line[:1] == b"#" for _, line in lines):
+        if block is not None and block.count(b"\n") != len(lines):
+            block = None  # not these lines' bytes
+        if block is not None:
+            has_header = block[:1] == b"#" or b"\n#" in block
+        else:
+            has_header = any(line[:1] == b"#" for _, line in lines)
+        if stream.in_header or has_header:
             for _, line in lines:
                 if line[:1] == b"#":
                     stream.note_header(line)
                 elif stream.in_header and line.strip():
                     stream.in_header = False
         push = pipeline.push
-        for lineno, item in parse_chunk(parser, lines, stats):
+        for lineno, item in parse_chunk(parser, lines, stats, block):
             try:
                 push(item, stats, lineno)
             except Exception as exc:  # noqa: BLE001 - one line must never stop the service

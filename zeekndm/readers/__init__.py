@@ -567,13 +567,14 @@ def parse_line(parser: LineParser, lineno: int, line: bytes, stats: ReadStats) -
 
 
 def parse_chunk(
-    parser: LineParser, lines: list[tuple[int, bytes]], stats: Any
+    parser: LineParser, lines: list[tuple[int, bytes]], stats: Any, block: bytes | None = None
 ) -> Iterator[tuple[int, Any]]:
     """(line number, record) of lines already split, as live mode gets them from its
     follower: through the compiled scanner when it is there (the chunk joined into one
     block, the same prefilter and parse as replay's blocks), else `parse_line` per line.
     Filtered lines are counted in the parser's `filtered`; every other line's outcome
-    in `stats` as `parse_line` counts it."""
+    in `stats` as `parse_line` counts it. `block`, when the caller has it, is the chunk
+    already joined (`b"\n".join(lines) + b"\n"`)."""
     native = core.native
     if native is None or len(lines) < 16 or not hasattr(parser, "native_scanner"):
         for lineno, line in lines:
@@ -581,7 +582,8 @@ def parse_chunk(
             if item is not None:
                 yield lineno, item
         return
-    block = b"\n".join([line for _, line in lines]) + b"\n"
+    if block is None or block.count(b"\n") != len(lines):  # (a C-speed check it matches)
+        block = b"\n".join([line for _, line in lines]) + b"\n"
     skipped = stats.skipped_by_reason
     flow_type = Flow
     at = first = 0

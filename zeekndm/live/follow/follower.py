@@ -81,6 +81,7 @@ class Chunk:
     new_file: bool
     reset: bool
     closed: bool
+    block: bytes | None = None  # `lines` as one block, when read so (see `Batch.block`)
 
 
 @dataclass
@@ -607,7 +608,7 @@ class Follower:
         closed = f.detached and at_end
         # A closed file never announced (no line returned) is not worth a chunk.
         if lines or f.reset or (closed and not f.new_file):
-            chunks.append(Chunk(f.key, f.path, lines, f.new_file, f.reset, closed))
+            chunks.append(Chunk(f.key, f.path, lines, f.new_file, f.reset, closed, batch.block))
             f.new_file = False
             f.reset = False
         if closed:

@@ -23,10 +23,15 @@ MAX_LINE_BYTES = 1 << 20
 
 @dataclass
 class Batch:
-    """Lines read in one go, and the (offset, line) the file stood at before them."""
+    """Lines read in one go, and the (offset, line) the file stood at before them.
+
+    `block` is the same lines as one bytes object, `b"\n".join(lines) + b"\n"`, when
+    that is the bytes as read (no CR to strip, no line skipped as too long), else None:
+    the compiled scanner then reads the block without it being split and joined again."""
 
     lines: list[tuple[int, bytes]]
     rollback: tuple[int, int]
+    block: bytes | None = None
 
 
 @dataclass
@@ -78,6 +83,7 @@ class Harvester:
         it, up to MAX_LINE_BYTES)."""
         batch = Batch([], (self.offset, self.line))
         lines = batch.lines
+        pieces: list[bytes] | None = []  # the bytes of `lines` as read, while they are
         while budget > 0 and self.offset < size:
             data = os.pread(self.fd, min(budget, size - self.offset), self.offset)
             if not data:
@@ -101,6 +107,7 @@ class Harvester:
                     self.line += 1
                     lines.append((self.line, _strip_cr(data[:nl])))
                     self.offset += nl + 1
+                    pieces = None
                 elif len(data) > MAX_LINE_BYTES:
                     self.line += 1
                     log.warning(
@@ -112,19 +119,31 @@ class Harvester:
                     self.offset += len(data)
                     self.skipping = True
                 break
-            for raw in data[:end].split(b"\n"):
-                self.line += 1
-                if len(raw) > MAX_LINE_BYTES:
-                    log.warning(
-                        "%s:%d: line longer than %d bytes skipped",
-                        self.path,
-                        self.line,
-                        MAX_LINE_BYTES,
-                    )
-                    continue
-                lines.append((self.line, _strip_cr(raw)))
+            whole = data[: end + 1]
+            raws = whole[:-1].split(b"\n")
+            if b"\r" in whole or (end > MAX_LINE_BYTES and max(map(len, raws)) > MAX_LINE_BYTES):
+                pieces = None
+                for raw in raws:
+                    self.line += 1
+                    if len(raw) > MAX_LINE_BYTES:
+                        log.warning(
+                            "%s:%d: line longer than %d bytes skipped",
+                            self.path,
+                            self.line,
+                            MAX_LINE_BYTES,
+                        )
+                        continue
+                    lines.append((self.line, _strip_cr(raw)))
+            else:  # the usual case: numbered in one pass, no per-line Python
+                first = self.line + 1
+                self.line += len(raws)
+                lines.extend(zip(range(first, self.line + 1), raws))
+                if pieces is not None:
+                    pieces.append(whole)
             self.offset += end + 1
             budget -= end + 1
+        if pieces and lines:
+            batch.block = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         return batch
 
     def undo(self, batch: Batch) -> None:
