@@ -84,7 +84,7 @@ class Traffic_:
 
     Rows are stored without their first two columns (ts, uid): those are filled in at write
     time, so event time follows the wall clock and every uid is unique. The writer keeps
-    each row pre-rendered as bytes with the tail of its uid (`pieces`): a batch is then one
+    each row pre-rendered as bytes with the tail of its uid (`bg_pieces`): a batch is then one
     `bytes.join` with `{ts}\tC{batch}` as the separator, so the writer (one Python loop on
     the same machine) keeps up with 500,000 lines/s instead of formatting every line."""
 

@@ -574,7 +574,7 @@ def parse_chunk(
     block, the same prefilter and parse as replay's blocks), else `parse_line` per line.
     Filtered lines are counted in the parser's `filtered`; every other line's outcome
     in `stats` as `parse_line` counts it. `block`, when the caller has it, is the chunk
-    already joined (`b"\n".join(lines) + b"\n"`)."""
+    already joined (exactly `b"\n".join(lines) + b"\n"`: the caller vouches for it)."""
     native = core.native
     if native is None or len(lines) < 16 or not hasattr(parser, "native_scanner"):
         for lineno, line in lines:
@@ -582,7 +582,7 @@ def parse_chunk(
             if item is not None:
                 yield lineno, item
         return
-    if block is None or block.count(b"\n") != len(lines):  # (a C-speed check it matches)
+    if block is None:
         block = b"\n".join([line for _, line in lines]) + b"\n"
     skipped = stats.skipped_by_reason
     flow_type = Flow

@@ -83,7 +83,8 @@ class Harvester:
         it, up to MAX_LINE_BYTES)."""
         batch = Batch([], (self.offset, self.line))
         lines = batch.lines
-        pieces: list[bytes] | None = []  # the bytes of `lines` as read, while they are
+        # the bytes of `lines` exactly as read; None once a line was changed or dropped
+        pieces: list[bytes] | None = []
         while budget > 0 and self.offset < size:
             data = os.pread(self.fd, min(budget, size - self.offset), self.offset)
             if not data:
