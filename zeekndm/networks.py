@@ -153,6 +153,7 @@ class NetworkClassifier:
         self._has_drop = bool(self._drop)
         self._has_proxies = bool(self._proxies)
         self._cache: dict[str, int] = {}
+        self._compiled: object = None  # `compiled()`, built on first use
         # IPv4 by first octet: where no range longer than /8 starts inside an octet's
         # /8, every address in it has the same answer, found with one index (a sweep
         # asks about a new address per record)
@@ -180,6 +181,21 @@ class NetworkClassifier:
             drop=settings.drop,
             proxies=settings.proxies,
         )
+
+    def compiled(self) -> object:
+        """These tables for the compiled dispatch (`zeekndm._core.Classifier`: the
+        by-octet shortcut and the four prefix tables as they are, so its answers are
+        `_classify`'s), built once; the compiled dispatch asks for it."""
+        if self._compiled is None:
+            from zeekndm import _core
+
+            tables = (self._table, _SPECIAL_TABLE, self._drop, self._proxies)
+            self._compiled = _core.Classifier(
+                list(self._octets),
+                [[(shift, dict(nets)) for shift, nets in t._v4] for t in tables],
+                [[(shift, dict(nets)) for shift, nets in t._v6] for t in tables],
+            )
+        return self._compiled
 
     def flags(self, addr: str) -> int:
         """The cached bit set of one address (0: not an address)."""

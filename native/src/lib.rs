@@ -14,6 +14,7 @@
 //! (IPv6, a port with a leading zero, a time in exponent form, a wrong column count, a
 //! NUL byte, non-ASCII bytes) is an odd line.
 
+mod classify;
 mod count;
 mod observe;
 mod state;
@@ -540,6 +541,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<count::ModelFast>()?;
     m.add_class::<count::Counting>()?;
     m.add_class::<observe::Dispatch>()?;
+    m.add_class::<classify::Classifier>()?;
     m.add_class::<state::Track>()?;
     m.add_class::<state::Episode>()?;
     m.add_class::<state::PaneView>()?;

@@ -21,11 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::collections::{HashMap, HashSet};
 
-const INTERNAL: i64 = 1;
-const SPECIAL: i64 = 2;
-const VALID: i64 = 4;
-const DROP: i64 = 8;
-const PROXY: i64 = 16;
+use crate::classify::{Classifier, DROP, INTERNAL, PROXY, SPECIAL, VALID};
 
 /// A model as the dispatch sees it: the runtime, its direction bits, its discards and
 /// outcomes, and its funnel counters (on_ports, in_direction, discarded, other_outcome,
@@ -71,6 +67,27 @@ fn bump(c: &AtomicU64) {
     c.store(c.load(Relaxed) + 1, Relaxed);
 }
 
+/// One address's flags: the compiled tables when they decide the string, else the
+/// classifier's cache and `_classify` (the Python answer).
+fn address_flags<'py>(
+    py: Python<'py>,
+    classifier: &Bound<'py, PyAny>,
+    compiled: Option<&Py<Classifier>>,
+    addr: &Bound<'py, PyAny>,
+) -> PyResult<i64> {
+    if let Some(c) = compiled {
+        if let Some(flags) = c.get().classify(addr) {
+            return Ok(flags);
+        }
+    }
+    let cache_any = classifier.getattr(intern!(py, "_cache"))?;
+    let cache = cache_any.cast::<PyDict>()?;
+    match cache.get_item(addr)? {
+        Some(v) => v.extract::<i64>(),
+        None => classifier.call_method1(intern!(py, "_classify"), (addr,))?.extract::<i64>(),
+    }
+}
+
 /// One detector's compiled dispatch (holds the detector: `detector.observe` is this
 /// object's `observe`).
 #[pyclass(module = "zeekndm._core")]
@@ -87,6 +104,32 @@ pub struct Dispatch {
     rts: Vec<Rt>,
     // records, matched, outbound, discarded, dropped, late_records
     counts: [AtomicU64; 6],
+    // the detector's classifier and its compiled tables (None: it has none, and its
+    // own cache and `_classify` answer)
+    classifier: Mutex<Option<(Py<PyAny>, Option<Py<Classifier>>)>>,
+}
+
+impl Dispatch {
+    /// The compiled tables of `classifier` (the detector's), asked of it once per
+    /// classifier object (`NetworkClassifier.compiled`); None for an object without them.
+    fn compiled(&self, py: Python<'_>, classifier: &Bound<'_, PyAny>) -> PyResult<Option<Py<Classifier>>> {
+        {
+            let guard = self.classifier.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((c, compiled)) = guard.as_ref() {
+                if c.is(classifier) {
+                    return Ok(compiled.as_ref().map(|x| x.clone_ref(py)));
+                }
+            }
+        }
+        // not under the lock: Python code runs here
+        let compiled = match classifier.getattr_opt(intern!(py, "compiled"))? {
+            Some(method) => method.call0()?.extract::<Option<Py<Classifier>>>()?,
+            None => None,
+        };
+        let mut guard = self.classifier.lock().unwrap_or_else(|e| e.into_inner());
+        *guard = Some((classifier.clone().unbind(), compiled.as_ref().map(|x| x.clone_ref(py))));
+        Ok(compiled)
+    }
 }
 
 #[pymethods]
@@ -115,11 +158,17 @@ impl Dispatch {
             tables: Default::default(),
             rts: Vec::new(),
             counts: Default::default(),
+            classifier: Mutex::new(None),
         }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.det)?;
+        if let Ok(guard) = self.classifier.try_lock() {
+            if let Some((c, _)) = guard.as_ref() {
+                visit.call(c)?;
+            }
+        }
         for rt in &self.rts {
             visit.call(&rt.obj)?;
         }
@@ -128,6 +177,7 @@ impl Dispatch {
 
     fn __clear__(&mut self) {
         self.rts.clear();
+        *self.classifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Install the models: `rts` [(runtime, dirs, any_discards, outcomes)], `tables`
@@ -234,18 +284,11 @@ impl Dispatch {
         bump(matched);
         // direction, once per record: cached address flags, Zeek's local fields
         let classifier = det.getattr(intern!(py, "classifier"))?;
-        let cache_any = classifier.getattr(intern!(py, "_cache"))?;
-        let cache = cache_any.cast::<PyDict>()?;
+        let compiled = self.compiled(py, &classifier)?;
         let src = flow_t.get_item(1)?;
         let dst = flow_t.get_item(3)?;
-        let fs = match cache.get_item(&src)? {
-            Some(v) => v.extract::<i64>()?,
-            None => classifier.call_method1(intern!(py, "_classify"), (&src,))?.extract::<i64>()?,
-        };
-        let fd = match cache.get_item(&dst)? {
-            Some(v) => v.extract::<i64>()?,
-            None => classifier.call_method1(intern!(py, "_classify"), (&dst,))?.extract::<i64>()?,
-        };
+        let fs = address_flags(py, &classifier, compiled.as_ref(), &src)?;
+        let fd = address_flags(py, &classifier, compiled.as_ref(), &dst)?;
         if (fs | fd) & DROP != 0 || fd & SPECIAL != 0 || fd & VALID == 0 {
             if (fs | fd) & DROP != 0 {
                 bump(dropped);
