@@ -532,11 +532,10 @@ def cmd_replay(args: argparse.Namespace, env: Environment) -> int:
                 log.warning("%s; going on with the other files", exc)
                 stats.passed_over = "empty"
                 continue
-            first = next(flows, None)
             pipeline.observer = Observer(config.sensor_name, sensor_type(stats.format))
-            if first is not None:
-                pipeline.push(first, stats, stats.lines)
-                pipeline.push_many(flows, stats)
+            # straight from the reader (no next() first): so the compiled TSV path can
+            # observe every block's records itself (Pipeline.push_many)
+            pipeline.push_many(flows, stats)
         pipeline.finish_input()
         delivered = pipeline.deliver(flush=True)
     finally:

@@ -23,6 +23,7 @@ from zeekndm.detection import Detection
 from zeekndm.enrich import Alert, Observer, enrich
 from zeekndm.eventtime import BadLineSink, EventClock, EventTimeSettings
 from zeekndm.flow import Flow
+from zeekndm.readers import FusedScan, ReadStats, _read
 from zeekndm.sinks.base import AlertSink, SendResult
 
 log = logging.getLogger(__name__)
@@ -70,35 +71,74 @@ class Pipeline:
 
     def push_many(self, items: Iterable[Flow | Detection], source: Any = None) -> None:
         """Every record of `items`; `source` is the ReadStats of the reader producing
-        them (its `lines` is the line of the record just yielded)."""
+        them (its `lines` is the line of the record just yielded).
+
+        When `items` is `read_flows`'s own generator for `source` and the detector is
+        the plain compiled one (see `_fusable`), the compiled TSV block path observes
+        the plain records itself: the reader yields a `FusedScan` for each stretch of a
+        block, run here with this loop's clock state (`scan_observe`: the same clock
+        test and `observe` call as the loop below), and only the records and lines it
+        stops at come through as items."""
         observe = self.detector.observe
         clock = self.clock
         ceiling = clock.ceiling
         high = clock.high
+        dispatch = self._fusable(items, source)
+        if dispatch is not None:
+            source.fuse = FusedScan()
+        add = self.add_detections
         try:
             for item in items:
                 if type(item) is Flow:
                     ts = item[0]
                     if ts > high:
                         if ts > ceiling:
-                            clock.high = high
+                            if high > clock.high:
+                                clock.high = high
                             for flow in clock._decide(
                                 item, source, source.lines if source is not None else 0
                             ):
                                 detections = observe(flow)
                                 if detections:
-                                    self.add_detections(detections)
+                                    add(detections)
                             ceiling, high = clock.ceiling, clock.high
                             continue
                         high = ts
                     detections = observe(item)
                     if detections:
-                        self.add_detections(detections)
+                        add(detections)
+                elif type(item) is FusedScan:
+                    result = item.scanner.scan_observe(
+                        item.block, item.at, item.max_line_bytes, dispatch, high, ceiling, add
+                    )
+                    high = result[6]
+                    item.result = result
                 else:
                     self.push(item)
         finally:
             if high > clock.high:
                 clock.high = high
+            if dispatch is not None:
+                source.fuse = None
+
+    def _fusable(self, items: Any, source: Any) -> Any:
+        """The detector's compiled dispatch when the fused block path is exactly this
+        loop: `items` is `read_flows`'s generator (nothing between it and here),
+        `source` a ReadStats not already fused, and the detector a plain compiled
+        `Detector` (its `observe` is the dispatch's, no recorder); else None."""
+        det = self.detector
+        dispatch = getattr(det, "_dispatch", None)
+        if (
+            dispatch is None
+            or type(det) is not Detector
+            or det.recorder is not None
+            or det.observe != dispatch.observe
+            or type(source) is not ReadStats
+            or source.fuse is not None
+            or getattr(items, "gi_code", None) is not _read.__code__
+        ):
+            return None
+        return dispatch
 
     def add_detections(self, detections: Iterable[Detection]) -> None:
         created = self.wall_clock()

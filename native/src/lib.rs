@@ -252,7 +252,14 @@ struct TsvScanner {
     idx: [usize; 12],
     unset: Vec<u8>,
     dports: Option<Vec<bool>>,
+    last_ts: f64, // the time of the last record `judge` parsed
 }
+
+/// What `scan_observe` returns: the one item it stopped at (a record or an odd line's
+/// offset, as `scan` gives them; None at a header line or the end) with its line index,
+/// the lines consumed (the item's included), the lines filtered, where to go on, the
+/// records it observed itself, and the event clock's new `high`.
+type FusedResult = (Py<PyAny>, usize, usize, usize, usize, usize, f64);
 
 #[pymethods]
 impl TsvScanner {
@@ -276,6 +283,7 @@ impl TsvScanner {
             idx: [0; 12],
             unset: b"-".to_vec(),
             dports: None,
+            last_ts: 0.0,
         }
     }
 
@@ -321,6 +329,76 @@ impl TsvScanner {
             stop,
             PyList::empty(py).unbind(),
         ))
+    }
+
+    /// `scan`, with the pipeline's `push_many` steps for each record fused in (replay):
+    /// the event clock's test (`ts > high`: above `ceiling` the record is handed back
+    /// unobserved, for `EventClock._decide`; else `high = ts`), then `dispatch.observe`
+    /// (Rust to Rust) and `add_detections` for what it returns. It stops after the
+    /// first line Python must read (an odd or too-long line, a record beyond the
+    /// ceiling) and before a line that may be a header; see `FusedResult`.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_observe(
+        &mut self,
+        py: Python<'_>,
+        block: &Bound<'_, PyBytes>,
+        start: usize,
+        max_line_bytes: usize,
+        dispatch: &Bound<'_, observe::Dispatch>,
+        mut high: f64,
+        ceiling: f64,
+        add_detections: &Bound<'_, PyAny>,
+    ) -> PyResult<FusedResult> {
+        let data = block.as_bytes();
+        let dispatch = dispatch.borrow();
+        let mut pos = start;
+        let mut index = 0usize;
+        let mut filtered = 0usize;
+        let mut records = 0usize;
+        let n = data.len();
+        while pos < n {
+            let nl = match memchr(b'\n', &data[pos..]) {
+                Some(i) => pos + i,
+                None => n,
+            };
+            let raw = &data[pos..nl];
+            if raw.len() > max_line_bytes {
+                let marker = (-(pos as i64) - 1).into_pyobject(py)?.into_any().unbind();
+                return Ok((marker, index, index + 1, filtered, nl + 1, records, high));
+            }
+            let mut line = raw;
+            while let Some((&b'\r', rest)) = line.split_last() {
+                line = rest;
+            }
+            if !line.is_empty() && line[0] <= 35 {
+                return Ok((py.None(), index, index, filtered, pos, records, high));
+            }
+            match self.judge(py, line)? {
+                Verdict::Filtered => filtered += 1,
+                Verdict::Odd => {
+                    let at = pos.into_pyobject(py)?.into_any().unbind();
+                    return Ok((at, index, index + 1, filtered, nl + 1, records, high));
+                }
+                Verdict::Flow(flow) => {
+                    let ts = self.last_ts;
+                    if ts > high {
+                        if ts > ceiling {
+                            return Ok((flow, index, index + 1, filtered, nl + 1, records, high));
+                        }
+                        high = ts;
+                    }
+                    records += 1;
+                    let found = dispatch.observe(py, flow.bind(py))?;
+                    let found = found.bind(py);
+                    if found.is_truthy()? {
+                        add_detections.call1((found,))?;
+                    }
+                }
+            }
+            pos = nl + 1;
+            index += 1;
+        }
+        Ok((py.None(), index, index, filtered, n, records, high))
     }
 }
 
@@ -378,6 +456,7 @@ impl TsvScanner {
         };
         let idx = self.idx;
         let Some(t) = plain_ts(col(idx[0])) else { return Ok(Verdict::Odd) };
+        self.last_ts = t;
         let (Some(sp), Some(dp)) = (canonical_port(col(idx[2])), canonical_port(col(idx[4])))
         else {
             return Ok(Verdict::Odd);

@@ -229,7 +229,7 @@ impl Dispatch {
     }
 
     /// `Detector.observe(flow)`: the detections that flow caused (usually none).
-    fn observe<'py>(&self, py: Python<'py>, flow: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+    pub(crate) fn observe<'py>(&self, py: Python<'py>, flow: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
         let det = self.det.bind(py);
         let none = self.none.bind(py);
         let flow_t = flow.cast::<PyTuple>()?;

@@ -108,6 +108,10 @@ class ReadStats:
     unreadable: str | None = None
     #: Set when the whole file was passed over: "not a connection log (path=dns)".
     passed_over: str | None = None
+    #: While `Pipeline.push_many` consumes this file's records straight from
+    #: `read_flows`: its `FusedScan`, which the compiled TSV block path yields instead of
+    #: the records it can observe natively (see `_native_block`).
+    fuse: Any = field(default=None, repr=False, compare=False)
 
     @property
     def skipped(self) -> int:
@@ -127,6 +131,22 @@ class ReadStats:
                 log.warning("%s:%d: %s (%s)", self.path, lineno, reason, detail)
             else:
                 log.warning("%s:%d: %s", self.path, lineno, reason)
+
+
+class FusedScan:
+    """One step of the fused block path (compiled core, Zeek TSV, replay): the reader
+    yields it with the scanner and where to scan; its consumer (`Pipeline.push_many`)
+    runs `scanner.scan_observe` with the event clock and the detector's dispatch and
+    puts what it returned in `result` before asking for the next record."""
+
+    __slots__ = ("scanner", "block", "at", "max_line_bytes", "result")
+
+    def __init__(self) -> None:
+        self.scanner: Any = None
+        self.block = b""
+        self.at = 0
+        self.max_line_bytes = 0
+        self.result: Any = None
 
 
 class EmptyInput(ReaderError):
@@ -765,11 +785,33 @@ def _native_block(
     end = len(block)
     flow_type = Flow
     while at < end:
+        fuse = stats.fuse
         scanner = parser.native_scanner(native)
         if scanner is None:  # no usable header yet: the Python parser reads the rest
             yield from _parse_line_by_line(parser, io.BytesIO(block[at:]), stats, max_line_bytes)
             return
-        items, lines, consumed, filtered, stop, skips = scanner.scan(block, at, max_line_bytes)
+        fused = fuse is not None and hasattr(scanner, "scan_observe")
+        if fused:
+            # the fused path: the consumer observes the plain records (see FusedScan);
+            # at most one item comes back, for the steps below
+            fuse.scanner, fuse.block, fuse.at, fuse.max_line_bytes = (
+                scanner,
+                block,
+                at,
+                max_line_bytes,
+            )
+            fuse.result = None
+            yield fuse
+            result, fuse.result, fuse.block, fuse.scanner = fuse.result, None, b"", None
+            if result is None:  # not run (its consumer stopped): scan again, unfused
+                continue
+            item, index, consumed, filtered, stop, records, _ = result
+            stats.records += records
+            items = () if item is None else (item,)
+            lines: Any = (index,)
+            skips: Any = ()
+        else:
+            items, lines, consumed, filtered, stop, skips = scanner.scan(block, at, max_line_bytes)
         base = stats.lines
         parser.filtered += filtered
         for value, count in skips:
@@ -802,7 +844,9 @@ def _native_block(
             yield item
         stats.lines = base + consumed
         at = stop
-        if at < end:  # a line that may be a header: the Python parser reads it
+        if at < end and not (fused and items):
+            # a line that may be a header (the scan stopped before it): the Python
+            # parser reads it
             nl = block.index(b"\n", at)
             yield from _parse_line_by_line(
                 parser, io.BytesIO(block[at : nl + 1]), stats, max_line_bytes
