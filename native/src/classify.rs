@@ -9,8 +9,73 @@
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv6Addr;
+
+/// A hasher for integer keys (addresses, ports, prefixes): a keyed splitmix64 finaliser,
+/// a few cycles where SipHash takes tens. The key is random per map, so addresses
+/// chosen by whoever is scanning cannot be made to collide.
+#[derive(Clone, Copy)]
+pub struct FastState(u64);
+
+impl Default for FastState {
+    fn default() -> Self {
+        FastState(RandomState::new().hash_one(0x5eed_u64) | 1)
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, v: u64) {
+        let mut z = (self.0 ^ v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        self.0 = z ^ (z >> 31);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.add(i as u64);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn write_u128(&mut self, i: u128) {
+        self.add(i as u64);
+        self.add((i >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A HashMap with `FastState`.
+pub type FastMap<K, V> = HashMap<K, V, FastState>;
 
 pub const INTERNAL: i64 = 1;
 pub const SPECIAL: i64 = 2;
@@ -19,7 +84,7 @@ pub const DROP: i64 = 8;
 pub const PROXY: i64 = 16;
 pub const EXCLUDED: i64 = 32;
 
-type Levels<K> = Vec<(u32, HashMap<K, bool>)>;
+type Levels<K> = Vec<(u32, FastMap<K, bool>)>;
 
 fn hit4(levels: &Levels<u32>, value: u32) -> Option<bool> {
     for (shift, nets) in levels {
@@ -96,8 +161,12 @@ impl Classifier {
         for (i, v) in octets.into_iter().enumerate() {
             o[i] = v.unwrap_or(-1);
         }
-        let mut v4 = v4.into_iter();
-        let mut v6 = v6.into_iter();
+        let mut v4 = v4.into_iter().map(|levels| {
+            levels.into_iter().map(|(shift, nets)| (shift, nets.into_iter().collect())).collect()
+        });
+        let mut v6 = v6.into_iter().map(|levels| {
+            levels.into_iter().map(|(shift, nets)| (shift, nets.into_iter().collect())).collect()
+        });
         Ok(Classifier {
             octets: o,
             v4: std::array::from_fn(|_| v4.next().unwrap()),

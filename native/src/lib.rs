@@ -124,12 +124,12 @@ fn plain_ts(s: &[u8]) -> Option<f64> {
 /// Address strings shared between records (as the Python reader's cache shares them),
 /// keyed by their integer value.
 struct AddressCache {
-    known: HashMap<u32, Py<PyString>>,
+    known: classify::FastMap<u32, Py<PyString>>,
 }
 
 impl AddressCache {
     fn new() -> Self {
-        AddressCache { known: HashMap::new() }
+        AddressCache { known: Default::default() }
     }
 
     fn get(&mut self, py: Python<'_>, raw: &[u8]) -> Option<Py<PyAny>> {
@@ -210,6 +210,23 @@ where
     Ok((items, lines, index, filtered, n))
 }
 
+/// The int object of a port, made once per port number (ints are immutable: one
+/// serves every record).
+fn port_object(ports: &mut Vec<Option<Py<PyAny>>>, py: Python<'_>, port: u16) -> Py<PyAny> {
+    if ports.is_empty() {
+        ports.resize_with(65536, || None);
+    }
+    let slot = &mut ports[port as usize];
+    match slot {
+        Some(v) => v.clone_ref(py),
+        None => {
+            let v = port.into_pyobject(py).unwrap().into_any().unbind();
+            *slot = Some(v.clone_ref(py));
+            v
+        }
+    }
+}
+
 /// Python objects a Flow is made of.
 struct FlowParts {
     tuple_new: Py<PyAny>,
@@ -253,6 +270,7 @@ struct TsvScanner {
     unset: Vec<u8>,
     dports: Option<Vec<bool>>,
     last_ts: f64, // the time of the last record `judge` parsed
+    ports: Vec<Option<Py<PyAny>>>, // the port numbers' int objects, made once each
 }
 
 /// What `scan_observe` returns: the one item it stopped at (a record or an odd line's
@@ -284,6 +302,7 @@ impl TsvScanner {
             unset: b"-".to_vec(),
             dports: None,
             last_ts: 0.0,
+            ports: Vec::new(),
         }
     }
 
@@ -482,9 +501,9 @@ impl TsvScanner {
             [
                 t.into_pyobject(py)?.into_any().unbind(),
                 src,
-                sp.into_pyobject(py)?.into_any().unbind(),
+                port_object(&mut self.ports, py, sp),
                 dst,
-                dp.into_pyobject(py)?.into_any().unbind(),
+                port_object(&mut self.ports, py, dp),
                 self.parts.transport(py, col(idx[5])),
                 self.parts.outcome(py, col(idx[6])),
                 text(py, col(idx[7])),

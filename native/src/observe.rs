@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::collections::{HashMap, HashSet};
 
-use crate::classify::{Classifier, DROP, INTERNAL, PROXY, SPECIAL, VALID};
+use crate::classify::{Classifier, FastMap, DROP, INTERNAL, PROXY, SPECIAL, VALID};
+use std::sync::Arc;
 
 /// A model as the dispatch sees it: the runtime, its direction bits, its discards and
 /// outcomes, and its funnel counters (on_ports, in_direction, discarded, other_outcome,
@@ -36,28 +37,28 @@ struct Rt {
 
 #[derive(Default)]
 struct Table {
-    ports: Mutex<HashMap<i64, Vec<usize>>>,
+    ports: Mutex<FastMap<i64, Arc<[usize]>>>,
     wide: Vec<(i64, i64, usize, HashSet<i64>)>,
 }
 
 impl Table {
     /// The models on `port`, as the Python `table.get(port)` / `_models_for` give them
     /// (a port first met in a wide range is cached).
-    fn models(&self, port: i64) -> Option<Vec<usize>> {
+    fn models(&self, port: i64) -> Option<Arc<[usize]>> {
         let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = ports.get(&port) {
-            return Some(found.clone());
+            return Some(Arc::clone(found));
         }
         if self.wide.is_empty() {
             return None;
         }
-        let found: Vec<usize> = self
+        let found: Arc<[usize]> = self
             .wide
             .iter()
             .filter(|(low, high, _, out)| *low <= port && port <= *high && !out.contains(&port))
             .map(|(_, _, rt, _)| *rt)
             .collect();
-        ports.insert(port, found.clone());
+        ports.insert(port, Arc::clone(&found));
         Some(found)
     }
 }
@@ -204,7 +205,7 @@ impl Dispatch {
             .collect();
         for (i, (ports, wide)) in tables.into_iter().enumerate() {
             self.tables[i] = Table {
-                ports: Mutex::new(ports),
+                ports: Mutex::new(ports.into_iter().map(|(p, m)| (p, m.into())).collect()),
                 wide: wide
                     .into_iter()
                     .map(|(lo, hi, rt, out)| (lo, hi, rt, out.into_iter().collect()))
@@ -293,7 +294,7 @@ impl Dispatch {
             if (fs | fd) & DROP != 0 {
                 bump(dropped);
             }
-            for &i in &runtimes {
+            for &i in runtimes.iter() {
                 bump(&self.rts[i].funnel[0]);
             }
             return Ok(done(out));
@@ -315,7 +316,7 @@ impl Dispatch {
         let mut in_direction = false;
         let counting = self.counting.get();
         let mut outcome: Option<Bound<'py, PyAny>> = None;
-        for &i in &runtimes {
+        for &i in runtimes.iter() {
             let rt = &self.rts[i];
             let funnel = &rt.funnel;
             bump(&funnel[0]);
