@@ -249,6 +249,35 @@ impl FlowParts {
         self.unknown.clone_ref(py)
     }
 
+    /// `tuple.__new__(Flow, values)`: allocated as that does it (the type's allocation,
+    /// then the items), without the intermediate tuple and call.
+    fn flow(&self, py: Python<'_>, values: [Py<PyAny>; 12]) -> PyResult<Py<PyAny>> {
+        let cls = self.flow_cls.bind(py);
+        let is_tuple_type = cls
+            .cast::<pyo3::types::PyType>()
+            .is_ok_and(|t| t.is_subclass_of::<PyTuple>().unwrap_or(false));
+        if !is_tuple_type {
+            let values = PyTuple::new(py, values)?;
+            return self.tuple_new.call1(py, (cls, values));
+        }
+        // SAFETY: `cls` is a tuple subtype (checked above); its allocation returns a
+        // new tuple of 12 empty slots with one reference, which PyTuple_SetItem fills
+        // (each call steals its item's reference), as tuple_subtype_new does.
+        unsafe {
+            let obj = pyo3::ffi::PyType_GenericAlloc(cls.as_ptr() as *mut pyo3::ffi::PyTypeObject, 12);
+            if obj.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            for (i, v) in values.into_iter().enumerate() {
+                if pyo3::ffi::PyTuple_SetItem(obj, i as pyo3::ffi::Py_ssize_t, v.into_ptr()) != 0 {
+                    pyo3::ffi::Py_DecRef(obj);
+                    return Err(PyErr::fetch(py));
+                }
+            }
+            Ok(Py::from_owned_ptr(py, obj))
+        }
+    }
+
     fn transport(&self, py: Python<'_>, proto: &[u8]) -> Py<PyAny> {
         match proto {
             b"tcp" => self.tcp.clone_ref(py),
@@ -496,24 +525,21 @@ impl TsvScanner {
                 _ => py.None(),
             }
         };
-        let values = PyTuple::new(
-            py,
-            [
-                t.into_pyobject(py)?.into_any().unbind(),
-                src,
-                port_object(&mut self.ports, py, sp),
-                dst,
-                port_object(&mut self.ports, py, dp),
-                self.parts.transport(py, col(idx[5])),
-                self.parts.outcome(py, col(idx[6])),
-                text(py, col(idx[7])),
-                text(py, col(idx[8])),
-                text(py, col(idx[9])),
-                flag(py, col(idx[10])),
-                flag(py, col(idx[11])),
-            ],
-        )?;
-        let flow = self.parts.tuple_new.call1(py, (self.parts.flow_cls.clone_ref(py), values))?;
+        let values: [Py<PyAny>; 12] = [
+            t.into_pyobject(py)?.into_any().unbind(),
+            src,
+            port_object(&mut self.ports, py, sp),
+            dst,
+            port_object(&mut self.ports, py, dp),
+            self.parts.transport(py, col(idx[5])),
+            self.parts.outcome(py, col(idx[6])),
+            text(py, col(idx[7])),
+            text(py, col(idx[8])),
+            text(py, col(idx[9])),
+            flag(py, col(idx[10])),
+            flag(py, col(idx[11])),
+        ];
+        let flow = self.parts.flow(py, values)?;
         Ok(Verdict::Flow(flow))
     }
 }
