@@ -26,7 +26,6 @@ use std::collections::HashMap;
 
 const MIN_TS: f64 = 0.0;
 const MAX_TS: f64 = 253402300799.0;
-const ADDR_CACHE_MAX: usize = 200_000;
 
 /// One line's verdict.
 enum Verdict {
@@ -122,27 +121,36 @@ fn plain_ts(s: &[u8]) -> Option<f64> {
 }
 
 /// Address strings shared between records (as the Python reader's cache shares them),
-/// keyed by their integer value.
+/// in a direct-mapped table keyed by their integer value: an address seen again soon
+/// (a scanning source, a busy server) gets the same string, a new one takes its slot.
+/// Bounded, with no rehashing or clearing, and a sweep's stream of new destinations
+/// costs one slot write each.
 struct AddressCache {
-    known: classify::FastMap<u32, Py<PyString>>,
+    slots: Vec<Option<(u32, Py<PyString>)>>,
 }
+
+const ADDR_SLOTS_BITS: u32 = 16;
 
 impl AddressCache {
     fn new() -> Self {
-        AddressCache { known: Default::default() }
+        AddressCache { slots: Vec::new() }
     }
 
     fn get(&mut self, py: Python<'_>, raw: &[u8]) -> Option<Py<PyAny>> {
         let value = canonical_ipv4(raw)?;
-        if let Some(s) = self.known.get(&value) {
-            return Some(s.clone_ref(py).into_any());
+        if self.slots.is_empty() {
+            self.slots.resize_with(1 << ADDR_SLOTS_BITS, || None);
         }
-        if self.known.len() >= ADDR_CACHE_MAX {
-            self.known.clear();
+        let at = ((value as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ADDR_SLOTS_BITS)) as usize;
+        let slot = &mut self.slots[at];
+        if let Some((v, s)) = slot {
+            if *v == value {
+                return Some(s.clone_ref(py).into_any());
+            }
         }
         // canonical, so ASCII
         let s = PyString::new(py, unsafe { std::str::from_utf8_unchecked(raw) }).unbind();
-        self.known.insert(value, s.clone_ref(py));
+        *slot = Some((value, s.clone_ref(py)));
         Some(s.into_any())
     }
 }
