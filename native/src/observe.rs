@@ -3,14 +3,14 @@
 //! `Dispatch.observe(flow)` is `zeekndm.detect.Detector.observe` step for step: the
 //! record and event-time counters, the detector's clock (`max_ts`, the sweep, records
 //! later than the allowed lateness), the port tables (exact ports and the wide ranges,
-//! cached per port as the Python tables are), the address classification through the
-//! classifier's own cache, Zeek's local fields, the direction bits, the models'
-//! discards and outcomes, and the per-model funnel, then `Counting.update` for every
-//! model that counts the record. The port tables and the statistics are native; the
-//! statistics are added into the detector's `DetectorStats` when it reads them
-//! (`take_counts`). What is rare or Python's own is called back: the sweep, the
-//! classifier's lookups of an address not in its cache, a disagreement with Zeek's
-//! local fields, a model's discards.
+//! cached per port as the Python tables are), the address classification (natively, by
+//! the classifier's compiled tables: `crate::classify`), Zeek's local fields, the
+//! direction bits, the models' discards and outcomes, and the per-model funnel, then
+//! `Counting.update` for every model that counts the record. The port tables and the
+//! statistics are native; the statistics are added into the detector's `DetectorStats`
+//! when it reads them (`take_counts`). What is rare or Python's own is called back: the
+//! sweep, the classifier's `_classify` for a string its compiled tables cannot read, a
+//! disagreement with Zeek's local fields, a model's discards.
 
 use crate::count::Counting;
 use pyo3::intern;
