@@ -229,3 +229,28 @@ def test_output_to_dev_null_is_fine_for_timing_runs():
     run = Run(["replay", REPO / "demo" / "conn.log", "--output", "/dev/null"])
     assert run.status == ExitStatus.OK, run.err
     assert "alerts: 5" in run.err
+
+
+def test_replay_without_clusters_imports_no_cluster_sink():
+    """Start-up: a replay writing NDJSON only never imports the Elasticsearch/OpenSearch
+    sinks (nor what they import); test_cli_elasticsearch covers naming a cluster."""
+    code = (
+        "import sys\n"
+        "from zeekndm.cli import main\n"
+        "status = main(['replay', sys.argv[1], '--output', '/dev/null'])\n"
+        "loaded = [m for m in sys.modules if m.startswith('zeekndm.sinks.')]\n"
+        "print(status, sorted(loaded))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "demo" / "conn.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    status, _, loaded = proc.stdout.strip().partition(" ")
+    assert status == "0"
+    for cluster in ("elasticsearch", "opensearch", "datastream"):
+        assert cluster not in loaded
+    assert "zeekndm.sinks.ndjson" in loaded

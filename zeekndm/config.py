@@ -423,6 +423,8 @@ def _output(r: FieldReader) -> tuple[str | None, Any, Any]:
 
 def parse_elasticsearch(raw: Any, errors: list) -> Any:
     """`output.elasticsearch` (None when absent or `enabled: false`), errors collected."""
+    if _store_off(raw):  # the sink module (and what it imports) only when configured
+        return None
     from zeekndm.sinks.elasticsearch import ElasticsearchSettings
 
     return _parse_store(ElasticsearchSettings, raw, errors)
@@ -430,14 +432,21 @@ def parse_elasticsearch(raw: Any, errors: list) -> Any:
 
 def parse_opensearch(raw: Any, errors: list) -> Any:
     """`output.opensearch` (None when absent or `enabled: false`), errors collected."""
+    if _store_off(raw):
+        return None
     from zeekndm.sinks.opensearch import OpenSearchSettings
 
     return _parse_store(OpenSearchSettings, raw, errors)
 
 
+def _store_off(raw: Any) -> bool:
+    """An `output.elasticsearch` / `output.opensearch` section absent or disabled."""
+    return raw is None or raw.get("enabled", True) is False
+
+
 def _parse_store(cls: Any, raw: Any, errors: list) -> Any:
     """Delegate to the sink's own settings class, collecting its errors."""
-    if raw is None or raw.get("enabled", True) is False:
+    if _store_off(raw):
         return None
     data = {k: v for k, v in raw.items() if k != "enabled"}
     try:
