@@ -131,6 +131,90 @@ def test_odd_eve_lines_read_the_same_on_both_cores(monkeypatch):
     assert stats[0] == "suricata_eve" and stats[5]
 
 
+def _padded(at: int, rest: bytes) -> bytes:
+    """An eve line whose `"event_type":"` key starts at byte `at` (a padding field first)."""
+    head = b'{"pad":"'
+    return head + b"x" * (at - len(head) - 2) + b'",' + rest
+
+
+# Each line is malformed past what the prefilter looks at (a trailing comma, an address
+# that is not one), so a line the prefilter passes over is only counted, while the same
+# line parsed in full is a bad line: any difference between the two cores' prefilters
+# shows in the counts.
+_DNS = b'"event_type":"dns","dest_port":53,}'
+_FLOW = (
+    b'"event_type":"flow","src_ip":"10.0.0.x","src_port":1,"dest_ip":"45.0.0.1",'
+    b'"dest_port":%d,"proto":"TCP","flow":{"pkts_toclient":0,'
+    b'"start":"2024-01-01T00:00:00.000000+0000"}}'
+)
+TRICKY_PREFILTER_EVE = [
+    # the event-type key ending on byte 400 is seen; one byte later it is not
+    _padded(386, _DNS),
+    _padded(387, _DNS),
+    _padded(386, _FLOW % 8080),
+    # the type's closing quote the last byte inside the 40-byte window, and just past it
+    b'{"event_type":"' + b"t" * 39 + b'","dest_port":80,}',
+    b'{"event_type":"' + b"t" * 40 + b'","dest_port":80,}',
+    b'{"event_type":"","dest_port":80,}',
+    # a byte order mark: the prefilter sees the line with it, then (after the JSON
+    # parser refuses it) the line without it
+    b"\xef\xbb\xbf{" + _DNS,
+    b"\xef\xbb\xbf{" + _FLOW % 8080,
+    b"\xef\xbb\xbf" + _padded(384, _DNS),
+    # the port: unwatched and compact; last in its object; spaced; repeated; nested
+    b"{" + _FLOW % 8080,
+    b'{"event_type":"flow","src_ip":"x","dest_port":8080}',
+    b'{"event_type":"flow","src_ip":"x","dest_port": 8080,"src_port":1}',
+    b'{"event_type":"flow","src_ip":"x","dest_port":8080,"dest_port":8081,"src_port":1}',
+    b'{"event_type":"flow","x":{"dest_port":27017},"src_ip":"x","dest_port":8080,"a":1}',
+    b'{"event_type":"flow","src_ip":"x","dest_port":1234567,"src_port":1}',
+    b'{"event_type":"flow","src_ip":"x","dest_port":0808,"src_port":1}',
+    b'{"event_type":"flow","src_ip":"x","dest_port":8080,"src_port":1,"y":"\x00"}',
+    b'{"event_type":"flow","src_ip":"x","dest_port":8080,"src_port":1} ',
+    b'{"event_type":"flow","src_ip":"x","dest_port":8080,"src_port":1',
+    # escaped or spaced keys are not the compact literal: parsed in full
+    b'{"\\u0065vent_type":"dns","dest_port":53,}',
+    b'{"event_type" :"dns","dest_port":53,}',
+    # the first event-type literal is the event's own
+    b'{"event_type":"alert","payload":"\\"event_type\\":\\"flow\\"","dest_port":1,}',
+    b"{" + _FLOW % 8080 + b"\r",
+    b"{" + _FLOW % 27017 + b"\r\r",
+    b"{" + (_FLOW % 27017).replace(b"10.0.0.x", b"10.0.0.1") + b"\r",  # a record
+]
+
+
+def test_tricky_prefilter_lines_read_the_same_on_both_cores(monkeypatch):
+    # the compiled scanner prefilters and hands the rest to `parse_scanned`, which does
+    # not prefilter again: every line must end where the Python parser's `parse` puts it
+    data = b"\n".join(TRICKY_PREFILTER_EVE * 30) + b"\n"
+    flows, stats = same_on_both(monkeypatch, "eve.json", data)
+    assert stats[0] == "suricata_eve" and flows
+    assert stats[3] and stats[5] and stats[6]  # bad lines, skips and filtered lines
+
+
+def test_tricky_prefilter_zeek_json_lines_read_the_same_on_both_cores(monkeypatch):
+    line = (  # a bad address: parsed in full it is a bad line, filtered it is counted
+        b'{"ts":1700000000.5,"uid":"C1","id.orig_h":"10.0.0.x","id.orig_p":1,'
+        b'"id.resp_h":"45.0.0.1","id.resp_p":%s,"proto":"tcp","conn_state":"S0"}'
+    )
+    lines = [
+        (line % b"27017").replace(b"10.0.0.x", b"10.0.0.1"),  # a record
+        line % b"27017",
+        line % b"8080",
+        line % b"080",
+        line.replace(b'"id.resp_p":%s,', b'"id.resp_p": 8080,'),
+        b"\xef\xbb\xbf" + line % b"8080",
+        (line % b"8080")[:-1],
+        (line % b"8080") + b"\r",
+        (line % b"8080").replace(b'"C1"', b'"C\x00"'),
+        (line % b"8080") + b" ",
+        (line % b"8080").replace(b'"uid"', b'"x":{"id.resp_p":27017},"uid"'),
+    ]
+    data = b"\n".join(lines * 30) + b"\n"
+    flows, stats = same_on_both(monkeypatch, "conn.json", data)
+    assert stats[0] == "zeek_json" and flows and stats[3] and stats[6]
+
+
 def _version(env: dict) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "zeekndm", "--version"],

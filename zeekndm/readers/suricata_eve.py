@@ -111,6 +111,14 @@ class SuricataEveParser(JSONPortFilter):
         dports = self._dports
         if dports is not None and self._filtered_out(line, dports):
             return None
+        return self.parse_scanned(line)
+
+    def parse_scanned(self, line: bytes) -> Flow | None:
+        """`parse` without the prefilter (the event-type skip and the port filter), for
+        the lines the compiled scanner has already passed through the same prefilter,
+        byte for byte, and handed back: the same result as `parse` on those lines."""
+        if not line:
+            return None
         try:
             d = _loads(line)
         except _JSONDecodeError:
