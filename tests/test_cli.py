@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -254,3 +255,33 @@ def test_replay_without_clusters_imports_no_cluster_sink():
     for cluster in ("elasticsearch", "opensearch", "datastream"):
         assert cluster not in loaded
     assert "zeekndm.sinks.ndjson" in loaded
+
+
+def test_replay_the_compiled_core_parses_never_builds_the_port_table():
+    """Start-up: the 65,536-entry port table of the Python parsers is built on first use
+    only, so a replay whose lines the compiled core parses never pays for it; the Python
+    core builds it for its first line, and `PORTS` still reads as the whole table."""
+    code = (
+        "import sys\n"
+        "from zeekndm.cli import main\n"
+        "status = main(['replay', sys.argv[1], '--output', '/dev/null'])\n"
+        "from zeekndm.readers import base\n"
+        "print(status, base._PORT_TABLE is not None)\n"
+    )
+    built = {}
+    for name in ("native", "python"):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(REPO / "demo" / "conn.log")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env={**os.environ, "ZEEKNDM_CORE": name},
+        )
+        assert proc.returncode == 0, proc.stderr
+        built[name] = proc.stdout.split()
+    from zeekndm.readers import base
+
+    assert built == {"native": ["0", "False"], "python": ["0", "True"]}
+    assert base.PORTS == {str(i): i for i in range(65536)}
+    assert base.check_port("443", "dest_port") == 443

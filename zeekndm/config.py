@@ -9,7 +9,6 @@ start while any remain.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ class Config:
             if unknown:
                 hints = []
                 for n in unknown:
-                    close = difflib.get_close_matches(n, list(self.models), n=1)
+                    close = _close_matches(n, list(self.models), n=1)
                     hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
                 raise ConfigError(
                     f"--models: unknown model {', '.join(hints)}; `zeekndm models` lists them"
@@ -397,11 +396,10 @@ def _notices(r: FieldReader) -> dict[str, NoticeMapping]:
 
 def _closest(name: Any, names: Any) -> str | None:
     """The shipped model name `name` is most likely a typo of, if any."""
-    import difflib
 
     if not isinstance(name, str):
         return None
-    found = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
+    found = _close_matches(name, list(names), n=1, cutoff=0.75)
     return found[0] if found else None
 
 
@@ -509,3 +507,10 @@ def _logging(r: FieldReader) -> tuple[str, float, str]:
     )
     lg.finish()
     return (level or "info").lower(), float(interval), fmt or "text"
+
+
+def _close_matches(word: str, names: Any, **kw: Any) -> list[str]:
+    """`difflib.get_close_matches`, imported only for a misspelt name (start-up)."""
+    import difflib
+
+    return difflib.get_close_matches(word, names, **kw)
