@@ -285,3 +285,28 @@ def test_replay_the_compiled_core_parses_never_builds_the_port_table():
     assert built == {"native": ["0", "False"], "python": ["0", "True"]}
     assert base.PORTS == {str(i): i for i in range(65536)}
     assert base.check_port("443", "dest_port") == 443
+
+
+def test_replay_without_a_config_file_imports_no_yaml_parser_once_cached():
+    """Start-up: the shipped models' and notice mappings' parse is cached
+    (`packagefiles.cached_parse`), so a replay with no config file of its own does not
+    import PyYAML at all from its second run on (the first may write the cache)."""
+    code = (
+        "import sys\n"
+        "from zeekndm.cli import main\n"
+        "status = main(['replay', sys.argv[1], '--output', '/dev/null'])\n"
+        "print(status, 'yaml' in sys.modules)\n"
+    )
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(REPO / "demo" / "conn.log")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "alerts: 5" in proc.stderr
+        runs.append(proc.stdout.split())
+    assert runs[1] == ["0", "False"]
