@@ -304,7 +304,19 @@ _EVE_FIELDS: dict[str, list] = {
     "event_type": ['"flow"', '"netflow"', '"dns"', "1"],
     "src_ip": ['"10.0.0.1"', '"10.0.0.01"', '"2001:db8::1"', '"::ffff:10.0.0.1"', '"x"', "5", None],
     "src_port": ["40000", "0", "65535", "65536", "-0", "-1", "4e4", "40000.0", '"1"', "true", None],
-    "dest_ip": ['"45.0.0.1"', '"45.000.0.1"', '"2001:DB8::2"', None],
+    "dest_ip": [
+        '"45.0.0.1"',
+        '"45.000.0.1"',
+        '"2001:DB8::2"',
+        '"2001:db8::2"',
+        '"2001:0db8::2"',
+        '"fe80::1%eth0"',
+        '"::"',
+        '"1:0:0:1::"',
+        '"1::1:0:0:1"',
+        '"::1.2.3.4"',
+        None,
+    ],
     "dest_port": ["27017", "80", "443", "3306", "1e2", None],
     "proto": [
         '"TCP"',
@@ -425,7 +437,8 @@ def test_the_compiled_scanner_parses_ordinary_eve_flow_events_itself():
         b'"tcp":{"tcp_flags_ts":"1b","tcp_flags_tc":"1e"},"host":"h"}'
     )
     odd = [
-        ordinary.replace(b"10.0.0.1", b"2001:db8::1"),
+        ordinary.replace(b"10.0.0.1", b"2001:DB8::1"),  # not its normal form
+        ordinary.replace(b"10.0.0.1", b"::ffff:10.0.0.1"),
         ordinary.replace(b'"TCP"', b'"ICMP"'),
         ordinary.replace(b'"host":"h"', b'"host":"h\\u00e9"'),
         ordinary.replace(b'"flow_id":1', b'"flow_id":"1"'),
@@ -433,6 +446,9 @@ def test_the_compiled_scanner_parses_ordinary_eve_flow_events_itself():
     scanner = SuricataEveParser().native_scanner(_core)
     items, lines, *_ = scanner.scan(b"\n".join([ordinary, *odd]) + b"\n", 0, 1 << 20)
     assert type(items[0]) is Flow and [type(i) for i in items[1:]] == [int] * len(odd)
+    v6 = ordinary.replace(b"10.0.0.1", b"2001:db8::1").replace(b"45.0.0.1", b"::")
+    (flow,), *_ = scanner.scan(v6 + b"\n", 0, 1 << 20)
+    assert type(flow) is Flow and (flow.src, flow.dst) == ("2001:db8::1", "::")
     assert items[0] == (
         1700018000.066507,
         "10.0.0.1",
@@ -447,3 +463,35 @@ def test_the_compiled_scanner_parses_ordinary_eve_flow_events_itself():
         None,
         None,
     )
+
+
+def test_ipv6_addresses_in_eve_flow_events_read_the_same_on_both_cores(monkeypatch):
+    # every way of writing an IPv6 address: the compiled scanner takes only the normal
+    # form the Python reader would write back (and gives it the same string)
+    import ipaddress
+    import random
+
+    rng = random.Random(6)
+
+    def address() -> str:
+        groups = [rng.choice([0, 0, 0, 1, 0xFFFF, rng.randrange(65536)]) for _ in range(8)]
+        a = ipaddress.IPv6Address(b"".join(g.to_bytes(2, "big") for g in groups))
+        return rng.choice(
+            [
+                a.compressed,
+                a.compressed,
+                a.exploded,
+                a.compressed.upper(),
+                ":".join(f"{g:x}" for g in groups),
+                f"{a.compressed}%eth0",
+                f"::ffff:{rng.randrange(256)}.0.0.1",
+            ]
+        )
+
+    line = (
+        '{"event_type":"flow","src_ip":"%s","src_port":1,"dest_ip":"%s","dest_port":27017,'
+        '"proto":"TCP","flow":{"pkts_toclient":0,"start":"2024-01-01T00:00:00.000000+0000"}}'
+    )
+    data = "\n".join(line % (address(), address()) for _ in range(4000)).encode() + b"\n"
+    flows, stats = same_on_both(monkeypatch, "eve.json", data)
+    assert len(flows) == 4000 and stats[3] == {}

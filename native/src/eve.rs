@@ -2,8 +2,9 @@
 //! Python parser's fast path (`SuricataEveParser.parse_scanned`) returns, for the lines
 //! where that fast path succeeds and every decision can be made byte for byte. Anything
 //! else returns None and the line is handed back to Python ("odd"): non-ASCII bytes, any
-//! backslash (string escapes), a duplicated key we read, IPv6 or non-canonical addresses,
-//! ICMP and other transports, `netflow` events, an unusual timestamp or value type.
+//! backslash (string escapes), a duplicated key we read, an address not in its normal
+//! form (a dotted quad with a leading zero, IPv6 in capitals or uncompressed, IPv4-mapped,
+//! a zone id), ICMP and other transports, `netflow` events, an unusual timestamp or value type.
 //!
 //! The whole line is validated as JSON (the grammar orjson accepts, minus what we
 //! refuse), since orjson would refuse an invalid line that the fields alone do not show.
@@ -246,6 +247,22 @@ fn members<const N: usize>(
         Some(())
     })?;
     Some(out)
+}
+
+/// An IPv6 address written in the normal form the Python reader gives it (what
+/// `ipaddress.IPv6Address(raw).compressed` writes back: lowercase, no leading zeros, the
+/// first longest run of two or more zero groups as `::`), as an integer. Not an
+/// IPv4-mapped one (the reader turns it into its IPv4 address), nor a zone id or a
+/// dotted part: those go to Python.
+pub fn canonical_ipv6(s: &[u8]) -> Option<u128> {
+    if s.len() < 2 || s.len() > 39 || !s.iter().all(|&c| c.is_ascii_hexdigit() || c == b':') {
+        return None;
+    }
+    let addr: std::net::Ipv6Addr = std::str::from_utf8(s).ok()?.parse().ok()?;
+    if addr.to_ipv4_mapped().is_some() || addr.to_string().as_bytes() != s {
+        return None;
+    }
+    Some(u128::from(addr))
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date.

@@ -13,7 +13,8 @@
 //! addresses (which are their own normal form), plain decimal times. Anything else
 //! (IPv6, a port with a leading zero, a time in exponent form, a wrong column count, a
 //! NUL byte, non-ASCII bytes) is an odd line. Eve `flow` events are parsed by `eve.rs`
-//! under the same rule (an exact JSON walk; escapes, IPv6, ICMP ... are odd lines).
+//! under the same rule (an exact JSON walk; escapes, ICMP, IPv6 not in its normal form
+//! ... are odd lines).
 
 mod count;
 mod eve;
@@ -431,6 +432,8 @@ struct JsonScanner {
     dports: Option<Vec<bool>>,
     flows: Option<EveParts>,
     addresses: AddressCache,
+    /// IPv6 address strings shared between records, as `addresses` for IPv4
+    v6: HashMap<u128, Py<PyString>>,
 }
 
 /// Python objects an eve Flow is made of.
@@ -449,10 +452,25 @@ impl EveParts {
         py: Python<'_>,
         f: &eve::EveFlow<'_>,
         addresses: &mut AddressCache,
+        v6: &mut HashMap<u128, Py<PyString>>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let (Some(src), Some(dst)) = (addresses.get(py, f.src), addresses.get(py, f.dst)) else {
-            return Ok(None);
+        let mut address = |raw: &[u8]| -> Option<Py<PyAny>> {
+            if let Some(s) = addresses.get(py, raw) {
+                return Some(s);
+            }
+            let value = eve::canonical_ipv6(raw)?;
+            if let Some(s) = v6.get(&value) {
+                return Some(s.clone_ref(py).into_any());
+            }
+            if v6.len() >= ADDR_CACHE_MAX {
+                v6.clear();
+            }
+            // canonical, so ASCII
+            let s = PyString::new(py, unsafe { std::str::from_utf8_unchecked(raw) }).unbind();
+            v6.insert(value, s.clone_ref(py));
+            Some(s.into_any())
         };
+        let (Some(src), Some(dst)) = (address(f.src), address(f.dst)) else { return Ok(None) };
         // ASCII (checked by parse_flow)
         let text = |py: Python<'_>, v: Option<&[u8]>| -> Py<PyAny> {
             match v {
@@ -514,6 +532,7 @@ impl JsonScanner {
             }),
             flows: None,
             addresses: AddressCache::new(),
+            v6: HashMap::new(),
         }
     }
 
@@ -548,6 +567,7 @@ impl JsonScanner {
         let dports = self.dports.as_deref();
         let flows = self.flows.as_ref();
         let addresses = &mut self.addresses;
+        let v6 = &mut self.v6;
         let (items, lines, consumed, filtered, stop) =
             walk(py, data, start, max_line_bytes, false, |py, line| {
                 if line.is_empty() {
@@ -582,8 +602,11 @@ impl JsonScanner {
                     }
                 }
                 if let Some(parts) = flows {
-                    if let Some(f) = eve::parse_flow(line, |ip| canonical_ipv4(ip).is_some()) {
-                        if let Some(obj) = parts.flow(py, &f, addresses)? {
+                    let valid = |ip: &[u8]| {
+                        canonical_ipv4(ip).is_some() || eve::canonical_ipv6(ip).is_some()
+                    };
+                    if let Some(f) = eve::parse_flow(line, valid) {
+                        if let Some(obj) = parts.flow(py, &f, addresses, v6)? {
                             return Ok(Verdict::Flow(obj));
                         }
                     }
