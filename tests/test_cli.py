@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -229,3 +230,87 @@ def test_output_to_dev_null_is_fine_for_timing_runs():
     run = Run(["replay", REPO / "demo" / "conn.log", "--output", "/dev/null"])
     assert run.status == ExitStatus.OK, run.err
     assert "alerts: 5" in run.err
+
+
+def test_replay_without_clusters_imports_no_cluster_sink():
+    """Start-up: a replay writing NDJSON only never imports the Elasticsearch/OpenSearch
+    sinks (nor what they import); test_cli_elasticsearch covers naming a cluster."""
+    code = (
+        "import sys\n"
+        "from zeekndm.cli import main\n"
+        "status = main(['replay', sys.argv[1], '--output', '/dev/null'])\n"
+        "loaded = [m for m in sys.modules if m.startswith('zeekndm.sinks.')]\n"
+        "print(status, sorted(loaded))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "demo" / "conn.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    status, _, loaded = proc.stdout.strip().partition(" ")
+    assert status == "0"
+    for cluster in ("elasticsearch", "opensearch", "datastream"):
+        assert cluster not in loaded
+    assert "zeekndm.sinks.ndjson" in loaded
+
+
+def test_replay_the_compiled_core_parses_never_builds_the_port_table():
+    """Start-up: the 65,536-entry port table of the Python parsers is built on first use
+    only, so a replay whose lines the compiled core parses never pays for it; the Python
+    core builds it for its first line, and `PORTS` still reads as the whole table."""
+    code = (
+        "import sys\n"
+        "from zeekndm.cli import main\n"
+        "status = main(['replay', sys.argv[1], '--output', '/dev/null'])\n"
+        "from zeekndm.readers import base\n"
+        "print(status, base._PORT_TABLE is not None)\n"
+    )
+    built = {}
+    for name in ("native", "python"):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(REPO / "demo" / "conn.log")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env={**os.environ, "ZEEKNDM_CORE": name},
+        )
+        assert proc.returncode == 0, proc.stderr
+        built[name] = proc.stdout.split()
+    from zeekndm.readers import base
+
+    assert built == {"native": ["0", "False"], "python": ["0", "True"]}
+    assert base.PORTS == {str(i): i for i in range(65536)}
+    assert base.check_port("443", "dest_port") == 443
+
+
+def test_replay_without_a_config_file_imports_no_yaml_parser_once_cached():
+    """Start-up: the shipped models' and notice mappings' parse is cached
+    (`packagefiles.cached_parse`), so a replay with no config file of its own does not
+    import PyYAML at all from its second run on (the first may write the cache)."""
+    from zeekndm.packagefiles import package_files
+
+    if not os.access(package_files() / "builtin_models", os.W_OK):
+        pytest.skip("the installed package's folder is read-only: no cache")
+    code = (
+        "import sys\n"
+        "from zeekndm.cli import main\n"
+        "status = main(['replay', sys.argv[1], '--output', '/dev/null'])\n"
+        "print(status, 'yaml' in sys.modules)\n"
+    )
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(REPO / "demo" / "conn.log")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "alerts: 5" in proc.stderr
+        runs.append(proc.stdout.split())
+    assert runs[1] == ["0", "False"]

@@ -21,11 +21,11 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zeekndm.errors import ZeekNDMError
+from zeekndm.packagefiles import package_files
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -157,7 +157,7 @@ class AttackMatrix(NamedTuple):
 
 def shipped_data_path() -> Traversable:
     """Where the package keeps its generated table."""
-    return resources.files("zeekndm") / "data" / DATA_FILE
+    return package_files() / "data" / DATA_FILE
 
 
 def load_matrix(path: Path | Traversable) -> AttackMatrix:

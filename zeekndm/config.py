@@ -9,7 +9,6 @@ start while any remain.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -77,7 +76,7 @@ class Config:
             if unknown:
                 hints = []
                 for n in unknown:
-                    close = difflib.get_close_matches(n, list(self.models), n=1)
+                    close = _close_matches(n, list(self.models), n=1)
                     hints.append(f"{n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
                 raise ConfigError(
                     f"--models: unknown model {', '.join(hints)}; `zeekndm models` lists them"
@@ -397,11 +396,10 @@ def _notices(r: FieldReader) -> dict[str, NoticeMapping]:
 
 def _closest(name: Any, names: Any) -> str | None:
     """The shipped model name `name` is most likely a typo of, if any."""
-    import difflib
 
     if not isinstance(name, str):
         return None
-    found = difflib.get_close_matches(name, list(names), n=1, cutoff=0.75)
+    found = _close_matches(name, list(names), n=1, cutoff=0.75)
     return found[0] if found else None
 
 
@@ -423,6 +421,8 @@ def _output(r: FieldReader) -> tuple[str | None, Any, Any]:
 
 def parse_elasticsearch(raw: Any, errors: list) -> Any:
     """`output.elasticsearch` (None when absent or `enabled: false`), errors collected."""
+    if _store_off(raw):  # the sink module (and what it imports) only when configured
+        return None
     from zeekndm.sinks.elasticsearch import ElasticsearchSettings
 
     return _parse_store(ElasticsearchSettings, raw, errors)
@@ -430,14 +430,21 @@ def parse_elasticsearch(raw: Any, errors: list) -> Any:
 
 def parse_opensearch(raw: Any, errors: list) -> Any:
     """`output.opensearch` (None when absent or `enabled: false`), errors collected."""
+    if _store_off(raw):
+        return None
     from zeekndm.sinks.opensearch import OpenSearchSettings
 
     return _parse_store(OpenSearchSettings, raw, errors)
 
 
+def _store_off(raw: Any) -> bool:
+    """An `output.elasticsearch` / `output.opensearch` section absent or disabled."""
+    return raw is None or raw.get("enabled", True) is False
+
+
 def _parse_store(cls: Any, raw: Any, errors: list) -> Any:
     """Delegate to the sink's own settings class, collecting its errors."""
-    if raw is None or raw.get("enabled", True) is False:
+    if _store_off(raw):
         return None
     data = {k: v for k, v in raw.items() if k != "enabled"}
     try:
@@ -500,3 +507,10 @@ def _logging(r: FieldReader) -> tuple[str, float, str]:
     )
     lg.finish()
     return (level or "info").lower(), float(interval), fmt or "text"
+
+
+def _close_matches(word: str, names: Any, **kw: Any) -> list[str]:
+    """`difflib.get_close_matches`, imported only for a misspelt name (start-up)."""
+    import difflib
+
+    return difflib.get_close_matches(word, names, **kw)

@@ -25,6 +25,8 @@ def state_dir_for(config: Config, override: str | None = None) -> Path:
 def elasticsearch_settings(config: Config, url: str | None = None) -> Any:
     """`output.elasticsearch`, with `url` (from `--elasticsearch`) replacing its hosts
     (and its cloud_id). The URL is checked as `hosts:` entries are: no credentials in it."""
+    if not url:  # the sink module is imported only when a cluster is named
+        return config.elasticsearch
     from zeekndm.sinks.elasticsearch import ElasticsearchSettings
 
     return _with_url(config.elasticsearch, ElasticsearchSettings, url, "--elasticsearch",
@@ -33,6 +35,8 @@ def elasticsearch_settings(config: Config, url: str | None = None) -> Any:
 
 def opensearch_settings(config: Config, url: str | None = None) -> Any:
     """`output.opensearch`, with `url` (from `--opensearch`) replacing its hosts."""
+    if not url:
+        return config.opensearch
     from zeekndm.sinks.opensearch import OpenSearchSettings
 
     return _with_url(config.opensearch, OpenSearchSettings, url, "--opensearch")

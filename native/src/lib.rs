@@ -12,10 +12,13 @@
 //! parser: ASCII lines, canonical ports ("80", never "080"), canonical dotted-quad IPv4
 //! addresses (which are their own normal form), plain decimal times. Anything else
 //! (IPv6, a port with a leading zero, a time in exponent form, a wrong column count, a
-//! NUL byte, non-ASCII bytes) is an odd line.
+//! NUL byte, non-ASCII bytes) is an odd line. Eve `flow` events are parsed by `eve.rs`
+//! under the same rule (an exact JSON walk; escapes, ICMP, IPv6 not in its normal form
+//! ... are odd lines).
 
 mod classify;
 mod count;
+mod eve;
 mod observe;
 mod state;
 
@@ -553,12 +556,93 @@ impl TsvScanner {
 }
 
 /// JSON lines (Suricata eve, Zeek JSON): the prefilter of the Python parsers, exactly;
-/// every line that needs parsing is an odd line (the Python parser reads it).
+/// every line that needs parsing is an odd line (the Python parser reads it), except,
+/// once `parse_flows` has been called, the eve `flow` events `eve::parse_flow` decides.
 #[pyclass(module = "zeekndm._core")]
 struct JsonScanner {
     eve: bool,
     key: Vec<u8>,
     dports: Option<Vec<bool>>,
+    flows: Option<EveParts>,
+    addresses: AddressCache,
+    /// IPv6 address strings shared between records, as `addresses` for IPv4
+    v6: HashMap<u128, Py<PyString>>,
+}
+
+/// Python objects an eve Flow is made of.
+struct EveParts {
+    tuple_new: Py<PyAny>,
+    flow_cls: Py<PyAny>,
+    tcp: Py<PyAny>,
+    udp: Py<PyAny>,
+    /// NO_ANSWER, REJECTED, ESTABLISHED, ABORTED, UNKNOWN
+    outcomes: [Py<PyAny>; 5],
+}
+
+impl EveParts {
+    fn flow(
+        &self,
+        py: Python<'_>,
+        f: &eve::EveFlow<'_>,
+        addresses: &mut AddressCache,
+        v6: &mut HashMap<u128, Py<PyString>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let mut address = |raw: &[u8]| -> Option<Py<PyAny>> {
+            if let Some(s) = addresses.get(py, raw) {
+                return Some(s);
+            }
+            let value = eve::canonical_ipv6(raw)?;
+            if let Some(s) = v6.get(&value) {
+                return Some(s.clone_ref(py).into_any());
+            }
+            if v6.len() >= ADDR_CACHE_MAX {
+                v6.clear();
+            }
+            // canonical, so ASCII
+            let s = PyString::new(py, unsafe { std::str::from_utf8_unchecked(raw) }).unbind();
+            v6.insert(value, s.clone_ref(py));
+            Some(s.into_any())
+        };
+        let (Some(src), Some(dst)) = (address(f.src), address(f.dst)) else { return Ok(None) };
+        // ASCII (checked by parse_flow)
+        let text = |py: Python<'_>, v: Option<&[u8]>| -> Py<PyAny> {
+            match v {
+                None => py.None(),
+                Some(v) => PyString::new(py, unsafe { std::str::from_utf8_unchecked(v) })
+                    .into_any()
+                    .unbind(),
+            }
+        };
+        let outcome = match f.outcome {
+            eve::Outcome::NoAnswer => &self.outcomes[0],
+            eve::Outcome::Rejected => &self.outcomes[1],
+            eve::Outcome::Established => &self.outcomes[2],
+            eve::Outcome::Aborted => &self.outcomes[3],
+            eve::Outcome::Unknown => &self.outcomes[4],
+        };
+        let transport = match f.transport {
+            eve::Transport::Tcp => &self.tcp,
+            eve::Transport::Udp => &self.udp,
+        };
+        let values = PyTuple::new(
+            py,
+            [
+                f.t.into_pyobject(py)?.into_any().unbind(),
+                src,
+                f.sport.into_pyobject(py)?.into_any().unbind(),
+                dst,
+                f.dport.into_pyobject(py)?.into_any().unbind(),
+                transport.clone_ref(py),
+                outcome.clone_ref(py),
+                text(py, f.flow_id),
+                text(py, f.community_id),
+                text(py, f.host),
+                py.None(),
+                py.None(),
+            ],
+        )?;
+        Ok(Some(self.tuple_new.call1(py, (self.flow_cls.clone_ref(py), values))?))
+    }
 }
 
 const EVENT_TYPE_KEY: &[u8] = b"\"event_type\":\"";
@@ -579,6 +663,24 @@ impl JsonScanner {
                 }
                 table
             }),
+            flows: None,
+            addresses: AddressCache::new(),
+            v6: HashMap::new(),
+        }
+    }
+
+    /// From now on, parse eve `flow` events into Flows (`tuple_new(flow_cls, values)`),
+    /// with `outcomes` NO_ANSWER, REJECTED, ESTABLISHED, ABORTED, UNKNOWN.
+    fn parse_flows(
+        &mut self,
+        tuple_new: Py<PyAny>,
+        flow_cls: Py<PyAny>,
+        tcp: Py<PyAny>,
+        udp: Py<PyAny>,
+        outcomes: [Py<PyAny>; 5],
+    ) {
+        if self.eve {
+            self.flows = Some(EveParts { tuple_new, flow_cls, tcp, udp, outcomes });
         }
     }
 
@@ -596,8 +698,11 @@ impl JsonScanner {
         let event_finder = memmem::Finder::new(EVENT_TYPE_KEY);
         let eve = self.eve;
         let dports = self.dports.as_deref();
+        let flows = self.flows.as_ref();
+        let addresses = &mut self.addresses;
+        let v6 = &mut self.v6;
         let (items, lines, consumed, filtered, stop) =
-            walk(py, data, start, max_line_bytes, false, |_py, line| {
+            walk(py, data, start, max_line_bytes, false, |py, line| {
                 if line.is_empty() {
                     return Ok(Verdict::Odd);
                 }
@@ -627,6 +732,16 @@ impl JsonScanner {
                 if let Some(watched) = dports {
                     if filtered_out(line, &key_finder, watched) {
                         return Ok(Verdict::Filtered);
+                    }
+                }
+                if let Some(parts) = flows {
+                    let valid = |ip: &[u8]| {
+                        canonical_ipv4(ip).is_some() || eve::canonical_ipv6(ip).is_some()
+                    };
+                    if let Some(f) = eve::parse_flow(line, valid) {
+                        if let Some(obj) = parts.flow(py, &f, addresses, v6)? {
+                            return Ok(Verdict::Flow(obj));
+                        }
                     }
                 }
                 Ok(Verdict::Odd)

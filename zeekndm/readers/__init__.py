@@ -776,9 +776,11 @@ def _native_block(
     offset marks a line longer than `max_line_bytes`), with each one's line index in the
     block; the lines it filtered (and, for eve, skipped per event type) are only counted.
     It stops at a line that may be a Zeek header, which the Python parser then reads
-    (the header may change the columns), and goes on after it.
+    (the header may change the columns), and goes on after it. The lines it hands back
+    have been through the parser's own prefilter already: `parse_scanned`, when the
+    parser has it, parses them without running that prefilter a second time.
     """
-    parse = parser.parse
+    parse = getattr(parser, "parse_scanned", parser.parse)
     skipped = stats.skipped_by_reason
     skip_reason = getattr(parser, "_skip_reason", None)
     at = 0

@@ -36,8 +36,25 @@ MAX_TS = 253402300799.0
 REASON_CAP = 32
 #: A port as sensors write it: canonical decimal digits, 0-65535 ("80", never "080",
 #: "+80", "8_0" or non-ASCII digits, all of which `int()` would take). One table look-up
-#: replaces `int()` plus the range check on the hot path, and is stricter.
-PORTS: dict[str, int] = {str(i): i for i in range(65536)}
+#: replaces `int()` plus the range check on the hot path, and is stricter. Built on first
+#: use (`port_table()`; `PORTS` is still importable): its 65,536 strings cost ~10-15 ms of
+#: start-up that a replay whose lines the compiled core parses never needs.
+_PORT_TABLE: dict[str, int] | None = None
+
+
+def port_table() -> dict[str, int]:
+    """The port table (`PORTS`), built the first time it is asked for."""
+    global _PORT_TABLE
+    table = _PORT_TABLE
+    if table is None:
+        table = _PORT_TABLE = {str(i): i for i in range(65536)}
+    return table
+
+
+def __getattr__(name: str) -> object:
+    if name == "PORTS":
+        return port_table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BadLine(Exception):
@@ -319,7 +336,7 @@ def check_port(value: object, what: str) -> int:
         if 0 <= value <= 65535:
             return value
     elif type(value) is str:
-        port = PORTS.get(value)
+        port = port_table().get(value)
         if port is not None:
             return port
     elif value is None:

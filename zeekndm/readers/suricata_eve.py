@@ -111,6 +111,30 @@ class SuricataEveParser(JSONPortFilter):
         dports = self._dports
         if dports is not None and self._filtered_out(line, dports):
             return None
+        return self.parse_scanned(line)
+
+    def native_scanner(self, core):
+        """The compiled scanner of `JSONPortFilter`, which also parses the ordinary
+        `flow` events itself (into the Flows `parse_scanned` returns for them)."""
+        cached = self._native
+        if cached is not None and cached[0] is core:
+            return cached[1]
+        scanner = super().native_scanner(core)
+        scanner.parse_flows(
+            _new_flow,
+            Flow,
+            _TCP,
+            _UDP,
+            [_NO_ANSWER, _REJECTED, _ESTABLISHED, _ABORTED, _UNKNOWN],
+        )
+        return scanner
+
+    def parse_scanned(self, line: bytes) -> Flow | None:
+        """`parse` without the prefilter (the event-type skip and the port filter), for
+        the lines the compiled scanner has already passed through the same prefilter,
+        byte for byte, and handed back: the same result as `parse` on those lines."""
+        if not line:
+            return None
         try:
             d = _loads(line)
         except _JSONDecodeError:

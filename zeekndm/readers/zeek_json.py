@@ -108,6 +108,13 @@ class ZeekJSONParser(JSONPortFilter):
         dports = self._dports
         if dports is not None and self._filtered_out(line, dports):
             return None
+        return self.parse_scanned(line)
+
+    def parse_scanned(self, line: bytes) -> Flow | None:
+        """`parse` without the port filter, for the lines the compiled scanner has
+        already passed through the same filter and handed back (same result)."""
+        if not line:
+            return None
         try:
             d = _loads(line)
         except _JSONDecodeError:

@@ -41,7 +41,6 @@ from zeekndm.notices import (
     load_notice_mappings,
 )
 from zeekndm.readers.base import (
-    PORTS,
     ZEEK_MARKERS,
     AddressCache,
     BadLine,
@@ -49,6 +48,7 @@ from zeekndm.readers.base import (
     Skip,
     brief,
     classify_json_error,
+    port_table,
     split_zeek_header,
     strip_bom,
 )
@@ -428,7 +428,7 @@ def _count(value: Any, what: str) -> int:
 
 
 def _port(value: Any) -> int:
-    port = PORTS.get(value) if type(value) is str else value
+    port = port_table().get(value) if type(value) is str else value
     if type(port) is not int or not 0 <= port <= 65535:
         raise BadLine("bad port", brief(value, 20))
     return port
@@ -467,7 +467,7 @@ def _severity(model: Model | NoticeMapping, named: Any, count: int) -> tuple[str
 
 def _port_text(text: str) -> tuple[int, str]:
     m = _PORT_TEXT.match(text)
-    port = None if m is None else PORTS.get(m[1])
+    port = None if m is None else port_table().get(m[1])
     if port is None:
         raise BadLine("bad port", brief(text, 20))
     return port, m[2]  # type: ignore[index]

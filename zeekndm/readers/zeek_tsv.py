@@ -20,7 +20,6 @@ from zeekndm.flow import Flow, Outcome, Transport
 from zeekndm.readers.base import (
     MAX_TS,
     MIN_TS,
-    PORTS,
     ZEEK_MARKERS,
     ZEEK_OUTCOME,
     ZEEK_TRANSPORT,
@@ -30,6 +29,7 @@ from zeekndm.readers.base import (
     Skip,
     bad_ts,
     brief,
+    port_table,
     split_zeek_header,
     strip_bom,
 )
@@ -52,7 +52,22 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 _REQUIRED = ("ts", "src", "sport", "dst", "dport", "proto")
 _BOOL = {"T": True, "F": False}
 _new_flow = tuple.__new__  # Flow(...) without the NamedTuple __new__ wrapper: same tuple
-_PORTS = PORTS
+
+
+class _PortsOnFirstUse:
+    """Stands for the port table until the Python parser reads its first line (a replay
+    the compiled core parses may never): builds it then and puts it in its place, so
+    every later look-up is the plain dict's."""
+
+    __slots__ = ()
+
+    def get(self, key: str) -> int | None:
+        global _PORTS
+        _PORTS = port_table()
+        return _PORTS.get(key)
+
+
+_PORTS: dict[str, int] | _PortsOnFirstUse = _PortsOnFirstUse()
 
 
 class ZeekTSVParser:
