@@ -29,6 +29,8 @@ use std::collections::HashMap;
 
 const MIN_TS: f64 = 0.0;
 const MAX_TS: f64 = 253402300799.0;
+/// IPv6 address strings the eve scanner shares (emptied when full).
+const V6_CACHE_MAX: usize = 65_536;
 
 /// One line's verdict.
 enum Verdict {
@@ -595,7 +597,7 @@ impl EveParts {
             if let Some(s) = v6.get(&value) {
                 return Some(s.clone_ref(py).into_any());
             }
-            if v6.len() >= ADDR_CACHE_MAX {
+            if v6.len() >= V6_CACHE_MAX {
                 v6.clear();
             }
             // canonical, so ASCII
