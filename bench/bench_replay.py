@@ -476,6 +476,11 @@ def main() -> None:
     for name in args.env:
         key, _, value = name.partition("=")
         os.environ[key] = value
+    # The children run as an installed package does: with its bytecode compiled (pip
+    # compiles it at install time) and written, not recompiled from source on every
+    # start as PYTHONDONTWRITEBYTECODE (set on some machines) would have it.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "zeekndm")], check=True)
     load_before = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.workdir or Path(tmp)

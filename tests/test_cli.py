@@ -290,7 +290,8 @@ def test_replay_the_compiled_core_parses_never_builds_the_port_table():
 def test_replay_without_a_config_file_imports_no_yaml_parser_once_cached():
     """Start-up: the shipped models' and notice mappings' parse is cached
     (`packagefiles.cached_parse`), so a replay with no config file of its own does not
-    import PyYAML at all from its second run on (the first may write the cache)."""
+    import PyYAML at all from its second run on (the first may write the cache; not
+    under PYTHONDONTWRITEBYTECODE, which the child is run without)."""
     from zeekndm.packagefiles import package_files
 
     if not os.access(package_files() / "builtin_models", os.W_OK):
@@ -301,6 +302,7 @@ def test_replay_without_a_config_file_imports_no_yaml_parser_once_cached():
         "status = main(['replay', sys.argv[1], '--output', '/dev/null'])\n"
         "print(status, 'yaml' in sys.modules)\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     runs = []
     for _ in range(2):
         proc = subprocess.run(
@@ -309,6 +311,7 @@ def test_replay_without_a_config_file_imports_no_yaml_parser_once_cached():
             text=True,
             timeout=60,
             cwd=REPO,
+            env=env,
         )
         assert proc.returncode == 0, proc.stderr
         assert "alerts: 5" in proc.stderr

@@ -51,7 +51,8 @@ def _counting(text_holder: list):
     return parse, calls
 
 
-def test_the_cache_is_a_fresh_parse_whenever_anything_changed(tmp_path):
+def test_the_cache_is_a_fresh_parse_whenever_anything_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
     texts = [("a.yaml", "x: 1\ny: [1, 2]\n")]
     holder = [texts]
     parse, calls = _counting(holder)
@@ -78,6 +79,27 @@ def test_the_cache_is_a_fresh_parse_whenever_anything_changed(tmp_path):
     assert list(cached_parse(tmp_path, "t", renamed, parse)) == ["b.yaml"]
     assert len(calls) == 5
     assert not [p for p in cache.parent.iterdir() if p.name.endswith(".tmp")]
+    # the right key before a body that is no pickle: a plain parse, not a crash
+    os.chmod(cache, 0o644)
+    blob = cache.read_bytes()
+    cache.write_bytes(blob[:32] + b"\x80\x05garbage")
+    assert list(cached_parse(tmp_path, "t", renamed, parse)) == ["b.yaml"]
+    assert len(calls) == 6
+
+
+def test_no_cache_is_written_where_python_writes_no_bytecode(tmp_path, monkeypatch):
+    """PYTHONDONTWRITEBYTECODE (or -B) asks Python to leave the package's folders alone:
+    the parse cache beside the .pyc files obeys it too (and is still read if present)."""
+    texts = [("a.yaml", "x: 1\n")]
+    parse, calls = _counting([texts])
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    assert cached_parse(tmp_path, "t", texts, parse)["a.yaml"] == {"x": 1}
+    assert not (tmp_path / "__pycache__").exists()
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    cached_parse(tmp_path, "t", texts, parse)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    assert cached_parse(tmp_path, "t", texts, parse)["a.yaml"] == {"x": 1}
+    assert len(calls) == 2  # written once bytecode was allowed, then read back
 
 
 def test_an_unwritable_folder_is_a_plain_parse(tmp_path):

@@ -32,7 +32,8 @@ def cached_parse(folder: Any, name: str, texts: list[tuple[str, str]], parse: An
     (`yamlfile.py` and `yamlload.py`, which decide what the values look like), the
     package version and the Python build, so any edit to a file or to the parser is a
     fresh parse. Like the `.pyc` files beside it, it lives in the package's own
-    directory, written (atomically) only where that is writable, and read only if
+    directory, written (atomically) only where that is writable and only when Python
+    writes bytecode (not under `PYTHONDONTWRITEBYTECODE` or `-B`), and read only if
     owned by the directory's owner and writable by no one else: whoever could change it
     could change the package's code. Anything wrong with it (absent, stale, unreadable,
     unwritable) means a plain parse.
@@ -62,9 +63,11 @@ def cached_parse(folder: Any, name: str, texts: list[tuple[str, str]], parse: An
                 blob = f.read()
                 if blob[:32] == digest:
                     return pickle.loads(blob[32:])
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+    except Exception:  # noqa: BLE001 - a damaged cache is only a slower start
         pass
     value = parse()
+    if sys.dont_write_bytecode:  # PYTHONDONTWRITEBYTECODE / -B: no .pyc, and no cache
+        return value
     try:
         cache.parent.mkdir(exist_ok=True)
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
