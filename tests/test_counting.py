@@ -217,3 +217,46 @@ def test_the_pure_python_core_has_no_compiled_counting(monkeypatch):
     replay(det, _storm(300, 2))
     assert {type(t).__module__ for t in det._tracks.values()} == {"zeekndm.detect"}
     assert core.native is None
+
+
+def _port_sweep(n: int, seed: int) -> list[Flow]:
+    """Sources sweeping hosts on many ports, each host probed again on other ports
+    while the episode is open (its ports come from the records, not the first contact)
+    over TCP and UDP, and a few hosts answering."""
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        s = rng.randrange(4)
+        src = f"10.0.7.{s + 1}"
+        dst = public(rng.randrange(40 + 30 * s) + s * 1000)
+        transport = Transport.UDP if rng.random() < 0.2 else Transport.TCP
+        out.append(
+            Flow(
+                T0 + k * 0.5,
+                src,
+                40000 + k % 999,
+                dst,
+                rng.randrange(1, 200) * 7,
+                transport,
+                rng.choice(OUTCOMES),
+                f"C{k}",
+                None,
+            )
+        )
+    return out
+
+
+def test_both_cores_count_every_model_alike_on_hosts_probed_on_many_ports(monkeypatch):
+    flows = _port_sweep(5000, 5)
+    models = [replace(m, enabled=True) for m in load_builtin_models().values()]
+    runs = {}
+    for name in ("python", "native"):
+        use_core(monkeypatch, name)
+        det = Detector(models, settings=DetectorSettings(**SETTINGS))
+        alerts = replay(det, flows[:2500])
+        middle = _state(det)
+        alerts += replay(det, flows[2500:])
+        runs[name] = (alerts + det.finish(), det.stats.as_dict(), middle)
+    slow, fast = runs["python"], runs["native"]
+    assert len(slow[0]) > 10 and max(len(d.ports) for d in slow[0]) > 20
+    assert fast == slow

@@ -578,6 +578,7 @@ class _ModelRuntime:
                 self.window,
                 self.grain,
                 self.cap,
+                self.floor,
                 self.low,
                 self.early,
                 self.early_n,
@@ -641,9 +642,8 @@ class Detector:
         self._warned_local = False
         self._lateness = self.settings.allowed_lateness
         self._trust = self.settings.trust_local_fields
-        #: The recorder hook (module docstring): None, or a CountRecorder told of every
-        #: counted record.
-        self.recorder: CountRecorder | None = None
+        # the recorder hook (module docstring, `recorder`)
+        self._recorder: CountRecorder | None = None
         self._budget = self.settings.max_destinations_total
         self._sample_size = self.settings.sample_size
         self._n_items = 0  # items over all tracks (the budget's count)
@@ -666,6 +666,8 @@ class Detector:
                 self._lateness,
                 self._sample_size,
                 _TOP_SEVERITY,
+                self._tracks,  # held by the compiled counting: never rebound
+                (_TCP, _UDP, _ICMP, Transport.OTHER),
             )
         self._count = Detector._update if self._engine is None else self._engine.update
         # the record dispatch: compiled (zeekndm._core.Dispatch: `observe` step for step,
@@ -687,16 +689,31 @@ class Detector:
         self.set_models(models)
 
     @property
+    def recorder(self) -> CountRecorder | None:
+        """The recorder hook (module docstring): None, or a CountRecorder told of every
+        counted record."""
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder: CountRecorder | None) -> None:
+        self._recorder = recorder
+        if self._engine is not None:
+            self._engine.set_recorder(recorder is not None)
+
+    @property
     def stats(self) -> DetectorStats:
-        """The detector's statistics (with the compiled dispatch, its counters are
-        added in when read)."""
+        """The detector's statistics (with the compiled dispatch and counting, their
+        counters are added in when read)."""
         if self._dispatch is not None:
             self._take_counts()
+        elif self._engine is not None:
+            self._stats.budget_evictions += self._engine.take_budget_evictions()
         return self._stats
 
     def _take_counts(self) -> None:
         counts, funnels = self._dispatch.take_counts()
         stats = self._stats
+        stats.budget_evictions += self._engine.take_budget_evictions()
         records, matched, outbound, discarded, dropped, late = counts
         stats.records += records
         stats.matched += matched
@@ -1031,7 +1048,7 @@ class Detector:
             if pane.head - pane.keep > len(items) + 16:
                 pane.prune(horizon, self.max_ts - self._lateness - window, len(items) + 16)
             ep = track.ep
-            recorder = self.recorder
+            recorder = self._recorder
             # the exact count when something reads it: an episode, or the recorder hook
             need = rt.low if ep is None and recorder is None else 0
             count, self._late_items = pane.past_window(ts, window, need)
@@ -1057,7 +1074,7 @@ class Detector:
         elif len(order) - pane.head > rt.cap * 2:
             pane.compact()  # a fast sweeper: keep the list to what the cap holds
         count = len(latest)
-        recorder = self.recorder
+        recorder = self._recorder
         if recorder is not None:
             recorder.counted(rt.name, tkey, ts, outcome, count, len(items))
         if track.ep is not None:

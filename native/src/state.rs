@@ -9,17 +9,120 @@
 //! lifecycle (`_start`, `_emit`, `_end`, `_sweep`, snapshots) is the Python code for
 //! both kinds of track, and a snapshot written by either restores into either.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySet, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PySet, PyString};
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 const NIL: usize = usize::MAX;
 
+/// FxHash (rustc's): a multiply-rotate hash, much cheaper than SipHash on short keys.
+/// The maps it serves are per track and bounded by the track's item cap.
+#[derive(Default, Clone, Copy)]
+pub struct Fx(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for Fx {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FxBuild = BuildHasherDefault<Fx>;
+pub type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
+
+const INLINE: usize = 38;
+
+/// An item's string (an address), held inline when short (every IPv4 address and
+/// most IPv6 ones: no allocation per item), else shared on the heap.
+#[derive(Clone)]
+pub enum Key {
+    Inline(u8, [u8; INLINE]),
+    Heap(Arc<str>),
+}
+
+impl Key {
+    pub fn new(s: &str) -> Key {
+        if s.len() <= INLINE {
+            let mut buf = [0u8; INLINE];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Key::Inline(s.len() as u8, buf)
+        } else {
+            Key::Heap(Arc::from(s))
+        }
+    }
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match self {
+            // the bytes were copied from a str, up to a char boundary (the whole str)
+            Key::Inline(n, buf) => unsafe { std::str::from_utf8_unchecked(&buf[..*n as usize]) },
+            Key::Heap(s) => s,
+        }
+    }
+    pub fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        PyString::new(py, self.as_str())
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
 pub struct Node<V> {
-    pub key: Arc<str>,
-    pub obj: Py<PyAny>,
+    pub key: Key,
     pub val: V,
     prev: usize,
     next: usize,
@@ -28,7 +131,7 @@ pub struct Node<V> {
 /// A map keyed by strings that keeps an order (insertion, or recency with
 /// `move_back`), like a dict or an OrderedDict.
 pub struct LinkedMap<V> {
-    index: HashMap<Arc<str>, usize>,
+    index: FxHashMap<Key, usize>,
     nodes: Vec<Option<Node<V>>>,
     free: Vec<usize>,
     head: usize,
@@ -37,7 +140,7 @@ pub struct LinkedMap<V> {
 
 impl<V> LinkedMap<V> {
     pub fn new() -> Self {
-        LinkedMap { index: HashMap::new(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL }
+        LinkedMap { index: FxHashMap::default(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL }
     }
     pub fn len(&self) -> usize {
         self.index.len()
@@ -81,8 +184,8 @@ impl<V> LinkedMap<V> {
         }
         self.tail = i;
     }
-    pub fn push_back(&mut self, key: Arc<str>, obj: Py<PyAny>, val: V) -> usize {
-        let node = Node { key: key.clone(), obj, val, prev: NIL, next: NIL };
+    pub fn push_back(&mut self, key: Key, val: V) -> usize {
+        let node = Node { key: key.clone(), val, prev: NIL, next: NIL };
         let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i] = Some(node);
@@ -103,10 +206,10 @@ impl<V> LinkedMap<V> {
             self.link_back(i);
         }
     }
-    fn take(&mut self, i: usize) -> Node<V> {
+    pub fn take(&mut self, i: usize) -> Node<V> {
         self.unlink(i);
         let node = self.nodes[i].take().expect("live node");
-        self.index.remove(&node.key);
+        self.index.remove(node.key.as_str());
         self.free.push(i);
         node
     }
@@ -132,23 +235,44 @@ impl<V> LinkedMap<V> {
     }
 }
 
-/// One item of a track: `_Track.items`' list, field for field.
+/// The transports' names (`Transport._value_`), by index.
+pub const TRANSPORTS: [&str; 4] = ["tcp", "udp", "icmp", "other"];
+
+/// The index of a transport's name.
+pub fn transport_index(name: &str) -> Option<u8> {
+    TRANSPORTS.iter().position(|t| *t == name).map(|i| i as u8)
+}
+
+fn transport_str<'py>(py: Python<'py>, i: u8) -> Bound<'py, PyString> {
+    PyString::intern(py, TRANSPORTS[i as usize])
+}
+
+/// An int that is not a bool (what a port is in `_Track.items`).
+fn exact_int(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if !v.is_exact_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err("not an int"));
+    }
+    v.extract()
+}
+
+/// One item of a track: `_Track.items`' list, field for field; the port and transport
+/// are native, the peer address is the item itself (the shapes the compiled counting
+/// takes count the address the item is).
 pub struct Entry {
     pub first: f64,
     pub last: f64,
     pub attempts: i64,
     pub failures: i64,
     pub answers: i64,
-    pub port: Py<PyAny>,
-    pub transport: Py<PyAny>,
+    pub port: i64,
+    pub transport: u8,
     pub uid: Py<PyAny>,
     pub cid: Py<PyAny>,
-    pub peer: Py<PyAny>,
     pub epoch: i64,
 }
 
 impl Entry {
-    pub fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    pub fn to_list<'py>(&self, py: Python<'py>, key: &Key) -> PyResult<Bound<'py, PyList>> {
         PyList::new(
             py,
             [
@@ -157,48 +281,62 @@ impl Entry {
                 self.attempts.into_pyobject(py)?.into_any(),
                 self.failures.into_pyobject(py)?.into_any(),
                 self.answers.into_pyobject(py)?.into_any(),
-                self.port.bind(py).clone(),
-                self.transport.bind(py).clone(),
+                self.port.into_pyobject(py)?.into_any(),
+                transport_str(py, self.transport).into_any(),
                 self.uid.bind(py).clone(),
                 self.cid.bind(py).clone(),
-                self.peer.bind(py).clone(),
+                key.to_py(py).into_any(),
                 self.epoch.into_pyobject(py)?.into_any(),
             ],
         )
     }
 
-    fn from_list(v: &Bound<'_, PyAny>) -> PyResult<Entry> {
+    /// ValueError for what the native entry cannot hold as it is (the Python track
+    /// takes such a snapshot).
+    fn from_list(v: &Bound<'_, PyAny>, key: &Key) -> PyResult<Entry> {
         let l = v.cast::<PyList>()?;
         if l.len() != 11 {
             return Err(PyValueError::new_err("a track item has 11 fields"));
         }
+        let bad = |_| PyValueError::new_err("a track item the native track cannot hold");
+        let transport = l.get_item(6)?;
+        let transport = transport
+            .cast::<PyString>()
+            .ok()
+            .and_then(|s| transport_index(s.to_str().ok()?))
+            .ok_or_else(|| PyValueError::new_err("not a transport name"))?;
+        let peer = l.get_item(9)?;
+        let same = peer.cast::<PyString>().ok().is_some_and(|p| p.to_str().ok() == Some(key.as_str()));
+        if !same {
+            return Err(PyValueError::new_err("a peer that is not the item"));
+        }
+        let float = |i: usize| -> PyResult<f64> {
+            let v = l.get_item(i)?;
+            if !v.is_exact_instance_of::<pyo3::types::PyFloat>() {
+                return Err(PyValueError::new_err("a time that is not a float"));
+            }
+            v.extract()
+        };
         Ok(Entry {
-            first: l.get_item(0)?.extract()?,
-            last: l.get_item(1)?.extract()?,
-            attempts: l.get_item(2)?.extract()?,
-            failures: l.get_item(3)?.extract()?,
-            answers: l.get_item(4)?.extract()?,
-            port: l.get_item(5)?.unbind(),
-            transport: l.get_item(6)?.unbind(),
+            first: float(0)?,
+            last: float(1)?,
+            attempts: exact_int(&l.get_item(2)?).map_err(bad)?,
+            failures: exact_int(&l.get_item(3)?).map_err(bad)?,
+            answers: exact_int(&l.get_item(4)?).map_err(bad)?,
+            port: exact_int(&l.get_item(5)?).map_err(bad)?,
+            transport,
             uid: l.get_item(7)?.unbind(),
             cid: l.get_item(8)?.unbind(),
-            peer: l.get_item(9)?.unbind(),
-            epoch: l.get_item(10)?.extract()?,
+            epoch: exact_int(&l.get_item(10)?).map_err(bad)?,
         })
     }
 }
 
 /// A contact in the window list: (time, item).
+#[derive(Clone)]
 pub struct Contact {
     pub t: f64,
-    pub key: Arc<str>,
-    pub obj: Py<PyAny>,
-}
-
-impl Contact {
-    fn clone_ref(&self, py: Python<'_>) -> Contact {
-        Contact { t: self.t, key: self.key.clone(), obj: self.obj.clone_ref(py) }
-    }
+    pub key: Key,
 }
 
 /// `_Pane`.
@@ -251,10 +389,9 @@ impl Pane {
             if c.t >= horizon {
                 break;
             }
-            if let Some(i) = self.latest.find(&c.key) {
+            if let Some(i) = self.latest.find(c.key.as_str()) {
                 if self.latest.node(i).val == c.t {
-                    let key = c.key.clone();
-                    self.latest.remove(&key);
+                    self.latest.take(i);
                 }
             }
             head += 1;
@@ -276,9 +413,8 @@ impl Pane {
         self.keep = keep;
     }
 
-    pub fn compact(&mut self, py: Python<'_>) {
-        let mut out: Vec<Contact> =
-            self.order[self.keep..self.head].iter().map(|c| c.clone_ref(py)).collect();
+    pub fn compact(&mut self) {
+        let mut out: Vec<Contact> = self.order[self.keep..self.head].to_vec();
         let past = out.len();
         let mut win: Vec<Contact> = self
             .latest
@@ -286,7 +422,7 @@ impl Pane {
             .into_iter()
             .map(|i| {
                 let n = self.latest.node(i);
-                Contact { t: n.val, key: n.key.clone(), obj: n.obj.clone_ref(py) }
+                Contact { t: n.val, key: n.key.clone() }
             })
             .collect();
         // stable, by time alone: sorted(..., key=_first)
@@ -307,7 +443,7 @@ impl Pane {
         if hi - lo < need {
             return (hi - lo, None);
         }
-        let mut counts: HashMap<&str, i64> = HashMap::new();
+        let mut counts: FxHashMap<&str, i64> = FxHashMap::default();
         let mut best = 0usize;
         let mut best_at = lo;
         let mut r = lo;
@@ -318,14 +454,14 @@ impl Pane {
             }
             let end = t_left + window;
             while r < hi && order[r].t <= end {
-                *counts.entry(&order[r].key).or_insert(0) += 1;
+                *counts.entry(order[r].key.as_str()).or_insert(0) += 1;
                 r += 1;
             }
             if counts.len() > best {
                 best = counts.len();
                 best_at = left;
             }
-            let k: &str = &order[left].key;
+            let k: &str = order[left].key.as_str();
             let c = counts.get_mut(k).expect("counted");
             *c -= 1;
             if *c == 0 {
@@ -333,10 +469,10 @@ impl Pane {
             }
         }
         let t_best = order[best_at].t;
-        let mut seen: HashMap<&str, ()> = HashMap::new();
+        let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
         let mut items = Vec::new();
         for (i, c) in order.iter().enumerate().take(hi).skip(best_at) {
-            if c.t <= t_best + window && seen.insert(&c.key, ()).is_none() {
+            if c.t <= t_best + window && seen.insert(c.key.as_str(), ()).is_none() {
                 items.push(i);
             }
         }
@@ -391,12 +527,22 @@ pub struct Episode {
     pub uids: Py<PyAny>,
     #[pyo3(get, set)]
     pub cids: Py<PyAny>,
-    #[pyo3(get, set)]
-    pub ports: Py<PyAny>,
-    #[pyo3(get, set)]
-    pub transports: Py<PyAny>,
+    /// the distinct ports (a set; `ports` in Python)
+    pub port_set: Vec<i64>,
+    /// the transports, a bit per `TRANSPORTS` index (a set of names in Python)
+    pub transport_bits: u8,
     #[pyo3(get, set)]
     pub silent: bool,
+}
+
+impl Episode {
+    /// `ports.add(port)`.
+    #[inline]
+    pub fn add_port(&mut self, port: i64) {
+        if !self.port_set.contains(&port) {
+            self.port_set.push(port);
+        }
+    }
 }
 
 const EPISODE_FIELDS: [&str; 21] = [
@@ -446,10 +592,59 @@ impl Episode {
             unanswered: PyList::empty(py).into_any().unbind(),
             uids: PyList::empty(py).into_any().unbind(),
             cids: PyList::empty(py).into_any().unbind(),
-            ports: PySet::empty(py)?.into_any().unbind(),
-            transports: PySet::empty(py)?.into_any().unbind(),
+            port_set: Vec::new(),
+            transport_bits: 0,
             silent: false,
         })
+    }
+
+    /// The ports, a set (a copy).
+    #[getter]
+    fn ports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySet>> {
+        PySet::new(py, &self.port_set)
+    }
+
+    /// Ints only (TypeError otherwise: such an episode stays a Python one).
+    #[setter]
+    fn set_ports(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut ports = Vec::new();
+        for v in value.try_iter()? {
+            let p = exact_int(&v?)?;
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        self.port_set = ports;
+        Ok(())
+    }
+
+    /// The transports' names, a set (a copy).
+    #[getter]
+    fn transports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySet>> {
+        let out = PySet::empty(py)?;
+        for i in 0..TRANSPORTS.len() as u8 {
+            if self.transport_bits & (1 << i) != 0 {
+                out.add(transport_str(py, i))?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Transport names only (ValueError otherwise).
+    #[setter]
+    fn set_transports(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut bits = 0u8;
+        for v in value.try_iter()? {
+            let v = v?;
+            let i = v
+                .cast::<PyString>()
+                .ok()
+                .and_then(|s| transport_index(s.to_str().ok()?))
+                .ok_or_else(|| PyValueError::new_err("not a transport name"))?;
+            bits |= 1 << i;
+        }
+        self.transport_bits = bits;
+        Ok(())
     }
 
     /// `_Episode.to_dict`: the same keys, in the same order, the same values.
@@ -520,10 +715,10 @@ pub struct Track {
     pub ep: Option<Py<Episode>>,
 }
 
-/// The string of an item key (str only: other keys stay on the Python track).
-pub fn key_str(obj: &Bound<'_, PyAny>) -> PyResult<Arc<str>> {
-    let s = obj.cast::<pyo3::types::PyString>()?;
-    Ok(Arc::from(s.to_str()?))
+/// The key of an item (str only: other keys stay on the Python track).
+pub fn key_of(obj: &Bound<'_, PyAny>) -> PyResult<Key> {
+    let s = obj.cast::<PyString>()?;
+    Ok(Key::new(s.to_str()?))
 }
 
 #[pymethods]
@@ -584,7 +779,7 @@ impl Track {
             match late {
                 None => {
                     for i in self.win.latest.order() {
-                        if let Some(j) = self.items.find(&self.win.latest.node(i).key) {
+                        if let Some(j) = self.items.find(self.win.latest.node(i).key.as_str()) {
                             firsts.push(self.items.node(j).val.first);
                         }
                     }
@@ -614,7 +809,8 @@ impl Track {
         });
         let out = PyList::empty(py);
         for i in held {
-            out.append(self.items.node(i).val.to_list(py)?)?;
+            let n = self.items.node(i);
+            out.append(n.val.to_list(py, &n.key)?)?;
         }
         Ok(out)
     }
@@ -625,7 +821,7 @@ impl Track {
         let od = py.import("collections")?.getattr("OrderedDict")?.call0()?;
         for i in self.items.order() {
             let n = self.items.node(i);
-            od.set_item(n.obj.bind(py), n.val.to_list(py)?)?;
+            od.set_item(n.key.to_py(py), n.val.to_list(py, &n.key)?)?;
         }
         Ok(od)
     }
@@ -636,11 +832,11 @@ impl Track {
         let latest = PyDict::new(py);
         for i in self.win.latest.order() {
             let n = self.win.latest.node(i);
-            latest.set_item(n.obj.bind(py), n.val)?;
+            latest.set_item(n.key.to_py(py), n.val)?;
         }
         let order = PyList::empty(py);
         for c in &self.win.order {
-            order.append((c.t, c.obj.bind(py)))?;
+            order.append((c.t, c.key.to_py(py)))?;
         }
         Ok(PaneView {
             latest: latest.unbind(),
@@ -657,18 +853,18 @@ impl Track {
         let items = PyList::empty(py);
         for i in self.items.order() {
             let n = self.items.node(i);
-            items.append(PyList::new(py, [n.obj.bind(py).clone(), n.val.to_list(py)?.into_any()])?)?;
+            items.append(PyList::new(py, [n.key.to_py(py).into_any(), n.val.to_list(py, &n.key)?.into_any()])?)?;
         }
         out.set_item("items", items)?;
         let past = PyList::empty(py);
         for c in &self.win.order[self.win.keep..self.win.head] {
-            past.append(PyList::new(py, [c.obj.bind(py).clone(), c.t.into_pyobject(py)?.into_any()])?)?;
+            past.append(PyList::new(py, [c.key.to_py(py).into_any(), c.t.into_pyobject(py)?.into_any()])?)?;
         }
         out.set_item("past", past)?;
         let win = PyList::empty(py);
         for i in self.win.latest.order() {
             let n = self.win.latest.node(i);
-            win.append(PyList::new(py, [n.obj.bind(py).clone(), n.val.into_pyobject(py)?.into_any()])?)?;
+            win.append(PyList::new(py, [n.key.to_py(py).into_any(), n.val.into_pyobject(py)?.into_any()])?)?;
         }
         out.set_item("win", win)?;
         out.set_item("last_ts", none_if_neg_inf(py, self.last_ts)?)?;
@@ -697,11 +893,12 @@ impl Track {
             for pair in items.try_iter()? {
                 let pair = pair?;
                 let k = pair.get_item(0)?;
-                let key = key_str(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
-                if t.items.find(&key).is_some() {
-                    t.items.remove(&key);
+                let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
+                if t.items.find(key.as_str()).is_some() {
+                    t.items.remove(key.as_str());
                 }
-                t.items.push_back(key, k.unbind(), Entry::from_list(&pair.get_item(1)?)?);
+                let entry = Entry::from_list(&pair.get_item(1)?, &key)?;
+                t.items.push_back(key, entry);
             }
         }
         if let Some(past) = data.get_item("past")? {
@@ -709,29 +906,29 @@ impl Track {
                 for pair in past.try_iter()? {
                     let pair = pair?;
                     let k = pair.get_item(0)?;
-                    let key = key_str(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
-                    t.win.order.push(Contact { t: pair.get_item(1)?.extract()?, key, obj: k.unbind() });
+                    let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
+                    t.win.order.push(Contact { t: pair.get_item(1)?.extract()?, key });
                 }
             }
         }
         t.win.head = t.win.order.len();
         if let Some(win) = data.get_item("win")? {
             if !win.is_none() {
-                let mut pairs: Vec<(f64, Arc<str>, Py<PyAny>)> = Vec::new();
+                let mut pairs: Vec<(f64, Key)> = Vec::new();
                 for pair in win.try_iter()? {
                     let pair = pair?;
                     let k = pair.get_item(0)?;
-                    let key = key_str(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
-                    pairs.push((pair.get_item(1)?.extract()?, key, k.unbind()));
+                    let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
+                    pairs.push((pair.get_item(1)?.extract()?, key));
                 }
                 pairs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-                for (v, key, obj) in pairs {
-                    if let Some(i) = t.win.latest.find(&key) {
+                for (v, key) in pairs {
+                    if let Some(i) = t.win.latest.find(key.as_str()) {
                         t.win.latest.node_mut(i).val = v;
                     } else {
-                        t.win.latest.push_back(key.clone(), obj.clone_ref(py), v);
+                        t.win.latest.push_back(key.clone(), v);
                     }
-                    t.win.order.push(Contact { t: v, key, obj });
+                    t.win.order.push(Contact { t: v, key });
                 }
             }
         }
@@ -799,10 +996,8 @@ impl PaneView {
 pub fn window_items<'py>(py: Python<'py>, pane: &Pane, at: &[usize]) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for &i in at {
-        out.append(pane.order[i].obj.bind(py))?;
+        out.append(pane.order[i].key.to_py(py))?;
     }
     Ok(out)
 }
 
-#[allow(dead_code)]
-fn _unused(_: &Bound<'_, PyTuple>) {}
