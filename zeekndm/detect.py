@@ -494,6 +494,15 @@ def _key(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+class _ItemCount:
+    """The budget's count of items over all tracks, on the pure-Python core."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class _ModelRuntime:
     """A model prepared for the hot path, with its funnel counters."""
 
@@ -631,8 +640,13 @@ class Detector:
         self.settings = settings or DetectorSettings()
         self.classifier = classifier or NetworkClassifier()
         self._stats = DetectorStats()
-        # (model name, track key) -> track; order = recency of update
-        self._tracks: OrderedDict[tuple[str, Any], _Track] = OrderedDict()
+        native = core.native
+        compiled = native is not None and hasattr(native, "Counting")
+        # (model name, track key) -> track; order = recency of update (with the compiled
+        # counting a native map with the same operations, which it reads natively)
+        self._tracks: OrderedDict[tuple[str, Any], _Track] = (
+            native.TrackMap() if compiled else OrderedDict()
+        )
         # (model name, track key) -> [quiet until, episode start, seq, sev, attempts,
         #   failures, successes, distinct, last end]: ended episodes that may resume
         self._quiet: OrderedDict[tuple[str, Any], list] = OrderedDict()
@@ -646,13 +660,11 @@ class Detector:
         self._recorder: CountRecorder | None = None
         self._budget = self.settings.max_destinations_total
         self._sample_size = self.settings.sample_size
-        self._n_items = 0  # items over all tracks (the budget's count)
         self._late_items: list | None = None  # the crossing past window's items
         # the per-record counting: compiled (zeekndm._core.Counting, the same steps on
         # the same objects) when the compiled core is in use, else `_update`
-        native = core.native
         self._engine: Any = None
-        if native is not None and hasattr(native, "Counting"):
+        if compiled:
             self._engine = native.Counting(
                 Detector._update,
                 _NA,
@@ -669,6 +681,9 @@ class Detector:
                 self._tracks,  # held by the compiled counting: never rebound
                 (_TCP, _UDP, _ICMP, Transport.OTHER),
             )
+        # items over all tracks (the budget's count): `n` of the compiled counting, which
+        # keeps it natively, or of a Python cell
+        self._items: Any = _ItemCount() if self._engine is None else self._engine
         self._count = Detector._update if self._engine is None else self._engine.update
         # the record dispatch: compiled (zeekndm._core.Dispatch: `observe` step for step,
         # with the port tables and the statistics native) with the compiled counting
@@ -687,6 +702,11 @@ class Detector:
             )
             self.observe = self._dispatch.observe  # type: ignore[method-assign]
         self.set_models(models)
+
+    @property
+    def _n_items(self) -> int:
+        """Items kept over all tracks (what `max_destinations_total` bounds)."""
+        return self._items.n
 
     @property
     def recorder(self) -> CountRecorder | None:
@@ -781,7 +801,7 @@ class Detector:
         self._udp = self._tables[Transport.UDP]
         self._icmp = self._tables[_ICMP]
         for key in [k for k in self._tracks if k[0] not in runtimes]:
-            self._n_items -= self._tracks.pop(key).size()
+            self._items.n -= self._tracks.pop(key).size()
             self._open.pop(key, None)
         for key in [k for k in self._quiet if k[0] not in runtimes]:
             del self._quiet[key]
@@ -993,7 +1013,7 @@ class Detector:
         new = entry is None
         if new:
             if len(items) >= rt.cap or (
-                self._n_items >= self._budget and not self._room_for(track, rt)
+                self._items.n >= self._budget and not self._room_for(track, rt)
             ):
                 # the per-source cap, or the global budget: the oldest item makes room
                 old_item, old = items.popitem(last=False)
@@ -1001,7 +1021,7 @@ class Detector:
                     track.capped = True  # an item still inside the window is lost
                 track.win.discard(old_item)
             else:
-                self._n_items += 1
+                self._items.n += 1
             entry = [
                 ts,
                 ts,
@@ -1316,7 +1336,7 @@ class Detector:
     # -- housekeeping ----------------------------------------------------------------
     def _evict_stalest(self) -> None:
         key, track = self._tracks.popitem(last=False)
-        self._n_items -= track.size()
+        self._items.n -= track.size()
         self._open.pop(key, None)
         self._stats.evicted_sources += 1
 
@@ -1332,14 +1352,14 @@ class Detector:
             return False
         tracks = self._tracks
         active_since = self.max_ts - rt.window
-        while self._n_items >= self._budget and len(tracks) > 1:
+        while self._items.n >= self._budget and len(tracks) > 1:
             stalest = next(iter(tracks.values()))
             if stalest is track:
                 break
             if stalest.last_ts >= active_since and track.size() >= rt.low:
                 return False
             self._evict_stalest()
-        return self._n_items < self._budget
+        return self._items.n < self._budget
 
     def _end(self, rt: _ModelRuntime, track: _Track, tkey: Any, reason: str) -> Detection | None:
         """Close the track's episode; the END alert unless the economy holds it back."""
@@ -1401,7 +1421,7 @@ class Detector:
             key, t = next(iter(tracks.items()))
             if t.ep is not None or t.last_ts + runtimes[key[0]].idle >= horizon:
                 break
-            self._n_items -= tracks.popitem(last=False)[1].size()
+            self._items.n -= tracks.popitem(last=False)[1].size()
         quiet = self._quiet
         while quiet:
             key, value = next(iter(quiet.items()))
@@ -1429,7 +1449,7 @@ class Detector:
         self._tracks.clear()
         self._quiet.clear()
         self._open.clear()
-        self._n_items = 0
+        self._items.n = 0
         return out
 
     # -- snapshot / restore (live mode restarts) -------------------------------------
@@ -1476,12 +1496,12 @@ class Detector:
         self._tracks.clear()
         self._quiet.clear()
         self._open.clear()
-        self._n_items = 0
+        self._items.n = 0
         for model_name, tkey, tdata in data.get("tracks", []):
             if model_name in self._runtimes:
                 key = (model_name, _key(tkey))
                 track = self._tracks[key] = self._track_from_dict(model_name, tdata)
-                self._n_items += len(track.items)
+                self._items.n += track.size()
                 if track.ep is not None:
                     self._open[key] = None
         for model_name, tkey, value in data.get("quiet", []):

@@ -12,11 +12,13 @@
 //! (the whole record), the start of an episode, escalations and updates, eviction,
 //! the budget's room-making and the window list's compaction.
 
-use crate::state::{bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, Track};
+use crate::state::{
+    bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, TKey, Track, TrackMap,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use pyo3::types::{PyList, PyString, PyTuple};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 const MAX_PORTS_KEPT: usize = 64;
 
@@ -35,6 +37,8 @@ enum Shape {
 #[pyclass(module = "zeekndm._core", frozen)]
 pub struct ModelFast {
     name: Py<PyAny>,
+    /// the name as the track map's keys hold it
+    name_key: Key,
     shape: Shape,
     window: f64,
     grain: f64,
@@ -90,8 +94,10 @@ impl ModelFast {
         if values.is_empty() || values.len() != sev_of_level.len() {
             return Err(pyo3::exceptions::PyValueError::new_err("levels and severities differ"));
         }
+        let name_key = Key::new(name.bind(py).cast::<PyString>()?.to_str()?);
         Ok(ModelFast {
             name,
+            name_key,
             shape,
             window,
             grain,
@@ -127,19 +133,16 @@ pub struct Counting {
     lateness: f64,
     sample_size: usize,
     top_severity: i64,
-    /// the detector's `_tracks` (an OrderedDict) and its bound `move_to_end`
-    tracks: Py<PyDict>,
-    move_to_end: Py<PyAny>,
+    /// the detector's `_tracks`
+    tracks: Py<TrackMap>,
     /// `Transport` TCP, UDP, ICMP, OTHER: an entry's transport by identity
     transports: Vec<Py<PyAny>>,
     /// whether the detector has a recorder (`Detector.recorder` sets it)
     recorder_on: AtomicBool,
     /// `DetectorStats.budget_evictions` counted here (`take_budget_evictions`)
     budget_evictions: AtomicU64,
-}
-
-fn get_i64(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<i64> {
-    obj.getattr(name)?.extract::<i64>()
+    /// the items kept over all tracks (`n`: the detector's `_items.n`)
+    n_items: AtomicI64,
 }
 
 fn get_f64(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<f64> {
@@ -344,13 +347,12 @@ impl Counting {
         lateness: f64,
         sample_size: usize,
         top_severity: i64,
-        tracks: &Bound<'_, PyDict>,
+        tracks: Py<TrackMap>,
         transports: Vec<Py<PyAny>>,
     ) -> PyResult<Self> {
         if transports.len() != crate::state::TRANSPORTS.len() {
             return Err(pyo3::exceptions::PyValueError::new_err("four transports expected"));
         }
-        let move_to_end = tracks.getattr("move_to_end")?.unbind();
         Ok(Counting {
             update_py,
             na,
@@ -364,17 +366,28 @@ impl Counting {
             lateness,
             sample_size,
             top_severity,
-            tracks: tracks.clone().unbind(),
-            move_to_end,
+            tracks,
             transports,
             recorder_on: AtomicBool::new(false),
             budget_evictions: AtomicU64::new(0),
+            n_items: AtomicI64::new(0),
         })
     }
 
     /// The detector's recorder was set (`on`: not None).
     fn set_recorder(&self, on: bool) {
         self.recorder_on.store(on, Relaxed);
+    }
+
+    /// The items kept over all tracks (the budget's count).
+    #[getter]
+    fn n(&self) -> i64 {
+        self.n_items.load(Relaxed)
+    }
+
+    #[setter]
+    fn set_n(&self, n: i64) {
+        self.n_items.store(n, Relaxed);
     }
 
     /// The budget evictions counted since the last call, zeroed.
@@ -400,34 +413,56 @@ impl Counting {
         let ts = ts_obj.extract::<f64>()?;
         let src = flow_t.get_item(1)?;
         let dst = flow_t.get_item(3)?;
-        let (tkey, item) = match fast.shape {
-            Shape::Horizontal => (src, dst),
-            Shape::SourcePort => (PyTuple::new(py, [&src, &flow_t.get_item(4)?])?.into_any(), dst),
-            Shape::Destination => (dst, src),
+        let as_str = |o: &Bound<'py, PyAny>| -> Option<Key> {
+            o.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(Key::new))
         };
-        let Ok(item_s) = item.cast::<PyString>() else {
+        let (tk, item) = match fast.shape {
+            Shape::Horizontal => (as_str(&src).map(TKey::S), dst),
+            Shape::SourcePort => {
+                let port = flow_t.get_item(4)?.extract::<i64>()?;
+                (as_str(&src).map(|s| TKey::SI(s, port)), dst)
+            }
+            Shape::Destination => (as_str(&dst).map(TKey::S), src),
+        };
+        let (Some(tk), Ok(item_s)) = (tk, item.cast::<PyString>()) else {
             return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
         };
-        let item_str = item_s.to_str()?;
+        let ikey = Key::new(item_s.to_str()?);
         let name = fast.name.bind(py);
-        let key = PyTuple::new(py, [name, &tkey])?;
+        let mk = MapKey { model: fast.name_key.clone(), t: tk };
         let tracks = self.tracks.bind(py);
-        let track: Bound<'py, Track> = match tracks.get_item(&key)? {
-            Some(found) => {
-                let Ok(t) = found.cast_into::<Track>() else {
+        // the track: found and moved to the recency end, or created (after evicting the
+        // stalest when the map is full); no borrow of the map is held across Python
+        let found = {
+            let mut m = tracks.borrow_mut();
+            match m.find_to_back(&mk) {
+                Some(i) => {
+                    let slot = &m.map.node(i).val;
+                    Some((slot.key.clone_ref(py), slot.track.clone_ref(py)))
+                }
+                None => None,
+            }
+        };
+        let (tkey, track): (Bound<'py, PyAny>, Bound<'py, Track>) = match found {
+            Some((key, found)) => {
+                let Ok(t) = found.into_bound(py).cast_into::<Track>() else {
                     return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
                 };
-                self.move_to_end.bind(py).call1((&key,))?;
-                t
+                (key.bind(py).cast::<PyTuple>()?.get_item(1)?, t)
             }
             None => {
-                if tracks.len() >= self.max_tracked {
+                if tracks.borrow().map.len() >= self.max_tracked {
                     det.call_method0(intern!(py, "_evict_stalest"))?;
                 }
+                let tkey = match fast.shape {
+                    Shape::SourcePort => PyTuple::new(py, [&flow_t.get_item(1)?, &flow_t.get_item(4)?])?.into_any(),
+                    Shape::Horizontal => flow_t.get_item(1)?,
+                    Shape::Destination => flow_t.get_item(3)?,
+                };
+                let key = PyTuple::new(py, [name, &tkey])?;
                 let t = Bound::new(py, Track::new(py))?;
-                // PyObject_SetItem: the OrderedDict's own order is kept
-                tracks.as_any().set_item(&key, &t)?;
-                t
+                tracks.borrow_mut().push(mk, key.into_any().unbind(), t.clone().into_any().unbind());
+                (tkey, t)
             }
         };
         let outcome = flow_t.get_item(6)?;
@@ -446,12 +481,11 @@ impl Counting {
                 guard.sensor = sensor.unbind();
             }
         }
-        let existing = guard.items.find(item_str);
+        let existing = guard.items.find(&ikey);
         let new = existing.is_none();
         let mut full = new && guard.items.len() >= fast.cap;
         if new && !full {
-            let n_items_name = intern!(py, "_n_items");
-            let mut n = get_i64(det, n_items_name)?;
+            let mut n = self.n_items.load(Relaxed);
             if n >= self.budget {
                 // `_room_for`: a track holding what reaches every threshold makes room
                 // itself; a smaller one asks Python (which counts the eviction itself)
@@ -463,12 +497,12 @@ impl Counting {
                     full = !det.call_method1(intern!(py, "_room_for"), (&track, rt))?.is_truthy()?;
                     guard = track.borrow_mut();
                     if !full {
-                        n = get_i64(det, n_items_name)?;
+                        n = self.n_items.load(Relaxed);
                     }
                 }
             }
             if !full {
-                det.setattr(n_items_name, n + 1)?;
+                self.n_items.store(n + 1, Relaxed);
             }
         }
         let recorder = if self.recorder_on.load(Relaxed) {
@@ -484,15 +518,6 @@ impl Counting {
         let t = &mut *guard;
         let idx = match existing {
             None => {
-                if full {
-                    // the per-source cap, or the global budget: the oldest item makes room
-                    if let Some(old) = t.items.pop_front() {
-                        if old.val.last >= t.last_ts - window {
-                            t.capped = true;
-                        }
-                        t.win.latest.remove(old.key.as_str());
-                    }
-                }
                 let entry = Entry {
                     first: ts,
                     last: ts,
@@ -505,7 +530,19 @@ impl Counting {
                     cid: flow_t.get_item(8)?.unbind(),
                     epoch: t.epoch,
                 };
-                let i = t.items.push_back(Key::new(item_str), entry);
+                let i = if full {
+                    // the per-source cap, or the global budget: the oldest item makes room
+                    let (i, old) = t.items.replace_front(ikey.clone(), entry);
+                    if let Some((old_key, old)) = old {
+                        if old.last >= t.last_ts - window {
+                            t.capped = true;
+                        }
+                        t.win.latest.remove(&old_key);
+                    }
+                    i
+                } else {
+                    t.items.push_back(ikey.clone(), entry)
+                };
                 t.n_first += 1;
                 if failed {
                     t.n_failed_first += 1;
@@ -568,7 +605,7 @@ impl Counting {
             late_capped_check = at.is_some() && ts - window < t.win.past_from;
         } else {
             let pane = &mut t.win;
-            let refresh = match pane.latest.find(item_str) {
+            let refresh = match pane.latest.find(&ikey) {
                 None => {
                     pane.latest.push_back(t.items.node(idx).key.clone(), ts);
                     true

@@ -52,6 +52,10 @@ impl Hasher for Fx {
         self.add(i as u64);
     }
     #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    #[inline]
     fn write_u64(&mut self, i: u64) {
         self.add(i);
     }
@@ -68,90 +72,142 @@ impl Hasher for Fx {
 pub type FxBuild = BuildHasherDefault<Fx>;
 pub type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 
-const INLINE: usize = 38;
-
-/// An item's string (an address), held inline when short (every IPv4 address and
-/// most IPv6 ones: no allocation per item), else shared on the heap.
-#[derive(Clone)]
+/// An item's string (an address): a canonical dotted-quad IPv4 address as its number
+/// (no allocation, an integer to hash and compare), anything else shared on the heap.
+/// The dotted quad is only taken when it is the one way of writing that number, so two
+/// keys are equal exactly when their strings are.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    Inline(u8, [u8; INLINE]),
-    Heap(Arc<str>),
+    V4(u32),
+    S(Arc<str>),
+}
+
+/// The number of a canonical dotted quad (no leading zeros, each part up to 255).
+#[inline]
+fn parse_v4(s: &str) -> Option<u32> {
+    let b = s.as_bytes();
+    if b.len() < 7 || b.len() > 15 {
+        return None;
+    }
+    let (mut value, mut part, mut digits, mut dots) = (0u32, 0u32, 0u32, 0u32);
+    for &c in b {
+        if c.is_ascii_digit() {
+            if digits == 1 && part == 0 {
+                return None; // a leading zero
+            }
+            part = part * 10 + (c - b'0') as u32;
+            digits += 1;
+        } else if c == b'.' && digits > 0 && part <= 255 {
+            value = value << 8 | part;
+            part = 0;
+            digits = 0;
+            dots += 1;
+        } else {
+            return None;
+        }
+    }
+    if dots != 3 || digits == 0 || part > 255 {
+        return None;
+    }
+    Some(value << 8 | part)
 }
 
 impl Key {
+    #[inline]
     pub fn new(s: &str) -> Key {
-        if s.len() <= INLINE {
-            let mut buf = [0u8; INLINE];
-            buf[..s.len()].copy_from_slice(s.as_bytes());
-            Key::Inline(s.len() as u8, buf)
-        } else {
-            Key::Heap(Arc::from(s))
+        match parse_v4(s) {
+            Some(v) => Key::V4(v),
+            None => Key::S(Arc::from(s)),
         }
     }
-    #[inline]
-    pub fn as_str(&self) -> &str {
+    /// The string (written out again for an IPv4 address).
+    pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
         match self {
-            // the bytes were copied from a str, up to a char boundary (the whole str)
-            Key::Inline(n, buf) => unsafe { std::str::from_utf8_unchecked(&buf[..*n as usize]) },
-            Key::Heap(s) => s,
+            Key::V4(v) => {
+                let mut buf = [0u8; 15];
+                let mut n = 0;
+                for (k, shift) in [24u32, 16, 8, 0].iter().enumerate() {
+                    if k > 0 {
+                        buf[n] = b'.';
+                        n += 1;
+                    }
+                    let o = (v >> shift) & 255;
+                    if o >= 100 {
+                        buf[n] = b'0' + (o / 100) as u8;
+                        n += 1;
+                    }
+                    if o >= 10 {
+                        buf[n] = b'0' + (o / 10 % 10) as u8;
+                        n += 1;
+                    }
+                    buf[n] = b'0' + (o % 10) as u8;
+                    n += 1;
+                }
+                // ASCII digits and dots
+                f(std::str::from_utf8(&buf[..n]).expect("ascii"))
+            }
+            Key::S(s) => f(s),
         }
     }
     pub fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
-        PyString::new(py, self.as_str())
+        self.with_str(|s| PyString::new(py, s))
+    }
+    pub fn is(&self, s: &str) -> bool {
+        match self {
+            Key::V4(v) => parse_v4(s) == Some(*v),
+            Key::S(k) => &**k == s,
+        }
     }
 }
 
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Key {}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
-    }
-}
-
-impl Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-pub struct Node<V> {
-    pub key: Key,
+pub struct Node<K, V> {
+    pub key: K,
     pub val: V,
     prev: usize,
     next: usize,
 }
 
-/// A map keyed by strings that keeps an order (insertion, or recency with
-/// `move_back`), like a dict or an OrderedDict.
-pub struct LinkedMap<V> {
-    index: FxHashMap<Key, usize>,
-    nodes: Vec<Option<Node<V>>>,
+/// A map that keeps an order (insertion, or recency with `move_back`), like a dict or
+/// an OrderedDict.
+pub struct LinkedMap<K, V> {
+    index: FxHashMap<K, usize>,
+    nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     head: usize,
     tail: usize,
 }
 
-impl<V> LinkedMap<V> {
+/// A track's items (or its window's latest contacts), keyed by the item's string.
+pub type ItemMap<V> = LinkedMap<Key, V>;
+
+impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
     pub fn new() -> Self {
         LinkedMap { index: FxHashMap::default(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL }
     }
     pub fn len(&self) -> usize {
         self.index.len()
     }
-    pub fn find(&self, key: &str) -> Option<usize> {
+    #[inline]
+    pub fn find<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+    {
         self.index.get(key).copied()
     }
-    pub fn node(&self, i: usize) -> &Node<V> {
+    pub fn head(&self) -> usize {
+        self.head
+    }
+    pub fn tail(&self) -> usize {
+        self.tail
+    }
+    /// The node after `i` (NIL at the end).
+    pub fn next_of(&self, i: usize) -> usize {
+        self.node(i).next
+    }
+    pub fn node(&self, i: usize) -> &Node<K, V> {
         self.nodes[i].as_ref().expect("live node")
     }
-    pub fn node_mut(&mut self, i: usize) -> &mut Node<V> {
+    pub fn node_mut(&mut self, i: usize) -> &mut Node<K, V> {
         self.nodes[i].as_mut().expect("live node")
     }
     fn unlink(&mut self, i: usize) {
@@ -184,7 +240,7 @@ impl<V> LinkedMap<V> {
         }
         self.tail = i;
     }
-    pub fn push_back(&mut self, key: Key, val: V) -> usize {
+    pub fn push_back(&mut self, key: K, val: V) -> usize {
         let node = Node { key: key.clone(), val, prev: NIL, next: NIL };
         let i = match self.free.pop() {
             Some(i) => {
@@ -206,21 +262,65 @@ impl<V> LinkedMap<V> {
             self.link_back(i);
         }
     }
-    pub fn take(&mut self, i: usize) -> Node<V> {
+    pub fn move_front(&mut self, i: usize) {
+        if self.head != i {
+            self.unlink(i);
+            let head = self.head;
+            {
+                let n = self.node_mut(i);
+                n.prev = NIL;
+                n.next = head;
+            }
+            if head == NIL {
+                self.tail = i;
+            } else {
+                self.node_mut(head).prev = i;
+            }
+            self.head = i;
+        }
+    }
+    pub fn take(&mut self, i: usize) -> Node<K, V> {
         self.unlink(i);
         let node = self.nodes[i].take().expect("live node");
-        self.index.remove(node.key.as_str());
+        self.index.remove(&node.key);
         self.free.push(i);
         node
     }
-    pub fn pop_front(&mut self) -> Option<Node<V>> {
+    /// `pop_front` then `push_back(key, val)` in the front node's place: the node's
+    /// index, and the key and value it held (None when the map was empty).
+    pub fn replace_front(&mut self, key: K, val: V) -> (usize, Option<(K, V)>) {
+        let i = self.head;
+        if i == NIL {
+            return (self.push_back(key, val), None);
+        }
+        self.unlink(i);
+        let (old_key, old_val) = {
+            let n = self.nodes[i].as_mut().expect("live node");
+            (std::mem::replace(&mut n.key, key.clone()), std::mem::replace(&mut n.val, val))
+        };
+        self.index.remove(&old_key);
+        self.index.insert(key, i);
+        self.link_back(i);
+        (i, Some((old_key, old_val)))
+    }
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.nodes.clear();
+        self.free.clear();
+        self.head = NIL;
+        self.tail = NIL;
+    }
+    pub fn pop_front(&mut self) -> Option<Node<K, V>> {
         if self.head == NIL {
             None
         } else {
             Some(self.take(self.head))
         }
     }
-    pub fn remove(&mut self, key: &str) -> Option<Node<V>> {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<Node<K, V>>
+    where
+        K: Borrow<Q>,
+    {
         let i = self.find(key)?;
         Some(self.take(i))
     }
@@ -306,7 +406,7 @@ impl Entry {
             .and_then(|s| transport_index(s.to_str().ok()?))
             .ok_or_else(|| PyValueError::new_err("not a transport name"))?;
         let peer = l.get_item(9)?;
-        let same = peer.cast::<PyString>().ok().is_some_and(|p| p.to_str().ok() == Some(key.as_str()));
+        let same = peer.cast::<PyString>().ok().is_some_and(|p| p.to_str().is_ok_and(|p| key.is(p)));
         if !same {
             return Err(PyValueError::new_err("a peer that is not the item"));
         }
@@ -341,7 +441,7 @@ pub struct Contact {
 
 /// `_Pane`.
 pub struct Pane {
-    pub latest: LinkedMap<f64>,
+    pub latest: ItemMap<f64>,
     pub order: Vec<Contact>,
     pub head: usize,
     pub keep: usize,
@@ -389,7 +489,7 @@ impl Pane {
             if c.t >= horizon {
                 break;
             }
-            if let Some(i) = self.latest.find(c.key.as_str()) {
+            if let Some(i) = self.latest.find(&c.key) {
                 if self.latest.node(i).val == c.t {
                     self.latest.take(i);
                 }
@@ -414,7 +514,8 @@ impl Pane {
     }
 
     pub fn compact(&mut self) {
-        let mut out: Vec<Contact> = self.order[self.keep..self.head].to_vec();
+        let mut out: Vec<Contact> = Vec::with_capacity(self.order.capacity());
+        out.extend_from_slice(&self.order[self.keep..self.head]);
         let past = out.len();
         let mut win: Vec<Contact> = self
             .latest
@@ -443,7 +544,7 @@ impl Pane {
         if hi - lo < need {
             return (hi - lo, None);
         }
-        let mut counts: FxHashMap<&str, i64> = FxHashMap::default();
+        let mut counts: FxHashMap<&Key, i64> = FxHashMap::default();
         let mut best = 0usize;
         let mut best_at = lo;
         let mut r = lo;
@@ -454,14 +555,14 @@ impl Pane {
             }
             let end = t_left + window;
             while r < hi && order[r].t <= end {
-                *counts.entry(order[r].key.as_str()).or_insert(0) += 1;
+                *counts.entry(&order[r].key).or_insert(0) += 1;
                 r += 1;
             }
             if counts.len() > best {
                 best = counts.len();
                 best_at = left;
             }
-            let k: &str = order[left].key.as_str();
+            let k: &Key = &order[left].key;
             let c = counts.get_mut(k).expect("counted");
             *c -= 1;
             if *c == 0 {
@@ -469,10 +570,10 @@ impl Pane {
             }
         }
         let t_best = order[best_at].t;
-        let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
+        let mut seen: FxHashMap<&Key, ()> = FxHashMap::default();
         let mut items = Vec::new();
         for (i, c) in order.iter().enumerate().take(hi).skip(best_at) {
-            if c.t <= t_best + window && seen.insert(c.key.as_str(), ()).is_none() {
+            if c.t <= t_best + window && seen.insert(&c.key, ()).is_none() {
                 items.push(i);
             }
         }
@@ -687,7 +788,7 @@ impl Episode {
 /// `_Track` for an address-valued item.
 #[pyclass(module = "zeekndm._core")]
 pub struct Track {
-    pub items: LinkedMap<Entry>,
+    pub items: ItemMap<Entry>,
     pub win: Pane,
     #[pyo3(get, set)]
     pub last_ts: f64,
@@ -779,7 +880,7 @@ impl Track {
             match late {
                 None => {
                     for i in self.win.latest.order() {
-                        if let Some(j) = self.items.find(self.win.latest.node(i).key.as_str()) {
+                        if let Some(j) = self.items.find(&self.win.latest.node(i).key) {
                             firsts.push(self.items.node(j).val.first);
                         }
                     }
@@ -788,7 +889,7 @@ impl Track {
                     for k in keys.try_iter()? {
                         let k = k?;
                         if let Ok(s) = k.cast::<pyo3::types::PyString>() {
-                            if let Some(j) = self.items.find(s.to_str()?) {
+                            if let Some(j) = self.items.find(&Key::new(s.to_str()?)) {
                                 firsts.push(self.items.node(j).val.first);
                             }
                         }
@@ -894,8 +995,8 @@ impl Track {
                 let pair = pair?;
                 let k = pair.get_item(0)?;
                 let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
-                if t.items.find(key.as_str()).is_some() {
-                    t.items.remove(key.as_str());
+                if t.items.find(&key).is_some() {
+                    t.items.remove(&key);
                 }
                 let entry = Entry::from_list(&pair.get_item(1)?, &key)?;
                 t.items.push_back(key, entry);
@@ -923,7 +1024,7 @@ impl Track {
                 }
                 pairs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
                 for (v, key) in pairs {
-                    if let Some(i) = t.win.latest.find(key.as_str()) {
+                    if let Some(i) = t.win.latest.find(&key) {
                         t.win.latest.node_mut(i).val = v;
                     } else {
                         t.win.latest.push_back(key.clone(), v);
@@ -1001,3 +1102,258 @@ pub fn window_items<'py>(py: Python<'py>, pane: &Pane, at: &[usize]) -> PyResult
     Ok(out)
 }
 
+
+/// A tracked key as the map holds it: a source or destination address, (source,
+/// port) for fan-out on one port, (source, destination) for the vertical scans.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum TKey {
+    S(Key),
+    SI(Key, i64),
+    SS(Key, Key),
+}
+
+/// (model name, tracked key).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MapKey {
+    pub model: Key,
+    pub t: TKey,
+}
+
+/// The native form of a Python track key `(model name, key)`; None for a key no
+/// track can have (the map holds no such key).
+fn map_key(k: &Bound<'_, PyAny>) -> PyResult<Option<MapKey>> {
+    let Ok(t) = k.cast::<pyo3::types::PyTuple>() else { return Ok(None) };
+    if t.len() != 2 {
+        return Ok(None);
+    }
+    let model = t.get_item(0)?;
+    let Ok(model) = model.cast::<PyString>() else { return Ok(None) };
+    let model = Key::new(model.to_str()?);
+    let tk = t.get_item(1)?;
+    if let Ok(s) = tk.cast::<PyString>() {
+        return Ok(Some(MapKey { model, t: TKey::S(Key::new(s.to_str()?)) }));
+    }
+    let Ok(pair) = tk.cast::<pyo3::types::PyTuple>() else { return Ok(None) };
+    if pair.len() != 2 {
+        return Ok(None);
+    }
+    let first = pair.get_item(0)?;
+    let Ok(first) = first.cast::<PyString>() else { return Ok(None) };
+    let first = Key::new(first.to_str()?);
+    let second = pair.get_item(1)?;
+    if let Ok(s) = second.cast::<PyString>() {
+        return Ok(Some(MapKey { model, t: TKey::SS(first, Key::new(s.to_str()?)) }));
+    }
+    // an int (True == 1 and hash alike in Python, so a bool is its int here too)
+    if second.is_instance_of::<PyInt>() {
+        if let Ok(n) = second.extract::<i64>() {
+            return Ok(Some(MapKey { model, t: TKey::SI(first, n) }));
+        }
+    }
+    Ok(None)
+}
+
+pub struct Slot {
+    pub key: Py<PyAny>,
+    pub track: Py<PyAny>,
+}
+
+/// `Detector._tracks` with the compiled counting: (model name, key) -> track in
+/// recency order, the OrderedDict operations the detector uses (get, set, del, pop,
+/// move_to_end, popitem, iteration in order, len, keys/values/items, clear), and
+/// native lookups for `Counting.update` (no Python key built or hashed per record).
+#[pyclass(module = "zeekndm._core")]
+pub struct TrackMap {
+    pub map: LinkedMap<MapKey, Slot>,
+    /// changes when the order or the membership changes (iterators check it)
+    pub version: u64,
+}
+
+impl TrackMap {
+    /// The node of `mk` moved to the recency end (the last one is found first, as a
+    /// lone sweeper's every record is).
+    #[inline]
+    pub fn find_to_back(&mut self, mk: &MapKey) -> Option<usize> {
+        let tail = self.map.tail();
+        if tail != NIL && self.map.node(tail).key == *mk {
+            return Some(tail);
+        }
+        let i = self.map.find(mk)?;
+        self.map.move_back(i);
+        self.version += 1;
+        Some(i)
+    }
+
+    /// Insert a new key at the end (the caller knows it is absent).
+    pub fn push(&mut self, mk: MapKey, key: Py<PyAny>, track: Py<PyAny>) {
+        self.map.push_back(mk, Slot { key, track });
+        self.version += 1;
+    }
+
+    fn find_py(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        Ok(match map_key(key)? {
+            Some(mk) => self.map.find(&mk),
+            None => None,
+        })
+    }
+
+    fn take_at<'py>(&mut self, py: Python<'py>, i: usize) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
+        let node = self.map.take(i);
+        self.version += 1;
+        (node.val.key.into_bound(py), node.val.track.into_bound(py))
+    }
+}
+
+fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
+    pyo3::exceptions::PyKeyError::new_err(key.clone().unbind())
+}
+
+#[pymethods]
+impl TrackMap {
+    #[new]
+    pub fn new() -> Self {
+        TrackMap { map: LinkedMap::new(), version: 0 }
+    }
+
+    fn __len__(&self) -> usize {
+        self.map.len()
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.find_py(key)?.is_some())
+    }
+
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match self.find_py(key)? {
+            Some(i) => Ok(self.map.node(i).val.track.clone_ref(py)),
+            None => Err(key_error(key)),
+        }
+    }
+
+    /// A new key goes to the end; an existing one keeps its place.
+    fn __setitem__(&mut self, key: &Bound<'_, PyAny>, value: Py<PyAny>) -> PyResult<()> {
+        let mk = map_key(key)?
+            .ok_or_else(|| PyTypeError::new_err("a track key is (model name, address or pair)"))?;
+        match self.map.find(&mk) {
+            Some(i) => self.map.node_mut(i).val.track = value,
+            None => self.push(mk, key.clone().unbind(), value),
+        }
+        Ok(())
+    }
+
+    fn __delitem__(&mut self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.find_py(key)? {
+            Some(i) => {
+                self.take_at(py, i);
+                Ok(())
+            }
+            None => Err(key_error(key)),
+        }
+    }
+
+    #[pyo3(signature = (key, default=None))]
+    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        Ok(match self.find_py(key)? {
+            Some(i) => self.map.node(i).val.track.clone_ref(py),
+            None => default.unwrap_or_else(|| py.None()),
+        })
+    }
+
+    #[pyo3(signature = (key, *default))]
+    fn pop<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, pyo3::types::PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.find_py(key)? {
+            Some(i) => Ok(self.take_at(py, i).1),
+            None if !default.is_empty() => default.get_item(0),
+            None => Err(key_error(key)),
+        }
+    }
+
+    #[pyo3(signature = (key, last=true))]
+    fn move_to_end(&mut self, key: &Bound<'_, PyAny>, last: bool) -> PyResult<()> {
+        let i = self.find_py(key)?.ok_or_else(|| key_error(key))?;
+        if last {
+            self.map.move_back(i);
+        } else {
+            self.map.move_front(i);
+        }
+        self.version += 1;
+        Ok(())
+    }
+
+    #[pyo3(signature = (last=true))]
+    fn popitem<'py>(&mut self, py: Python<'py>, last: bool) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let i = if last { self.map.tail() } else { self.map.head() };
+        if i == NIL {
+            return Err(pyo3::exceptions::PyKeyError::new_err("dictionary is empty"));
+        }
+        Ok(self.take_at(py, i))
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.version += 1;
+    }
+
+    fn __iter__(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 0)
+    }
+
+    fn keys(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 0)
+    }
+
+    fn values(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 1)
+    }
+
+    fn items(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 2)
+    }
+}
+
+/// An iterator over a `TrackMap` in order (keys, values or items); like an
+/// OrderedDict's, it fails once the map's order or membership changed.
+#[pyclass(module = "zeekndm._core")]
+pub struct TrackMapIter {
+    map: Py<TrackMap>,
+    at: usize,
+    version: u64,
+    kind: u8,
+}
+
+impl TrackMapIter {
+    fn of(map: &Bound<'_, TrackMap>, kind: u8) -> TrackMapIter {
+        let m = map.borrow();
+        TrackMapIter { map: map.clone().unbind(), at: m.map.head(), version: m.version, kind }
+    }
+}
+
+#[pymethods]
+impl TrackMapIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let map = self.map.bind(py).borrow();
+        if map.version != self.version {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("the tracks changed during iteration"));
+        }
+        if self.at == NIL {
+            return Ok(None);
+        }
+        let node = map.map.node(self.at);
+        self.at = map.map.next_of(self.at);
+        let slot = &node.val;
+        Ok(Some(match self.kind {
+            0 => slot.key.clone_ref(py),
+            1 => slot.track.clone_ref(py),
+            _ => (slot.key.clone_ref(py), slot.track.clone_ref(py)).into_pyobject(py)?.into_any().unbind(),
+        }))
+    }
+}
