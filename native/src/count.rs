@@ -416,12 +416,11 @@ impl Counting {
         let as_str = |o: &Bound<'py, PyAny>| -> Option<Key> {
             o.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(Key::new))
         };
+        // the record's port (the dispatch took it as an int already)
+        let port = flow_t.get_item(4)?.extract::<i64>()?;
         let (tk, item) = match fast.shape {
             Shape::Horizontal => (as_str(&src).map(TKey::S), dst),
-            Shape::SourcePort => {
-                let port = flow_t.get_item(4)?.extract::<i64>()?;
-                (as_str(&src).map(|s| TKey::SI(s, port)), dst)
-            }
+            Shape::SourcePort => (as_str(&src).map(|s| TKey::SI(s, port)), dst),
             Shape::Destination => (as_str(&dst).map(TKey::S), src),
         };
         let (Some(tk), Ok(item_s)) = (tk, item.cast::<PyString>()) else {
@@ -524,7 +523,7 @@ impl Counting {
                     attempts: 0,
                     failures: 0,
                     answers: 0,
-                    port: flow_t.get_item(4)?.extract::<i64>()?,
+                    port,
                     transport: self.transport_of(py, &flow_t.get_item(5)?)?,
                     uid: flow_t.get_item(7)?.unbind(),
                     cid: flow_t.get_item(8)?.unbind(),
@@ -644,7 +643,6 @@ impl Counting {
         if let Some(ep_open) = &ep {
             let mut e = ep_open.bind(py).borrow_mut();
             let entry = &t.items.node(idx).val;
-            let port = flow_t.get_item(4)?.extract::<i64>()?;
             self.episode_add(py, &mut e, ts, port, entry, &item, new, failed, ok)?;
         }
         if ep.is_none() {
