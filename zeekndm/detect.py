@@ -40,13 +40,14 @@ Two implementations of the counting, one behaviour: with the compiled core
 (`zeekndm.core`), a model whose counted item is an address (every horizontal scan, the
 default models; fan-out on one port) keeps its tracks in native memory
 (`zeekndm._core.Track`, `Episode`) and `zeekndm._core.Counting.update` does `_update`,
-`_episode_add` and `_decide` step for step; the models counting ports keep `_Track`
-and this module's `_update`. The lifecycle (`_start`, `_emit`, `_end`, `_sweep`,
-`finish`) and snapshots are this module's code for both kinds of track, which answer
-the same attributes and methods (`size`, `window_count`, `evidence`, `new_episode`,
-`to_dict`); a snapshot has one form, so it restores on either core.
-`tests/test_counting.py` holds the two to the same detections, recorder calls,
-statistics and snapshots, record for record.
+`_episode_add` and `_decide` step for step, without Python work per record on the
+common path (the tracks are a `zeekndm._core.TrackMap`, the budget's count is the
+counting's own); the models counting ports keep `_Track` and this module's `_update`.
+The lifecycle (`_start`, `_emit`, `_end`, `_sweep`, `finish`) and snapshots are this
+module's code for both kinds of track, which answer the same attributes and methods
+(`size`, `window_count`, `evidence`, `new_episode`, `to_dict`); a snapshot has one
+form, so it restores on either core. `tests/test_counting.py` holds the two to the same
+detections, recorder calls, statistics and snapshots, record for record.
 
 Recorder hook (part of the contract, on every implementation of the detector): when
 `Detector.recorder` is set, the detector calls

@@ -13,7 +13,7 @@
 //! the budget's room-making and the window list's compaction.
 
 use crate::state::{
-    bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, TKey, Track, TrackMap,
+    bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, ModelName, TKey, Track, TrackMap,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -38,7 +38,7 @@ enum Shape {
 pub struct ModelFast {
     name: Py<PyAny>,
     /// the name as the track map's keys hold it
-    name_key: Key,
+    name_key: ModelName,
     shape: Shape,
     window: f64,
     grain: f64,
@@ -94,7 +94,7 @@ impl ModelFast {
         if values.is_empty() || values.len() != sev_of_level.len() {
             return Err(pyo3::exceptions::PyValueError::new_err("levels and severities differ"));
         }
-        let name_key = Key::new(name.bind(py).cast::<PyString>()?.to_str()?);
+        let name_key = ModelName::new(name.bind(py).cast::<PyString>()?.to_str()?);
         Ok(ModelFast {
             name,
             name_key,

@@ -1112,10 +1112,42 @@ pub enum TKey {
     SS(Key, Key),
 }
 
+/// A model's name as the track map's keys hold it: shared, with its hash.
+#[derive(Clone)]
+pub struct ModelName {
+    name: Arc<str>,
+    hash: u64,
+}
+
+impl ModelName {
+    pub fn new(name: &str) -> ModelName {
+        let mut h = Fx::default();
+        name.hash(&mut h);
+        ModelName { name: Arc::from(name), hash: h.finish() }
+    }
+}
+
+impl PartialEq for ModelName {
+    #[inline]
+    fn eq(&self, other: &ModelName) -> bool {
+        // the compiled counting's keys share their model's name
+        Arc::ptr_eq(&self.name, &other.name) || self.name == other.name
+    }
+}
+
+impl Eq for ModelName {}
+
+impl Hash for ModelName {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// (model name, tracked key).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct MapKey {
-    pub model: Key,
+    pub model: ModelName,
     pub t: TKey,
 }
 
@@ -1128,7 +1160,7 @@ fn map_key(k: &Bound<'_, PyAny>) -> PyResult<Option<MapKey>> {
     }
     let model = t.get_item(0)?;
     let Ok(model) = model.cast::<PyString>() else { return Ok(None) };
-    let model = Key::new(model.to_str()?);
+    let model = ModelName::new(model.to_str()?);
     let tk = t.get_item(1)?;
     if let Ok(s) = tk.cast::<PyString>() {
         return Ok(Some(MapKey { model, t: TKey::S(Key::new(s.to_str()?)) }));
