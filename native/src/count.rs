@@ -487,8 +487,31 @@ impl Counting {
             let mut n = self.n_items.load(Relaxed);
             if n >= self.budget {
                 // `_room_for`: a track holding what reaches every threshold makes room
-                // itself; a smaller one asks Python (which counts the eviction itself)
-                if guard.items.len() >= fast.floor {
+                // itself; so does one when the stalest track is itself, or is active and
+                // this one reached the lowest threshold (a storm of sweepers); else
+                // Python evicts (and counts the eviction itself)
+                let size = guard.items.len();
+                let own_room = size >= fast.floor || {
+                    let m = tracks.borrow();
+                    let head = m.map.head();
+                    if m.map.len() <= 1 {
+                        true // the loop does not run: no room
+                    } else {
+                        let stalest = m.map.node(head).val.track.bind(py);
+                        if stalest.is(&track) {
+                            true
+                        } else {
+                            match stalest.cast::<Track>().ok().and_then(|st| st.try_borrow().ok()) {
+                                Some(st) => {
+                                    let active_since = get_f64(det, intern!(py, "max_ts"))? - window;
+                                    st.last_ts >= active_since && size as i64 >= fast.low
+                                }
+                                None => false,
+                            }
+                        }
+                    }
+                };
+                if own_room {
                     self.budget_evictions.fetch_add(1, Relaxed);
                     full = true;
                 } else {
