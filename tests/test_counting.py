@@ -363,3 +363,36 @@ def test_the_native_track_map_answers_as_an_ordered_dict(monkeypatch):
     ours.clear()
     with pytest.raises(KeyError):
         ours.popitem()
+
+
+def test_both_cores_count_alike_in_a_storm_of_sweepers_under_the_budget(monkeypatch):
+    """Many sources sweeping at once with the item budget full: tracks make room
+    themselves (the stalest is active), or evict the stalest when it went quiet."""
+    rng = random.Random(21)
+    flows = []
+    for k in range(8000):
+        s = rng.randrange(40) if k < 6000 else rng.randrange(8)  # then most go quiet
+        flows.append(
+            Flow(
+                T0 + k * 0.05,
+                f"10.1.{s}.9",
+                40000 + k % 999,
+                public(rng.randrange(100_000)),
+                27017,
+                Transport.TCP,
+                Outcome.NO_ANSWER,
+                f"C{k}",
+                None,
+            )
+        )
+    runs = {}
+    for name in ("python", "native"):
+        use_core(monkeypatch, name)
+        det = Detector(_models(vertical=False), settings=DetectorSettings(**SETTINGS))
+        alerts = replay(det, flows[:5000])
+        middle = _state(det)
+        alerts += replay(det, flows[5000:])
+        runs[name] = (alerts + det.finish(), det.stats.as_dict(), middle)
+    slow, fast = runs["python"], runs["native"]
+    assert slow[1]["budget_evictions"] > 1000 and len(slow[0]) > 20
+    assert fast == slow
