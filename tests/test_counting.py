@@ -217,3 +217,182 @@ def test_the_pure_python_core_has_no_compiled_counting(monkeypatch):
     replay(det, _storm(300, 2))
     assert {type(t).__module__ for t in det._tracks.values()} == {"zeekndm.detect"}
     assert core.native is None
+
+
+def _port_sweep(n: int, seed: int) -> list[Flow]:
+    """Sources sweeping hosts on many ports, each host probed again on other ports
+    while the episode is open (its ports come from the records, not the first contact)
+    over TCP and UDP, and a few hosts answering."""
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        s = rng.randrange(4)
+        src = f"10.0.7.{s + 1}"
+        dst = public(rng.randrange(40 + 30 * s) + s * 1000)
+        transport = Transport.UDP if rng.random() < 0.2 else Transport.TCP
+        out.append(
+            Flow(
+                T0 + k * 0.5,
+                src,
+                40000 + k % 999,
+                dst,
+                rng.randrange(1, 200) * 7,
+                transport,
+                rng.choice(OUTCOMES),
+                f"C{k}",
+                None,
+            )
+        )
+    return out
+
+
+def test_both_cores_count_every_model_alike_on_hosts_probed_on_many_ports(monkeypatch):
+    flows = _port_sweep(5000, 5)
+    models = [replace(m, enabled=True) for m in load_builtin_models().values()]
+    runs = {}
+    for name in ("python", "native"):
+        use_core(monkeypatch, name)
+        det = Detector(models, settings=DetectorSettings(**SETTINGS))
+        alerts = replay(det, flows[:2500])
+        middle = _state(det)
+        alerts += replay(det, flows[2500:])
+        runs[name] = (alerts + det.finish(), det.stats.as_dict(), middle)
+    slow, fast = runs["python"], runs["native"]
+    assert len(slow[0]) > 10 and max(len(d.ports) for d in slow[0]) > 20
+    assert fast == slow
+
+
+ODD_ITEMS = [
+    "1.2.3.4",
+    "01.2.3.4",
+    "1.2.3.04",
+    "1.2.3.4 ",
+    "256.1.1.1",
+    "1.2.3",
+    "1.2.3.4.5",
+    "0.0.0.0",
+    "255.255.255.255",
+    "1.2.3.255",
+    "1.2.3.2555",
+    "::1",
+    "2001:db8::ffff:1.2.3.4",
+    "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    "é.1.1.1",
+    "",
+]
+
+
+def test_a_native_track_keeps_every_item_string_as_it_was(monkeypatch):
+    """Items are held natively (a dotted quad as its number): every string, canonical
+    or not, comes back the same and stays distinct from its look-alikes."""
+    use_core(monkeypatch, "native")
+    items = [
+        [k, [T0 + i, T0 + i, 1, 1, 0, 80, "tcp", None, None, k, 0]] for i, k in enumerate(ODD_ITEMS)
+    ]
+    data = {
+        "items": items,
+        "past": [[k, T0 + i] for i, k in enumerate(ODD_ITEMS[:5])],
+        "win": [[k, T0 + 100 + i] for i, k in enumerate(ODD_ITEMS)],
+    }
+    track = core.native.Track.from_dict(data)
+    assert track.size() == len(ODD_ITEMS) == track.window_count()
+    out = track.to_dict()
+    assert out["items"] == items
+    assert out["past"] == data["past"] and out["win"] == data["win"]
+    assert [e[9] for e in track.evidence(False, None, 300.0, T0)] == ODD_ITEMS
+
+
+def test_the_native_track_map_answers_as_an_ordered_dict(monkeypatch):
+    """`Detector._tracks` on the compiled core: the same answers, order and errors as
+    the OrderedDict it stands for, over random operations on the key shapes tracks have."""
+    from collections import OrderedDict
+
+    use_core(monkeypatch, "native")
+    rng = random.Random(13)
+    keys = [("m", f"10.0.0.{i}") for i in range(6)]
+    keys += [("n", (f"10.0.0.{i}", 53)) for i in range(3)] + [("n", ("10.0.0.1", True))]
+    keys += [("v", ("10.0.0.1", f"::{i}")) for i in range(3)] + [("m", "::1")]
+    odd = [("m",), ("x", 1), "m", ("m", ("a", 1.5)), ("m", ("a", "b", "c"))]
+    ours, theirs = core.native.TrackMap(), OrderedDict()
+    for step in range(3000):
+        k = rng.choice(keys)
+        op = rng.randrange(9)
+        if op < 3:
+            v = object()
+            ours[k] = v
+            theirs[k] = v
+        elif op == 3:
+            got = [m.get(k, "absent") for m in (ours, theirs)]
+            assert got[0] is got[1]
+        elif op == 4:
+            if k in theirs:
+                ours.move_to_end(k, last=bool(step % 2))
+                theirs.move_to_end(k, last=bool(step % 2))
+            else:
+                with pytest.raises(KeyError):
+                    ours.move_to_end(k)
+        elif op == 5:
+            assert ours.pop(k, None) is theirs.pop(k, None)
+        elif op == 6 and theirs:
+            last = bool(step % 3)
+            a, b = ours.popitem(last=last), theirs.popitem(last=last)
+            assert a[0] == b[0] and a[1] is b[1]
+        elif op == 7 and k in theirs:
+            del ours[k]
+            del theirs[k]
+        elif op == 8 and step % 500 == 0:
+            ours.clear()
+            theirs.clear()
+        assert len(ours) == len(theirs) and (k in ours) == (k in theirs)
+        assert list(ours) == list(theirs) == list(ours.keys())
+        assert [v for v in ours.values()] == list(theirs.values())
+        assert list(ours.items()) == list(theirs.items())
+    for k in odd:
+        assert k not in ours and ours.get(k) is None
+        with pytest.raises(KeyError):
+            ours[k]
+    with pytest.raises(TypeError):
+        ours[odd[0]] = 1
+    ours[keys[0]] = 1
+    ours[keys[1]] = 2
+    it = iter(ours.items())
+    next(it)
+    ours.move_to_end(keys[0])
+    with pytest.raises(RuntimeError):
+        next(it)
+    ours.clear()
+    with pytest.raises(KeyError):
+        ours.popitem()
+
+
+def test_both_cores_count_alike_in_a_storm_of_sweepers_under_the_budget(monkeypatch):
+    """Many sources sweeping at once with the item budget full: tracks make room
+    themselves (the stalest is active), or evict the stalest when it went quiet."""
+    rng = random.Random(21)
+    flows = []
+    for k in range(8000):
+        s = rng.randrange(40) if k < 6000 else rng.randrange(8)  # then most go quiet
+        flows.append(
+            Flow(
+                T0 + k * 0.05,
+                f"10.1.{s}.9",
+                40000 + k % 999,
+                public(rng.randrange(100_000)),
+                27017,
+                Transport.TCP,
+                Outcome.NO_ANSWER,
+                f"C{k}",
+                None,
+            )
+        )
+    runs = {}
+    for name in ("python", "native"):
+        use_core(monkeypatch, name)
+        det = Detector(_models(vertical=False), settings=DetectorSettings(**SETTINGS))
+        alerts = replay(det, flows[:5000])
+        middle = _state(det)
+        alerts += replay(det, flows[5000:])
+        runs[name] = (alerts + det.finish(), det.stats.as_dict(), middle)
+    slow, fast = runs["python"], runs["native"]
+    assert slow[1]["budget_evictions"] > 1000 and len(slow[0]) > 20
+    assert fast == slow

@@ -40,13 +40,14 @@ Two implementations of the counting, one behaviour: with the compiled core
 (`zeekndm.core`), a model whose counted item is an address (every horizontal scan, the
 default models; fan-out on one port) keeps its tracks in native memory
 (`zeekndm._core.Track`, `Episode`) and `zeekndm._core.Counting.update` does `_update`,
-`_episode_add` and `_decide` step for step; the models counting ports keep `_Track`
-and this module's `_update`. The lifecycle (`_start`, `_emit`, `_end`, `_sweep`,
-`finish`) and snapshots are this module's code for both kinds of track, which answer
-the same attributes and methods (`size`, `window_count`, `evidence`, `new_episode`,
-`to_dict`); a snapshot has one form, so it restores on either core.
-`tests/test_counting.py` holds the two to the same detections, recorder calls,
-statistics and snapshots, record for record.
+`_episode_add` and `_decide` step for step, without Python work per record on the
+common path (the tracks are a `zeekndm._core.TrackMap`, the budget's count is the
+counting's own); the models counting ports keep `_Track` and this module's `_update`.
+The lifecycle (`_start`, `_emit`, `_end`, `_sweep`, `finish`) and snapshots are this
+module's code for both kinds of track, which answer the same attributes and methods
+(`size`, `window_count`, `evidence`, `new_episode`, `to_dict`); a snapshot has one
+form, so it restores on either core. `tests/test_counting.py` holds the two to the same
+detections, recorder calls, statistics and snapshots, record for record.
 
 Recorder hook (part of the contract, on every implementation of the detector): when
 `Detector.recorder` is set, the detector calls
@@ -494,6 +495,15 @@ def _key(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+class _ItemCount:
+    """The budget's count of items over all tracks, on the pure-Python core."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class _ModelRuntime:
     """A model prepared for the hot path, with its funnel counters."""
 
@@ -578,6 +588,7 @@ class _ModelRuntime:
                 self.window,
                 self.grain,
                 self.cap,
+                self.floor,
                 self.low,
                 self.early,
                 self.early_n,
@@ -630,8 +641,13 @@ class Detector:
         self.settings = settings or DetectorSettings()
         self.classifier = classifier or NetworkClassifier()
         self._stats = DetectorStats()
-        # (model name, track key) -> track; order = recency of update
-        self._tracks: OrderedDict[tuple[str, Any], _Track] = OrderedDict()
+        native = core.native
+        compiled = native is not None and hasattr(native, "Counting")
+        # (model name, track key) -> track; order = recency of update (with the compiled
+        # counting a native map with the same operations, which it reads natively)
+        self._tracks: OrderedDict[tuple[str, Any], _Track] = (
+            native.TrackMap() if compiled else OrderedDict()
+        )
         # (model name, track key) -> [quiet until, episode start, seq, sev, attempts,
         #   failures, successes, distinct, last end]: ended episodes that may resume
         self._quiet: OrderedDict[tuple[str, Any], list] = OrderedDict()
@@ -641,18 +657,15 @@ class Detector:
         self._warned_local = False
         self._lateness = self.settings.allowed_lateness
         self._trust = self.settings.trust_local_fields
-        #: The recorder hook (module docstring): None, or a CountRecorder told of every
-        #: counted record.
-        self.recorder: CountRecorder | None = None
+        # the recorder hook (module docstring, `recorder`)
+        self._recorder: CountRecorder | None = None
         self._budget = self.settings.max_destinations_total
         self._sample_size = self.settings.sample_size
-        self._n_items = 0  # items over all tracks (the budget's count)
         self._late_items: list | None = None  # the crossing past window's items
         # the per-record counting: compiled (zeekndm._core.Counting, the same steps on
         # the same objects) when the compiled core is in use, else `_update`
-        native = core.native
         self._engine: Any = None
-        if native is not None and hasattr(native, "Counting"):
+        if compiled:
             self._engine = native.Counting(
                 Detector._update,
                 _NA,
@@ -666,7 +679,12 @@ class Detector:
                 self._lateness,
                 self._sample_size,
                 _TOP_SEVERITY,
+                self._tracks,  # held by the compiled counting: never rebound
+                (_TCP, _UDP, _ICMP, Transport.OTHER),
             )
+        # items over all tracks (the budget's count): `n` of the compiled counting, which
+        # keeps it natively, or of a Python cell
+        self._items: Any = _ItemCount() if self._engine is None else self._engine
         self._count = Detector._update if self._engine is None else self._engine.update
         # the record dispatch: compiled (zeekndm._core.Dispatch: `observe` step for step,
         # with the port tables and the statistics native) with the compiled counting
@@ -687,16 +705,36 @@ class Detector:
         self.set_models(models)
 
     @property
+    def _n_items(self) -> int:
+        """Items kept over all tracks (what `max_destinations_total` bounds)."""
+        return self._items.n
+
+    @property
+    def recorder(self) -> CountRecorder | None:
+        """The recorder hook (module docstring): None, or a CountRecorder told of every
+        counted record."""
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder: CountRecorder | None) -> None:
+        self._recorder = recorder
+        if self._engine is not None:
+            self._engine.set_recorder(recorder is not None)
+
+    @property
     def stats(self) -> DetectorStats:
-        """The detector's statistics (with the compiled dispatch, its counters are
-        added in when read)."""
+        """The detector's statistics (with the compiled dispatch and counting, their
+        counters are added in when read)."""
         if self._dispatch is not None:
             self._take_counts()
+        elif self._engine is not None:
+            self._stats.budget_evictions += self._engine.take_budget_evictions()
         return self._stats
 
     def _take_counts(self) -> None:
         counts, funnels = self._dispatch.take_counts()
         stats = self._stats
+        stats.budget_evictions += self._engine.take_budget_evictions()
         records, matched, outbound, discarded, dropped, late = counts
         stats.records += records
         stats.matched += matched
@@ -764,7 +802,7 @@ class Detector:
         self._udp = self._tables[Transport.UDP]
         self._icmp = self._tables[_ICMP]
         for key in [k for k in self._tracks if k[0] not in runtimes]:
-            self._n_items -= self._tracks.pop(key).size()
+            self._items.n -= self._tracks.pop(key).size()
             self._open.pop(key, None)
         for key in [k for k in self._quiet if k[0] not in runtimes]:
             del self._quiet[key]
@@ -976,7 +1014,7 @@ class Detector:
         new = entry is None
         if new:
             if len(items) >= rt.cap or (
-                self._n_items >= self._budget and not self._room_for(track, rt)
+                self._items.n >= self._budget and not self._room_for(track, rt)
             ):
                 # the per-source cap, or the global budget: the oldest item makes room
                 old_item, old = items.popitem(last=False)
@@ -984,7 +1022,7 @@ class Detector:
                     track.capped = True  # an item still inside the window is lost
                 track.win.discard(old_item)
             else:
-                self._n_items += 1
+                self._items.n += 1
             entry = [
                 ts,
                 ts,
@@ -1031,7 +1069,7 @@ class Detector:
             if pane.head - pane.keep > len(items) + 16:
                 pane.prune(horizon, self.max_ts - self._lateness - window, len(items) + 16)
             ep = track.ep
-            recorder = self.recorder
+            recorder = self._recorder
             # the exact count when something reads it: an episode, or the recorder hook
             need = rt.low if ep is None and recorder is None else 0
             count, self._late_items = pane.past_window(ts, window, need)
@@ -1057,7 +1095,7 @@ class Detector:
         elif len(order) - pane.head > rt.cap * 2:
             pane.compact()  # a fast sweeper: keep the list to what the cap holds
         count = len(latest)
-        recorder = self.recorder
+        recorder = self._recorder
         if recorder is not None:
             recorder.counted(rt.name, tkey, ts, outcome, count, len(items))
         if track.ep is not None:
@@ -1299,7 +1337,7 @@ class Detector:
     # -- housekeeping ----------------------------------------------------------------
     def _evict_stalest(self) -> None:
         key, track = self._tracks.popitem(last=False)
-        self._n_items -= track.size()
+        self._items.n -= track.size()
         self._open.pop(key, None)
         self._stats.evicted_sources += 1
 
@@ -1315,14 +1353,14 @@ class Detector:
             return False
         tracks = self._tracks
         active_since = self.max_ts - rt.window
-        while self._n_items >= self._budget and len(tracks) > 1:
+        while self._items.n >= self._budget and len(tracks) > 1:
             stalest = next(iter(tracks.values()))
             if stalest is track:
                 break
             if stalest.last_ts >= active_since and track.size() >= rt.low:
                 return False
             self._evict_stalest()
-        return self._n_items < self._budget
+        return self._items.n < self._budget
 
     def _end(self, rt: _ModelRuntime, track: _Track, tkey: Any, reason: str) -> Detection | None:
         """Close the track's episode; the END alert unless the economy holds it back."""
@@ -1384,7 +1422,7 @@ class Detector:
             key, t = next(iter(tracks.items()))
             if t.ep is not None or t.last_ts + runtimes[key[0]].idle >= horizon:
                 break
-            self._n_items -= tracks.popitem(last=False)[1].size()
+            self._items.n -= tracks.popitem(last=False)[1].size()
         quiet = self._quiet
         while quiet:
             key, value = next(iter(quiet.items()))
@@ -1412,7 +1450,7 @@ class Detector:
         self._tracks.clear()
         self._quiet.clear()
         self._open.clear()
-        self._n_items = 0
+        self._items.n = 0
         return out
 
     # -- snapshot / restore (live mode restarts) -------------------------------------
@@ -1459,12 +1497,12 @@ class Detector:
         self._tracks.clear()
         self._quiet.clear()
         self._open.clear()
-        self._n_items = 0
+        self._items.n = 0
         for model_name, tkey, tdata in data.get("tracks", []):
             if model_name in self._runtimes:
                 key = (model_name, _key(tkey))
                 track = self._tracks[key] = self._track_from_dict(model_name, tdata)
-                self._n_items += len(track.items)
+                self._items.n += track.size()
                 if track.ep is not None:
                     self._open[key] = None
         for model_name, tkey, value in data.get("quiet", []):

@@ -12,10 +12,13 @@
 //! (the whole record), the start of an episode, escalations and updates, eviction,
 //! the budget's room-making and the window list's compaction.
 
-use crate::state::{bisect_right, key_str, window_items, Contact, Entry, Episode, Track};
+use crate::state::{
+    bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, ModelName, TKey, Track, TrackMap,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyList, PyString, PyTuple};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 const MAX_PORTS_KEPT: usize = 64;
 
@@ -34,11 +37,13 @@ enum Shape {
 #[pyclass(module = "zeekndm._core", frozen)]
 pub struct ModelFast {
     name: Py<PyAny>,
+    /// the name as the track map's keys hold it
+    name_key: ModelName,
     shape: Shape,
-    count_sources: bool,
     window: f64,
     grain: f64,
     cap: usize,
+    floor: usize,
     low: i64,
     early: bool,
     early_n: i64,
@@ -62,6 +67,7 @@ impl ModelFast {
         window: f64,
         grain: f64,
         cap: usize,
+        floor: usize,
         low: i64,
         early: bool,
         early_n: i64,
@@ -73,12 +79,13 @@ impl ModelFast {
         sev_of_level: Vec<i64>,
         py: Python<'_>,
     ) -> PyResult<Self> {
+        // the counted item is the address an item's peer names (the entry keeps no
+        // peer of its own); a port, or another peer: the track stays a Python one
         let shape = match (track_by, count) {
             ("source", "destinations") => Shape::Horizontal,
-            ("source_port", _) => Shape::SourcePort,
-            ("destination", _) => Shape::Destination,
-            // the counted item is a port: the track stays a Python one
-            _ => return Err(pyo3::exceptions::PyValueError::new_err("item not an address")),
+            ("source_port", "destinations") => Shape::SourcePort,
+            ("destination", "sources") => Shape::Destination,
+            _ => return Err(pyo3::exceptions::PyValueError::new_err("item not the peer address")),
         };
         let values = thresholds
             .iter()
@@ -87,13 +94,15 @@ impl ModelFast {
         if values.is_empty() || values.len() != sev_of_level.len() {
             return Err(pyo3::exceptions::PyValueError::new_err("levels and severities differ"));
         }
+        let name_key = ModelName::new(name.bind(py).cast::<PyString>()?.to_str()?);
         Ok(ModelFast {
             name,
+            name_key,
             shape,
-            count_sources: count == "sources",
             window,
             grain,
             cap,
+            floor,
             low,
             early,
             early_n,
@@ -108,7 +117,8 @@ impl ModelFast {
     }
 }
 
-/// A detector's compiled counting (one per `Detector`; holds no reference to it).
+/// A detector's compiled counting (one per `Detector`; holds no reference to it, only
+/// to its track map, which the detector never rebinds).
 #[pyclass(module = "zeekndm._core", frozen)]
 pub struct Counting {
     update_py: Py<PyAny>,
@@ -123,32 +133,59 @@ pub struct Counting {
     lateness: f64,
     sample_size: usize,
     top_severity: i64,
-}
-
-fn get_i64(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<i64> {
-    obj.getattr(name)?.extract::<i64>()
+    /// the detector's `_tracks`
+    tracks: Py<TrackMap>,
+    /// `Transport` TCP, UDP, ICMP, OTHER: an entry's transport by identity
+    transports: Vec<Py<PyAny>>,
+    /// whether the detector has a recorder (`Detector.recorder` sets it)
+    recorder_on: AtomicBool,
+    /// `DetectorStats.budget_evictions` counted here (`take_budget_evictions`)
+    budget_evictions: AtomicU64,
+    /// the items kept over all tracks (`n`: the detector's `_items.n`)
+    n_items: AtomicI64,
 }
 
 fn get_f64(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<f64> {
     obj.getattr(name)?.extract::<f64>()
 }
 
-
-
 fn call_list<'py>(py: Python<'py>, d: Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
     Ok(PyList::new(py, [d])?.into_any().unbind())
 }
 
+fn append_short(py: Python<'_>, list: &Py<PyAny>, size: usize, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    let l = list.bind(py).cast::<PyList>()?;
+    if l.len() < size {
+        l.append(v)?;
+    }
+    Ok(())
+}
+
 impl Counting {
+    /// The index of a record's transport (`Transport._value_` in `TRANSPORTS`).
+    #[inline]
+    fn transport_of(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u8> {
+        for (i, t) in self.transports.iter().enumerate() {
+            if obj.is(t.bind(py)) {
+                return Ok(i as u8);
+            }
+        }
+        let value = obj.getattr(intern!(py, "_value_"))?;
+        let name = value.cast::<PyString>()?;
+        transport_index(name.to_str()?)
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("not a transport"))
+    }
+
     /// `Detector._episode_add` on a native episode.
     #[allow(clippy::too_many_arguments)]
     fn episode_add(
         &self,
         py: Python<'_>,
         ep: &mut Episode,
-        flow: &Bound<'_, PyTuple>,
         ts: f64,
+        port: i64,
         entry: &Entry,
+        item: &Bound<'_, PyAny>,
         new: bool,
         failed: bool,
         ok: bool,
@@ -159,11 +196,10 @@ impl Counting {
         } else if ok {
             ep.ep_successes += 1;
         }
-        let ports = ep.ports.bind(py).cast::<PySet>()?.clone();
-        if ports.len() < MAX_PORTS_KEPT {
-            ports.add(flow.get_item(4)?)?;
+        if ep.port_set.len() < MAX_PORTS_KEPT {
+            ep.add_port(port); // the record's port (the entry keeps its first one)
         }
-        ep.transports.bind(py).cast::<PySet>()?.add(entry.transport.bind(py))?;
+        ep.transport_bits |= 1 << entry.transport;
         if ts < ep.episode_start {
             ep.episode_start = ts;
         }
@@ -171,39 +207,24 @@ impl Counting {
         if new {
             ep.ep_distinct += 1;
             ep.ep_new += 1;
-            let sample = ep.sample.bind(py).cast::<PyList>()?.clone();
-            if sample.len() < size {
-                let peer = entry.peer.bind(py);
-                if !sample.contains(peer)? {
-                    sample.append(peer)?;
-                }
+            // the items are addresses: an item's peer (and its label) is the item
+            let sample = ep.sample.bind(py).cast::<PyList>()?;
+            if sample.len() < size && !sample.contains(item)? {
+                sample.append(item)?;
             }
-            let uid = flow.get_item(7)?;
+            let uid = entry.uid.bind(py);
             if uid.is_truthy()? {
-                let uids = ep.uids.bind(py).cast::<PyList>()?.clone();
-                if uids.len() < size {
-                    uids.append(uid)?;
-                }
+                append_short(py, &ep.uids, size, uid)?;
             }
-            let cid = flow.get_item(8)?;
+            let cid = entry.cid.bind(py);
             if cid.is_truthy()? {
-                let cids = ep.cids.bind(py).cast::<PyList>()?.clone();
-                if cids.len() < size {
-                    cids.append(cid)?;
-                }
+                append_short(py, &ep.cids, size, cid)?;
             }
         }
-        // the items are addresses: an item's label is its peer address
         if ok && entry.answers == 1 {
-            let answered = ep.answered.bind(py).cast::<PyList>()?.clone();
-            if answered.len() < size {
-                answered.append(entry.peer.bind(py))?;
-            }
+            append_short(py, &ep.answered, size, item)?;
         } else if new && failed {
-            let unanswered = ep.unanswered.bind(py).cast::<PyList>()?.clone();
-            if unanswered.len() < size {
-                unanswered.append(entry.peer.bind(py))?;
-            }
+            append_short(py, &ep.unanswered, size, item)?;
         }
         Ok(())
     }
@@ -308,6 +329,7 @@ impl Counting {
     }
 }
 
+
 #[pymethods]
 impl Counting {
     #[new]
@@ -325,8 +347,13 @@ impl Counting {
         lateness: f64,
         sample_size: usize,
         top_severity: i64,
-    ) -> Self {
-        Counting {
+        tracks: Py<TrackMap>,
+        transports: Vec<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        if transports.len() != crate::state::TRANSPORTS.len() {
+            return Err(pyo3::exceptions::PyValueError::new_err("four transports expected"));
+        }
+        Ok(Counting {
             update_py,
             na,
             rej,
@@ -339,7 +366,33 @@ impl Counting {
             lateness,
             sample_size,
             top_severity,
-        }
+            tracks,
+            transports,
+            recorder_on: AtomicBool::new(false),
+            budget_evictions: AtomicU64::new(0),
+            n_items: AtomicI64::new(0),
+        })
+    }
+
+    /// The detector's recorder was set (`on`: not None).
+    fn set_recorder(&self, on: bool) {
+        self.recorder_on.store(on, Relaxed);
+    }
+
+    /// The items kept over all tracks (the budget's count).
+    #[getter]
+    fn n(&self) -> i64 {
+        self.n_items.load(Relaxed)
+    }
+
+    #[setter]
+    fn set_n(&self, n: i64) {
+        self.n_items.store(n, Relaxed);
+    }
+
+    /// The budget evictions counted since the last call, zeroed.
+    fn take_budget_evictions(&self) -> u64 {
+        self.budget_evictions.swap(0, Relaxed)
     }
 
     /// `Detector._update(rt, flow)` for `detector`: None, or the detections.
@@ -360,100 +413,158 @@ impl Counting {
         let ts = ts_obj.extract::<f64>()?;
         let src = flow_t.get_item(1)?;
         let dst = flow_t.get_item(3)?;
-        let (tkey, item) = match fast.shape {
-            Shape::Horizontal => (src.clone(), dst.clone()),
-            Shape::SourcePort => {
-                (PyTuple::new(py, [&src, &flow_t.get_item(4)?])?.into_any(), dst.clone())
-            }
-            Shape::Destination => (dst.clone(), src.clone()),
+        let as_str = |o: &Bound<'py, PyAny>| -> Option<Key> {
+            o.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(Key::new))
         };
-        let Ok(item_s) = item.cast::<PyString>() else {
+        // the record's port (the dispatch took it as an int already)
+        let port = flow_t.get_item(4)?.extract::<i64>()?;
+        let (tk, item) = match fast.shape {
+            Shape::Horizontal => (as_str(&src).map(TKey::S), dst),
+            Shape::SourcePort => (as_str(&src).map(|s| TKey::SI(s, port)), dst),
+            Shape::Destination => (as_str(&dst).map(TKey::S), src),
+        };
+        let (Some(tk), Ok(item_s)) = (tk, item.cast::<PyString>()) else {
             return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
         };
-        let item_str = item_s.to_str()?;
+        let ikey = Key::new(item_s.to_str()?);
         let name = fast.name.bind(py);
-        let key = PyTuple::new(py, [name, &tkey])?;
-        let tracks_any = det.getattr(intern!(py, "_tracks"))?;
-        let tracks = tracks_any.cast::<PyDict>()?;
-        let track: Bound<'py, Track> = match tracks.get_item(&key)? {
-            Some(found) => {
-                let Ok(t) = found.cast_into::<Track>() else {
+        let mk = MapKey { model: fast.name_key.clone(), t: tk };
+        let tracks = self.tracks.bind(py);
+        // the track: found and moved to the recency end, or created (after evicting the
+        // stalest when the map is full); no borrow of the map is held across Python
+        let found = {
+            let mut m = tracks.borrow_mut();
+            match m.find_to_back(&mk) {
+                Some(i) => {
+                    let slot = &m.map.node(i).val;
+                    Some((slot.key.clone_ref(py), slot.track.clone_ref(py)))
+                }
+                None => None,
+            }
+        };
+        let (tkey, track): (Bound<'py, PyAny>, Bound<'py, Track>) = match found {
+            Some((key, found)) => {
+                let Ok(t) = found.into_bound(py).cast_into::<Track>() else {
                     return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
                 };
-                tracks_any.call_method1(intern!(py, "move_to_end"), (&key,))?;
-                t
+                (key.bind(py).cast::<PyTuple>()?.get_item(1)?, t)
             }
             None => {
-                if tracks.len() >= self.max_tracked {
+                if tracks.borrow().map.len() >= self.max_tracked {
                     det.call_method0(intern!(py, "_evict_stalest"))?;
                 }
+                let tkey = match fast.shape {
+                    Shape::SourcePort => PyTuple::new(py, [&flow_t.get_item(1)?, &flow_t.get_item(4)?])?.into_any(),
+                    Shape::Horizontal => flow_t.get_item(1)?,
+                    Shape::Destination => flow_t.get_item(3)?,
+                };
+                let key = PyTuple::new(py, [name, &tkey])?;
                 let t = Bound::new(py, Track::new(py))?;
-                // PyObject_SetItem: the OrderedDict's own order is kept
-                tracks_any.set_item(&key, &t)?;
-                t
+                tracks.borrow_mut().push(mk, key.into_any().unbind(), t.clone().into_any().unbind());
+                (tkey, t)
             }
         };
         let outcome = flow_t.get_item(6)?;
         let failed = outcome.is(self.na.bind(py)) || outcome.is(self.rej.bind(py));
         let ok = !failed && (outcome.is(self.est.bind(py)) || outcome.is(self.abt.bind(py)));
         let window = fast.window;
-        // the first part with the track borrowed: its clock, sensor, whether the item is new
-        let (existing, need_room) = {
-            let mut t = track.borrow_mut();
-            if ts > t.last_ts {
-                t.last_ts = ts;
+        // the first part with the track borrowed: its clock, sensor, whether the item is
+        // new, and the budget's decision when the track's own cap leaves room
+        let mut guard = track.borrow_mut();
+        if ts > guard.last_ts {
+            guard.last_ts = ts;
+        }
+        if guard.sensor.is_none(py) {
+            let sensor = flow_t.get_item(9)?;
+            if sensor.is_truthy()? {
+                guard.sensor = sensor.unbind();
             }
-            if t.sensor.is_none(py) {
-                let sensor = flow_t.get_item(9)?;
-                if sensor.is_truthy()? {
-                    t.sensor = sensor.unbind();
+        }
+        let existing = guard.items.find(&ikey);
+        let new = existing.is_none();
+        let mut full = new && guard.items.len() >= fast.cap;
+        if new && !full {
+            let mut n = self.n_items.load(Relaxed);
+            if n >= self.budget {
+                // `_room_for`: a track holding what reaches every threshold makes room
+                // itself; so does one when the stalest track is itself, or is active and
+                // this one reached the lowest threshold (a storm of sweepers); else
+                // Python evicts (and counts the eviction itself)
+                let size = guard.items.len();
+                let own_room = size >= fast.floor || {
+                    let m = tracks.borrow();
+                    let head = m.map.head();
+                    if m.map.len() <= 1 {
+                        true // the loop does not run: no room
+                    } else {
+                        let stalest = m.map.node(head).val.track.bind(py);
+                        if stalest.is(&track) {
+                            true
+                        } else {
+                            match stalest.cast::<Track>().ok().and_then(|st| st.try_borrow().ok()) {
+                                Some(st) => {
+                                    let active_since = get_f64(det, intern!(py, "max_ts"))? - window;
+                                    st.last_ts >= active_since && size as i64 >= fast.low
+                                }
+                                None => false,
+                            }
+                        }
+                    }
+                };
+                if own_room {
+                    self.budget_evictions.fetch_add(1, Relaxed);
+                    full = true;
+                } else {
+                    drop(guard);
+                    full = !det.call_method1(intern!(py, "_room_for"), (&track, rt))?.is_truthy()?;
+                    guard = track.borrow_mut();
+                    if !full {
+                        n = self.n_items.load(Relaxed);
+                    }
                 }
             }
-            let existing = t.items.find(item_str);
-            let need_room = existing.is_none() && t.items.len() < fast.cap;
-            (existing, need_room)
+            if !full {
+                self.n_items.store(n + 1, Relaxed);
+            }
+        }
+        let recorder = if self.recorder_on.load(Relaxed) {
+            let r = det.getattr(intern!(py, "_recorder"))?;
+            if r.is_none() {
+                None
+            } else {
+                Some(r)
+            }
+        } else {
+            None
         };
-        let n_items_name = intern!(py, "_n_items");
-        let mut full = existing.is_none() && !need_room;
-        if need_room && get_i64(det, n_items_name)? >= self.budget {
-            // the global budget: `_room_for` reads this track and may evict others
-            full = !det.call_method1(intern!(py, "_room_for"), (&track, rt))?.is_truthy()?;
-        }
-        let new = existing.is_none();
-        if new && !full {
-            let n = get_i64(det, n_items_name)? + 1;
-            det.setattr(n_items_name, n)?;
-        }
-        let max_ts = get_f64(det, intern!(py, "max_ts"))?;
-        let recorder = det.getattr(intern!(py, "recorder"))?;
-        let mut guard = track.borrow_mut();
         let t = &mut *guard;
         let idx = match existing {
             None => {
-                if full {
-                    // the per-source cap, or the global budget: the oldest item makes room
-                    if let Some(old) = t.items.pop_front() {
-                        if old.val.last >= t.last_ts - window {
-                            t.capped = true;
-                        }
-                        t.win.latest.remove(&old.key);
-                    }
-                }
-                let peer = if fast.count_sources { src.clone() } else { dst.clone() };
                 let entry = Entry {
                     first: ts,
                     last: ts,
                     attempts: 0,
                     failures: 0,
                     answers: 0,
-                    port: flow_t.get_item(4)?.unbind(),
-                    transport: flow_t.get_item(5)?.getattr(intern!(py, "_value_"))?.unbind(),
+                    port,
+                    transport: self.transport_of(py, &flow_t.get_item(5)?)?,
                     uid: flow_t.get_item(7)?.unbind(),
                     cid: flow_t.get_item(8)?.unbind(),
-                    peer: peer.unbind(),
                     epoch: t.epoch,
                 };
-                let i = t.items.push_back(key_str(&item)?, item.clone().unbind(), entry);
+                let i = if full {
+                    // the per-source cap, or the global budget: the oldest item makes room
+                    let (i, old) = t.items.replace_front(ikey.clone(), entry);
+                    if let Some((old_key, old)) = old {
+                        if old.last >= t.last_ts - window {
+                            t.capped = true;
+                        }
+                        t.win.latest.remove(&old_key);
+                    }
+                    i
+                } else {
+                    t.items.push_back(ikey.clone(), entry)
+                };
                 t.n_first += 1;
                 if failed {
                     t.n_failed_first += 1;
@@ -489,16 +600,18 @@ impl Counting {
             t.n_answered += 1;
         }
         let horizon = t.last_ts - window;
-        let key_arc = t.items.node(idx).key.clone();
         let n_items = t.items.len();
         let count: i64;
         let mut late_capped_check = false;
-        if ts < horizon {
+        let is_late = ts < horizon;
+        if is_late {
             // a late record, older than the current window: the busiest window holding
             // it, counted over the contacts kept from the recent past (exact)
+            let max_ts = get_f64(det, intern!(py, "max_ts"))?;
+            let key_c = t.items.node(idx).key.clone();
             let pane = &mut t.win;
             let at = bisect_right(&pane.order, ts, pane.keep, pane.head);
-            pane.order.insert(at, Contact { t: ts, key: key_arc, obj: item.clone().unbind() });
+            pane.order.insert(at, Contact { t: ts, key: key_c });
             pane.head += 1;
             if pane.head - pane.keep > n_items + 16 {
                 pane.prune(horizon, max_ts - self.lateness - window, n_items + 16);
@@ -514,9 +627,9 @@ impl Counting {
             late_capped_check = at.is_some() && ts - window < t.win.past_from;
         } else {
             let pane = &mut t.win;
-            let refresh = match pane.latest.find(item_str) {
+            let refresh = match pane.latest.find(&ikey) {
                 None => {
-                    pane.latest.push_back(key_arc.clone(), item.clone().unbind(), ts);
+                    pane.latest.push_back(t.items.node(idx).key.clone(), ts);
                     true
                 }
                 Some(i) => {
@@ -530,7 +643,7 @@ impl Counting {
                 }
             };
             if refresh {
-                let contact = Contact { t: ts, key: key_arc, obj: item.clone().unbind() };
+                let contact = Contact { t: ts, key: t.items.node(idx).key.clone() };
                 match pane.order.last() {
                     Some(last) if ts < last.t => {
                         let n = pane.order.len();
@@ -541,9 +654,10 @@ impl Counting {
                 }
             }
             if pane.head < pane.order.len() && pane.order[pane.head].t < horizon {
+                let max_ts = get_f64(det, intern!(py, "max_ts"))?;
                 pane.prune(horizon, max_ts - self.lateness - window, n_items + 16);
             } else if pane.order.len() - pane.head > fast.cap * 2 {
-                pane.compact(py); // a fast sweeper: keep the list to what the cap holds
+                pane.compact(); // a fast sweeper: keep the list to what the cap holds
             }
             count = pane.latest.len() as i64;
         }
@@ -552,17 +666,13 @@ impl Counting {
         if let Some(ep_open) = &ep {
             let mut e = ep_open.bind(py).borrow_mut();
             let entry = &t.items.node(idx).val;
-            self.episode_add(py, &mut e, flow_t, ts, entry, new, failed, ok)?;
+            self.episode_add(py, &mut e, ts, port, entry, &item, new, failed, ok)?;
         }
-        let is_late = ts < horizon;
         if ep.is_none() {
             if count < fast.low && (!new || n_first < fast.early_n) {
                 drop(guard);
-                if !recorder.is_none() {
-                    recorder.call_method1(
-                        intern!(py, "counted"),
-                        (name, &tkey, &ts_obj, &outcome, count, n_items),
-                    )?;
+                if let Some(r) = &recorder {
+                    r.call_method1(intern!(py, "counted"), (name, &tkey, &ts_obj, &outcome, count, n_items))?;
                 }
                 return Ok(py.None());
             }
@@ -571,9 +681,8 @@ impl Counting {
             }
         }
         drop(guard);
-        if !recorder.is_none() {
-            recorder
-                .call_method1(intern!(py, "counted"), (name, &tkey, &ts_obj, &outcome, count, n_items))?;
+        if let Some(r) = &recorder {
+            r.call_method1(intern!(py, "counted"), (name, &tkey, &ts_obj, &outcome, count, n_items))?;
         }
         self.decide(py, det, fast, rt, &track, &tkey, ts, &ts_obj, count, new, failed)
     }

@@ -794,6 +794,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<state::Track>()?;
     m.add_class::<state::Episode>()?;
     m.add_class::<state::PaneView>()?;
+    m.add_class::<state::TrackMap>()?;
+    m.add_class::<state::TrackMapIter>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

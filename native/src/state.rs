@@ -9,46 +9,205 @@
 //! lifecycle (`_start`, `_emit`, `_end`, `_sweep`, snapshots) is the Python code for
 //! both kinds of track, and a snapshot written by either restores into either.
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySet, PyTuple};
+use pyo3::types::{PyDict, PyInt, PyList, PySet, PyString};
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 const NIL: usize = usize::MAX;
 
-pub struct Node<V> {
-    pub key: Arc<str>,
-    pub obj: Py<PyAny>,
+/// FxHash (rustc's): a multiply-rotate hash, much cheaper than SipHash on short keys.
+/// The maps it serves are per track and bounded by the track's item cap.
+#[derive(Default, Clone, Copy)]
+pub struct Fx(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for Fx {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FxBuild = BuildHasherDefault<Fx>;
+pub type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
+
+/// An item's string (an address): a canonical dotted-quad IPv4 address as its number
+/// (no allocation, an integer to hash and compare), anything else shared on the heap.
+/// The dotted quad is only taken when it is the one way of writing that number, so two
+/// keys are equal exactly when their strings are.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    V4(u32),
+    S(Arc<str>),
+}
+
+/// The number of a canonical dotted quad (no leading zeros, each part up to 255).
+#[inline]
+fn parse_v4(s: &str) -> Option<u32> {
+    let b = s.as_bytes();
+    if b.len() < 7 || b.len() > 15 {
+        return None;
+    }
+    let (mut value, mut part, mut digits, mut dots) = (0u32, 0u32, 0u32, 0u32);
+    for &c in b {
+        if c.is_ascii_digit() {
+            if digits == 1 && part == 0 {
+                return None; // a leading zero
+            }
+            part = part * 10 + (c - b'0') as u32;
+            digits += 1;
+        } else if c == b'.' && digits > 0 && part <= 255 {
+            value = value << 8 | part;
+            part = 0;
+            digits = 0;
+            dots += 1;
+        } else {
+            return None;
+        }
+    }
+    if dots != 3 || digits == 0 || part > 255 {
+        return None;
+    }
+    Some(value << 8 | part)
+}
+
+impl Key {
+    #[inline]
+    pub fn new(s: &str) -> Key {
+        match parse_v4(s) {
+            Some(v) => Key::V4(v),
+            None => Key::S(Arc::from(s)),
+        }
+    }
+    /// The string (written out again for an IPv4 address).
+    pub fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            Key::V4(v) => {
+                let mut buf = [0u8; 15];
+                let mut n = 0;
+                for (k, shift) in [24u32, 16, 8, 0].iter().enumerate() {
+                    if k > 0 {
+                        buf[n] = b'.';
+                        n += 1;
+                    }
+                    let o = (v >> shift) & 255;
+                    if o >= 100 {
+                        buf[n] = b'0' + (o / 100) as u8;
+                        n += 1;
+                    }
+                    if o >= 10 {
+                        buf[n] = b'0' + (o / 10 % 10) as u8;
+                        n += 1;
+                    }
+                    buf[n] = b'0' + (o % 10) as u8;
+                    n += 1;
+                }
+                // ASCII digits and dots
+                f(std::str::from_utf8(&buf[..n]).expect("ascii"))
+            }
+            Key::S(s) => f(s),
+        }
+    }
+    pub fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyString> {
+        self.with_str(|s| PyString::new(py, s))
+    }
+    pub fn is(&self, s: &str) -> bool {
+        match self {
+            Key::V4(v) => parse_v4(s) == Some(*v),
+            Key::S(k) => &**k == s,
+        }
+    }
+}
+
+pub struct Node<K, V> {
+    pub key: K,
     pub val: V,
     prev: usize,
     next: usize,
 }
 
-/// A map keyed by strings that keeps an order (insertion, or recency with
-/// `move_back`), like a dict or an OrderedDict.
-pub struct LinkedMap<V> {
-    index: HashMap<Arc<str>, usize>,
-    nodes: Vec<Option<Node<V>>>,
+/// A map that keeps an order (insertion, or recency with `move_back`), like a dict or
+/// an OrderedDict.
+pub struct LinkedMap<K, V> {
+    index: FxHashMap<K, usize>,
+    nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     head: usize,
     tail: usize,
 }
 
-impl<V> LinkedMap<V> {
+/// A track's items (or its window's latest contacts), keyed by the item's string.
+pub type ItemMap<V> = LinkedMap<Key, V>;
+
+impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
     pub fn new() -> Self {
-        LinkedMap { index: HashMap::new(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL }
+        LinkedMap { index: FxHashMap::default(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL }
     }
     pub fn len(&self) -> usize {
         self.index.len()
     }
-    pub fn find(&self, key: &str) -> Option<usize> {
+    #[inline]
+    pub fn find<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<usize>
+    where
+        K: Borrow<Q>,
+    {
         self.index.get(key).copied()
     }
-    pub fn node(&self, i: usize) -> &Node<V> {
+    pub fn head(&self) -> usize {
+        self.head
+    }
+    pub fn tail(&self) -> usize {
+        self.tail
+    }
+    /// The node after `i` (NIL at the end).
+    pub fn next_of(&self, i: usize) -> usize {
+        self.node(i).next
+    }
+    pub fn node(&self, i: usize) -> &Node<K, V> {
         self.nodes[i].as_ref().expect("live node")
     }
-    pub fn node_mut(&mut self, i: usize) -> &mut Node<V> {
+    pub fn node_mut(&mut self, i: usize) -> &mut Node<K, V> {
         self.nodes[i].as_mut().expect("live node")
     }
     fn unlink(&mut self, i: usize) {
@@ -81,8 +240,8 @@ impl<V> LinkedMap<V> {
         }
         self.tail = i;
     }
-    pub fn push_back(&mut self, key: Arc<str>, obj: Py<PyAny>, val: V) -> usize {
-        let node = Node { key: key.clone(), obj, val, prev: NIL, next: NIL };
+    pub fn push_back(&mut self, key: K, val: V) -> usize {
+        let node = Node { key: key.clone(), val, prev: NIL, next: NIL };
         let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i] = Some(node);
@@ -103,21 +262,65 @@ impl<V> LinkedMap<V> {
             self.link_back(i);
         }
     }
-    fn take(&mut self, i: usize) -> Node<V> {
+    pub fn move_front(&mut self, i: usize) {
+        if self.head != i {
+            self.unlink(i);
+            let head = self.head;
+            {
+                let n = self.node_mut(i);
+                n.prev = NIL;
+                n.next = head;
+            }
+            if head == NIL {
+                self.tail = i;
+            } else {
+                self.node_mut(head).prev = i;
+            }
+            self.head = i;
+        }
+    }
+    pub fn take(&mut self, i: usize) -> Node<K, V> {
         self.unlink(i);
         let node = self.nodes[i].take().expect("live node");
         self.index.remove(&node.key);
         self.free.push(i);
         node
     }
-    pub fn pop_front(&mut self) -> Option<Node<V>> {
+    /// `pop_front` then `push_back(key, val)` in the front node's place: the node's
+    /// index, and the key and value it held (None when the map was empty).
+    pub fn replace_front(&mut self, key: K, val: V) -> (usize, Option<(K, V)>) {
+        let i = self.head;
+        if i == NIL {
+            return (self.push_back(key, val), None);
+        }
+        self.unlink(i);
+        let (old_key, old_val) = {
+            let n = self.nodes[i].as_mut().expect("live node");
+            (std::mem::replace(&mut n.key, key.clone()), std::mem::replace(&mut n.val, val))
+        };
+        self.index.remove(&old_key);
+        self.index.insert(key, i);
+        self.link_back(i);
+        (i, Some((old_key, old_val)))
+    }
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.nodes.clear();
+        self.free.clear();
+        self.head = NIL;
+        self.tail = NIL;
+    }
+    pub fn pop_front(&mut self) -> Option<Node<K, V>> {
         if self.head == NIL {
             None
         } else {
             Some(self.take(self.head))
         }
     }
-    pub fn remove(&mut self, key: &str) -> Option<Node<V>> {
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<Node<K, V>>
+    where
+        K: Borrow<Q>,
+    {
         let i = self.find(key)?;
         Some(self.take(i))
     }
@@ -132,23 +335,44 @@ impl<V> LinkedMap<V> {
     }
 }
 
-/// One item of a track: `_Track.items`' list, field for field.
+/// The transports' names (`Transport._value_`), by index.
+pub const TRANSPORTS: [&str; 4] = ["tcp", "udp", "icmp", "other"];
+
+/// The index of a transport's name.
+pub fn transport_index(name: &str) -> Option<u8> {
+    TRANSPORTS.iter().position(|t| *t == name).map(|i| i as u8)
+}
+
+fn transport_str<'py>(py: Python<'py>, i: u8) -> Bound<'py, PyString> {
+    PyString::intern(py, TRANSPORTS[i as usize])
+}
+
+/// An int that is not a bool (what a port is in `_Track.items`).
+fn exact_int(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if !v.is_exact_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err("not an int"));
+    }
+    v.extract()
+}
+
+/// One item of a track: `_Track.items`' list, field for field; the port and transport
+/// are native, the peer address is the item itself (the shapes the compiled counting
+/// takes count the address the item is).
 pub struct Entry {
     pub first: f64,
     pub last: f64,
     pub attempts: i64,
     pub failures: i64,
     pub answers: i64,
-    pub port: Py<PyAny>,
-    pub transport: Py<PyAny>,
+    pub port: i64,
+    pub transport: u8,
     pub uid: Py<PyAny>,
     pub cid: Py<PyAny>,
-    pub peer: Py<PyAny>,
     pub epoch: i64,
 }
 
 impl Entry {
-    pub fn to_list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    pub fn to_list<'py>(&self, py: Python<'py>, key: &Key) -> PyResult<Bound<'py, PyList>> {
         PyList::new(
             py,
             [
@@ -157,53 +381,67 @@ impl Entry {
                 self.attempts.into_pyobject(py)?.into_any(),
                 self.failures.into_pyobject(py)?.into_any(),
                 self.answers.into_pyobject(py)?.into_any(),
-                self.port.bind(py).clone(),
-                self.transport.bind(py).clone(),
+                self.port.into_pyobject(py)?.into_any(),
+                transport_str(py, self.transport).into_any(),
                 self.uid.bind(py).clone(),
                 self.cid.bind(py).clone(),
-                self.peer.bind(py).clone(),
+                key.to_py(py).into_any(),
                 self.epoch.into_pyobject(py)?.into_any(),
             ],
         )
     }
 
-    fn from_list(v: &Bound<'_, PyAny>) -> PyResult<Entry> {
+    /// ValueError for what the native entry cannot hold as it is (the Python track
+    /// takes such a snapshot).
+    fn from_list(v: &Bound<'_, PyAny>, key: &Key) -> PyResult<Entry> {
         let l = v.cast::<PyList>()?;
         if l.len() != 11 {
             return Err(PyValueError::new_err("a track item has 11 fields"));
         }
+        let bad = |_| PyValueError::new_err("a track item the native track cannot hold");
+        let transport = l.get_item(6)?;
+        let transport = transport
+            .cast::<PyString>()
+            .ok()
+            .and_then(|s| transport_index(s.to_str().ok()?))
+            .ok_or_else(|| PyValueError::new_err("not a transport name"))?;
+        let peer = l.get_item(9)?;
+        let same = peer.cast::<PyString>().ok().is_some_and(|p| p.to_str().is_ok_and(|p| key.is(p)));
+        if !same {
+            return Err(PyValueError::new_err("a peer that is not the item"));
+        }
+        let float = |i: usize| -> PyResult<f64> {
+            let v = l.get_item(i)?;
+            if !v.is_exact_instance_of::<pyo3::types::PyFloat>() {
+                return Err(PyValueError::new_err("a time that is not a float"));
+            }
+            v.extract()
+        };
         Ok(Entry {
-            first: l.get_item(0)?.extract()?,
-            last: l.get_item(1)?.extract()?,
-            attempts: l.get_item(2)?.extract()?,
-            failures: l.get_item(3)?.extract()?,
-            answers: l.get_item(4)?.extract()?,
-            port: l.get_item(5)?.unbind(),
-            transport: l.get_item(6)?.unbind(),
+            first: float(0)?,
+            last: float(1)?,
+            attempts: exact_int(&l.get_item(2)?).map_err(bad)?,
+            failures: exact_int(&l.get_item(3)?).map_err(bad)?,
+            answers: exact_int(&l.get_item(4)?).map_err(bad)?,
+            port: exact_int(&l.get_item(5)?).map_err(bad)?,
+            transport,
             uid: l.get_item(7)?.unbind(),
             cid: l.get_item(8)?.unbind(),
-            peer: l.get_item(9)?.unbind(),
-            epoch: l.get_item(10)?.extract()?,
+            epoch: exact_int(&l.get_item(10)?).map_err(bad)?,
         })
     }
 }
 
 /// A contact in the window list: (time, item).
+#[derive(Clone)]
 pub struct Contact {
     pub t: f64,
-    pub key: Arc<str>,
-    pub obj: Py<PyAny>,
-}
-
-impl Contact {
-    fn clone_ref(&self, py: Python<'_>) -> Contact {
-        Contact { t: self.t, key: self.key.clone(), obj: self.obj.clone_ref(py) }
-    }
+    pub key: Key,
 }
 
 /// `_Pane`.
 pub struct Pane {
-    pub latest: LinkedMap<f64>,
+    pub latest: ItemMap<f64>,
     pub order: Vec<Contact>,
     pub head: usize,
     pub keep: usize,
@@ -253,8 +491,7 @@ impl Pane {
             }
             if let Some(i) = self.latest.find(&c.key) {
                 if self.latest.node(i).val == c.t {
-                    let key = c.key.clone();
-                    self.latest.remove(&key);
+                    self.latest.take(i);
                 }
             }
             head += 1;
@@ -276,9 +513,9 @@ impl Pane {
         self.keep = keep;
     }
 
-    pub fn compact(&mut self, py: Python<'_>) {
-        let mut out: Vec<Contact> =
-            self.order[self.keep..self.head].iter().map(|c| c.clone_ref(py)).collect();
+    pub fn compact(&mut self) {
+        let mut out: Vec<Contact> = Vec::with_capacity(self.order.capacity());
+        out.extend_from_slice(&self.order[self.keep..self.head]);
         let past = out.len();
         let mut win: Vec<Contact> = self
             .latest
@@ -286,7 +523,7 @@ impl Pane {
             .into_iter()
             .map(|i| {
                 let n = self.latest.node(i);
-                Contact { t: n.val, key: n.key.clone(), obj: n.obj.clone_ref(py) }
+                Contact { t: n.val, key: n.key.clone() }
             })
             .collect();
         // stable, by time alone: sorted(..., key=_first)
@@ -307,7 +544,7 @@ impl Pane {
         if hi - lo < need {
             return (hi - lo, None);
         }
-        let mut counts: HashMap<&str, i64> = HashMap::new();
+        let mut counts: FxHashMap<&Key, i64> = FxHashMap::default();
         let mut best = 0usize;
         let mut best_at = lo;
         let mut r = lo;
@@ -325,7 +562,7 @@ impl Pane {
                 best = counts.len();
                 best_at = left;
             }
-            let k: &str = &order[left].key;
+            let k: &Key = &order[left].key;
             let c = counts.get_mut(k).expect("counted");
             *c -= 1;
             if *c == 0 {
@@ -333,7 +570,7 @@ impl Pane {
             }
         }
         let t_best = order[best_at].t;
-        let mut seen: HashMap<&str, ()> = HashMap::new();
+        let mut seen: FxHashMap<&Key, ()> = FxHashMap::default();
         let mut items = Vec::new();
         for (i, c) in order.iter().enumerate().take(hi).skip(best_at) {
             if c.t <= t_best + window && seen.insert(&c.key, ()).is_none() {
@@ -391,12 +628,22 @@ pub struct Episode {
     pub uids: Py<PyAny>,
     #[pyo3(get, set)]
     pub cids: Py<PyAny>,
-    #[pyo3(get, set)]
-    pub ports: Py<PyAny>,
-    #[pyo3(get, set)]
-    pub transports: Py<PyAny>,
+    /// the distinct ports (a set; `ports` in Python)
+    pub port_set: Vec<i64>,
+    /// the transports, a bit per `TRANSPORTS` index (a set of names in Python)
+    pub transport_bits: u8,
     #[pyo3(get, set)]
     pub silent: bool,
+}
+
+impl Episode {
+    /// `ports.add(port)`.
+    #[inline]
+    pub fn add_port(&mut self, port: i64) {
+        if !self.port_set.contains(&port) {
+            self.port_set.push(port);
+        }
+    }
 }
 
 const EPISODE_FIELDS: [&str; 21] = [
@@ -446,10 +693,59 @@ impl Episode {
             unanswered: PyList::empty(py).into_any().unbind(),
             uids: PyList::empty(py).into_any().unbind(),
             cids: PyList::empty(py).into_any().unbind(),
-            ports: PySet::empty(py)?.into_any().unbind(),
-            transports: PySet::empty(py)?.into_any().unbind(),
+            port_set: Vec::new(),
+            transport_bits: 0,
             silent: false,
         })
+    }
+
+    /// The ports, a set (a copy).
+    #[getter]
+    fn ports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySet>> {
+        PySet::new(py, &self.port_set)
+    }
+
+    /// Ints only (TypeError otherwise: such an episode stays a Python one).
+    #[setter]
+    fn set_ports(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut ports = Vec::new();
+        for v in value.try_iter()? {
+            let p = exact_int(&v?)?;
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        self.port_set = ports;
+        Ok(())
+    }
+
+    /// The transports' names, a set (a copy).
+    #[getter]
+    fn transports<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySet>> {
+        let out = PySet::empty(py)?;
+        for i in 0..TRANSPORTS.len() as u8 {
+            if self.transport_bits & (1 << i) != 0 {
+                out.add(transport_str(py, i))?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Transport names only (ValueError otherwise).
+    #[setter]
+    fn set_transports(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut bits = 0u8;
+        for v in value.try_iter()? {
+            let v = v?;
+            let i = v
+                .cast::<PyString>()
+                .ok()
+                .and_then(|s| transport_index(s.to_str().ok()?))
+                .ok_or_else(|| PyValueError::new_err("not a transport name"))?;
+            bits |= 1 << i;
+        }
+        self.transport_bits = bits;
+        Ok(())
     }
 
     /// `_Episode.to_dict`: the same keys, in the same order, the same values.
@@ -492,7 +788,7 @@ impl Episode {
 /// `_Track` for an address-valued item.
 #[pyclass(module = "zeekndm._core")]
 pub struct Track {
-    pub items: LinkedMap<Entry>,
+    pub items: ItemMap<Entry>,
     pub win: Pane,
     #[pyo3(get, set)]
     pub last_ts: f64,
@@ -520,10 +816,10 @@ pub struct Track {
     pub ep: Option<Py<Episode>>,
 }
 
-/// The string of an item key (str only: other keys stay on the Python track).
-pub fn key_str(obj: &Bound<'_, PyAny>) -> PyResult<Arc<str>> {
-    let s = obj.cast::<pyo3::types::PyString>()?;
-    Ok(Arc::from(s.to_str()?))
+/// The key of an item (str only: other keys stay on the Python track).
+pub fn key_of(obj: &Bound<'_, PyAny>) -> PyResult<Key> {
+    let s = obj.cast::<PyString>()?;
+    Ok(Key::new(s.to_str()?))
 }
 
 #[pymethods]
@@ -593,7 +889,7 @@ impl Track {
                     for k in keys.try_iter()? {
                         let k = k?;
                         if let Ok(s) = k.cast::<pyo3::types::PyString>() {
-                            if let Some(j) = self.items.find(s.to_str()?) {
+                            if let Some(j) = self.items.find(&Key::new(s.to_str()?)) {
                                 firsts.push(self.items.node(j).val.first);
                             }
                         }
@@ -614,7 +910,8 @@ impl Track {
         });
         let out = PyList::empty(py);
         for i in held {
-            out.append(self.items.node(i).val.to_list(py)?)?;
+            let n = self.items.node(i);
+            out.append(n.val.to_list(py, &n.key)?)?;
         }
         Ok(out)
     }
@@ -625,7 +922,7 @@ impl Track {
         let od = py.import("collections")?.getattr("OrderedDict")?.call0()?;
         for i in self.items.order() {
             let n = self.items.node(i);
-            od.set_item(n.obj.bind(py), n.val.to_list(py)?)?;
+            od.set_item(n.key.to_py(py), n.val.to_list(py, &n.key)?)?;
         }
         Ok(od)
     }
@@ -636,11 +933,11 @@ impl Track {
         let latest = PyDict::new(py);
         for i in self.win.latest.order() {
             let n = self.win.latest.node(i);
-            latest.set_item(n.obj.bind(py), n.val)?;
+            latest.set_item(n.key.to_py(py), n.val)?;
         }
         let order = PyList::empty(py);
         for c in &self.win.order {
-            order.append((c.t, c.obj.bind(py)))?;
+            order.append((c.t, c.key.to_py(py)))?;
         }
         Ok(PaneView {
             latest: latest.unbind(),
@@ -657,18 +954,18 @@ impl Track {
         let items = PyList::empty(py);
         for i in self.items.order() {
             let n = self.items.node(i);
-            items.append(PyList::new(py, [n.obj.bind(py).clone(), n.val.to_list(py)?.into_any()])?)?;
+            items.append(PyList::new(py, [n.key.to_py(py).into_any(), n.val.to_list(py, &n.key)?.into_any()])?)?;
         }
         out.set_item("items", items)?;
         let past = PyList::empty(py);
         for c in &self.win.order[self.win.keep..self.win.head] {
-            past.append(PyList::new(py, [c.obj.bind(py).clone(), c.t.into_pyobject(py)?.into_any()])?)?;
+            past.append(PyList::new(py, [c.key.to_py(py).into_any(), c.t.into_pyobject(py)?.into_any()])?)?;
         }
         out.set_item("past", past)?;
         let win = PyList::empty(py);
         for i in self.win.latest.order() {
             let n = self.win.latest.node(i);
-            win.append(PyList::new(py, [n.obj.bind(py).clone(), n.val.into_pyobject(py)?.into_any()])?)?;
+            win.append(PyList::new(py, [n.key.to_py(py).into_any(), n.val.into_pyobject(py)?.into_any()])?)?;
         }
         out.set_item("win", win)?;
         out.set_item("last_ts", none_if_neg_inf(py, self.last_ts)?)?;
@@ -697,11 +994,12 @@ impl Track {
             for pair in items.try_iter()? {
                 let pair = pair?;
                 let k = pair.get_item(0)?;
-                let key = key_str(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
+                let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
                 if t.items.find(&key).is_some() {
                     t.items.remove(&key);
                 }
-                t.items.push_back(key, k.unbind(), Entry::from_list(&pair.get_item(1)?)?);
+                let entry = Entry::from_list(&pair.get_item(1)?, &key)?;
+                t.items.push_back(key, entry);
             }
         }
         if let Some(past) = data.get_item("past")? {
@@ -709,29 +1007,29 @@ impl Track {
                 for pair in past.try_iter()? {
                     let pair = pair?;
                     let k = pair.get_item(0)?;
-                    let key = key_str(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
-                    t.win.order.push(Contact { t: pair.get_item(1)?.extract()?, key, obj: k.unbind() });
+                    let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
+                    t.win.order.push(Contact { t: pair.get_item(1)?.extract()?, key });
                 }
             }
         }
         t.win.head = t.win.order.len();
         if let Some(win) = data.get_item("win")? {
             if !win.is_none() {
-                let mut pairs: Vec<(f64, Arc<str>, Py<PyAny>)> = Vec::new();
+                let mut pairs: Vec<(f64, Key)> = Vec::new();
                 for pair in win.try_iter()? {
                     let pair = pair?;
                     let k = pair.get_item(0)?;
-                    let key = key_str(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
-                    pairs.push((pair.get_item(1)?.extract()?, key, k.unbind()));
+                    let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
+                    pairs.push((pair.get_item(1)?.extract()?, key));
                 }
                 pairs.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-                for (v, key, obj) in pairs {
+                for (v, key) in pairs {
                     if let Some(i) = t.win.latest.find(&key) {
                         t.win.latest.node_mut(i).val = v;
                     } else {
-                        t.win.latest.push_back(key.clone(), obj.clone_ref(py), v);
+                        t.win.latest.push_back(key.clone(), v);
                     }
-                    t.win.order.push(Contact { t: v, key, obj });
+                    t.win.order.push(Contact { t: v, key });
                 }
             }
         }
@@ -799,10 +1097,295 @@ impl PaneView {
 pub fn window_items<'py>(py: Python<'py>, pane: &Pane, at: &[usize]) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for &i in at {
-        out.append(pane.order[i].obj.bind(py))?;
+        out.append(pane.order[i].key.to_py(py))?;
     }
     Ok(out)
 }
 
-#[allow(dead_code)]
-fn _unused(_: &Bound<'_, PyTuple>) {}
+
+/// A tracked key as the map holds it: a source or destination address, (source,
+/// port) for fan-out on one port, (source, destination) for the vertical scans.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum TKey {
+    S(Key),
+    SI(Key, i64),
+    SS(Key, Key),
+}
+
+/// A model's name as the track map's keys hold it: shared, with its hash.
+#[derive(Clone)]
+pub struct ModelName {
+    name: Arc<str>,
+    hash: u64,
+}
+
+impl ModelName {
+    pub fn new(name: &str) -> ModelName {
+        let mut h = Fx::default();
+        name.hash(&mut h);
+        ModelName { name: Arc::from(name), hash: h.finish() }
+    }
+}
+
+impl PartialEq for ModelName {
+    #[inline]
+    fn eq(&self, other: &ModelName) -> bool {
+        // the compiled counting's keys share their model's name
+        Arc::ptr_eq(&self.name, &other.name) || self.name == other.name
+    }
+}
+
+impl Eq for ModelName {}
+
+impl Hash for ModelName {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// (model name, tracked key).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MapKey {
+    pub model: ModelName,
+    pub t: TKey,
+}
+
+/// The native form of a Python track key `(model name, key)`; None for a key no
+/// track can have (the map holds no such key).
+fn map_key(k: &Bound<'_, PyAny>) -> PyResult<Option<MapKey>> {
+    let Ok(t) = k.cast::<pyo3::types::PyTuple>() else { return Ok(None) };
+    if t.len() != 2 {
+        return Ok(None);
+    }
+    let model = t.get_item(0)?;
+    let Ok(model) = model.cast::<PyString>() else { return Ok(None) };
+    let model = ModelName::new(model.to_str()?);
+    let tk = t.get_item(1)?;
+    if let Ok(s) = tk.cast::<PyString>() {
+        return Ok(Some(MapKey { model, t: TKey::S(Key::new(s.to_str()?)) }));
+    }
+    let Ok(pair) = tk.cast::<pyo3::types::PyTuple>() else { return Ok(None) };
+    if pair.len() != 2 {
+        return Ok(None);
+    }
+    let first = pair.get_item(0)?;
+    let Ok(first) = first.cast::<PyString>() else { return Ok(None) };
+    let first = Key::new(first.to_str()?);
+    let second = pair.get_item(1)?;
+    if let Ok(s) = second.cast::<PyString>() {
+        return Ok(Some(MapKey { model, t: TKey::SS(first, Key::new(s.to_str()?)) }));
+    }
+    // an int (True == 1 and hash alike in Python, so a bool is its int here too)
+    if second.is_instance_of::<PyInt>() {
+        if let Ok(n) = second.extract::<i64>() {
+            return Ok(Some(MapKey { model, t: TKey::SI(first, n) }));
+        }
+    }
+    Ok(None)
+}
+
+pub struct Slot {
+    pub key: Py<PyAny>,
+    pub track: Py<PyAny>,
+}
+
+/// `Detector._tracks` with the compiled counting: (model name, key) -> track in
+/// recency order, the OrderedDict operations the detector uses (get, set, del, pop,
+/// move_to_end, popitem, iteration in order, len, keys/values/items, clear), and
+/// native lookups for `Counting.update` (no Python key built or hashed per record).
+#[pyclass(module = "zeekndm._core")]
+pub struct TrackMap {
+    pub map: LinkedMap<MapKey, Slot>,
+    /// changes when the order or the membership changes (iterators check it)
+    pub version: u64,
+}
+
+impl TrackMap {
+    /// The node of `mk` moved to the recency end (the last one is found first, as a
+    /// lone sweeper's every record is).
+    #[inline]
+    pub fn find_to_back(&mut self, mk: &MapKey) -> Option<usize> {
+        let tail = self.map.tail();
+        if tail != NIL && self.map.node(tail).key == *mk {
+            return Some(tail);
+        }
+        let i = self.map.find(mk)?;
+        self.map.move_back(i);
+        self.version += 1;
+        Some(i)
+    }
+
+    /// Insert a new key at the end (the caller knows it is absent).
+    pub fn push(&mut self, mk: MapKey, key: Py<PyAny>, track: Py<PyAny>) {
+        self.map.push_back(mk, Slot { key, track });
+        self.version += 1;
+    }
+
+    fn find_py(&self, key: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+        Ok(match map_key(key)? {
+            Some(mk) => self.map.find(&mk),
+            None => None,
+        })
+    }
+
+    fn take_at<'py>(&mut self, py: Python<'py>, i: usize) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
+        let node = self.map.take(i);
+        self.version += 1;
+        (node.val.key.into_bound(py), node.val.track.into_bound(py))
+    }
+}
+
+fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
+    pyo3::exceptions::PyKeyError::new_err(key.clone().unbind())
+}
+
+#[pymethods]
+impl TrackMap {
+    #[new]
+    pub fn new() -> Self {
+        TrackMap { map: LinkedMap::new(), version: 0 }
+    }
+
+    fn __len__(&self) -> usize {
+        self.map.len()
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.find_py(key)?.is_some())
+    }
+
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match self.find_py(key)? {
+            Some(i) => Ok(self.map.node(i).val.track.clone_ref(py)),
+            None => Err(key_error(key)),
+        }
+    }
+
+    /// A new key goes to the end; an existing one keeps its place.
+    fn __setitem__(&mut self, key: &Bound<'_, PyAny>, value: Py<PyAny>) -> PyResult<()> {
+        let mk = map_key(key)?
+            .ok_or_else(|| PyTypeError::new_err("a track key is (model name, address or pair)"))?;
+        match self.map.find(&mk) {
+            Some(i) => self.map.node_mut(i).val.track = value,
+            None => self.push(mk, key.clone().unbind(), value),
+        }
+        Ok(())
+    }
+
+    fn __delitem__(&mut self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.find_py(key)? {
+            Some(i) => {
+                self.take_at(py, i);
+                Ok(())
+            }
+            None => Err(key_error(key)),
+        }
+    }
+
+    #[pyo3(signature = (key, default=None))]
+    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        Ok(match self.find_py(key)? {
+            Some(i) => self.map.node(i).val.track.clone_ref(py),
+            None => default.unwrap_or_else(|| py.None()),
+        })
+    }
+
+    #[pyo3(signature = (key, *default))]
+    fn pop<'py>(
+        &mut self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, pyo3::types::PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self.find_py(key)? {
+            Some(i) => Ok(self.take_at(py, i).1),
+            None if !default.is_empty() => default.get_item(0),
+            None => Err(key_error(key)),
+        }
+    }
+
+    #[pyo3(signature = (key, last=true))]
+    fn move_to_end(&mut self, key: &Bound<'_, PyAny>, last: bool) -> PyResult<()> {
+        let i = self.find_py(key)?.ok_or_else(|| key_error(key))?;
+        if last {
+            self.map.move_back(i);
+        } else {
+            self.map.move_front(i);
+        }
+        self.version += 1;
+        Ok(())
+    }
+
+    #[pyo3(signature = (last=true))]
+    fn popitem<'py>(&mut self, py: Python<'py>, last: bool) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let i = if last { self.map.tail() } else { self.map.head() };
+        if i == NIL {
+            return Err(pyo3::exceptions::PyKeyError::new_err("dictionary is empty"));
+        }
+        Ok(self.take_at(py, i))
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.version += 1;
+    }
+
+    fn __iter__(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 0)
+    }
+
+    fn keys(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 0)
+    }
+
+    fn values(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 1)
+    }
+
+    fn items(slf: &Bound<'_, Self>) -> TrackMapIter {
+        TrackMapIter::of(slf, 2)
+    }
+}
+
+/// An iterator over a `TrackMap` in order (keys, values or items); like an
+/// OrderedDict's, it fails once the map's order or membership changed.
+#[pyclass(module = "zeekndm._core")]
+pub struct TrackMapIter {
+    map: Py<TrackMap>,
+    at: usize,
+    version: u64,
+    kind: u8,
+}
+
+impl TrackMapIter {
+    fn of(map: &Bound<'_, TrackMap>, kind: u8) -> TrackMapIter {
+        let m = map.borrow();
+        TrackMapIter { map: map.clone().unbind(), at: m.map.head(), version: m.version, kind }
+    }
+}
+
+#[pymethods]
+impl TrackMapIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let map = self.map.bind(py).borrow();
+        if map.version != self.version {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("the tracks changed during iteration"));
+        }
+        if self.at == NIL {
+            return Ok(None);
+        }
+        let node = map.map.node(self.at);
+        self.at = map.map.next_of(self.at);
+        let slot = &node.val;
+        Ok(Some(match self.kind {
+            0 => slot.key.clone_ref(py),
+            1 => slot.track.clone_ref(py),
+            _ => (slot.key.clone_ref(py), slot.track.clone_ref(py)).into_pyobject(py)?.into_any().unbind(),
+        }))
+    }
+}
