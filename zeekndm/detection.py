@@ -7,8 +7,8 @@ enricher turns either into the same ECS alert.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,11 +80,40 @@ class Detection:
     @property
     def episode_id(self) -> str:
         """Stable identity of the episode: model, source and when it began."""
-        raw = f"{self.model.id}|{self.tracked}|{self.first_seen:.6f}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+        return episode_id(self)
 
     @property
     def alert_id(self) -> str:
         """Deterministic alert id: the same evidence re-sent is the same document."""
-        raw = f"{self.episode_id}|{self.state}|{self.severity}|{self.sequence}"
-        return hashlib.sha256(raw.encode()).hexdigest()[:32]
+        return _alert_id(episode_id(self), self)
+
+    @property
+    def ids(self) -> tuple[str, str]:
+        """`(episode_id, alert_id)`, the episode hashed once."""
+        episode = episode_id(self)
+        return episode, _alert_id(episode, self)
+
+
+# (model id, source, target, first_seen) -> episode id: an episode's alerts share it.
+# Emptied whole past its bound.
+_EPISODES: dict[tuple, str] = {}
+_EPISODES_MAX = 1 << 14
+
+
+def episode_id(d: Detection) -> str:
+    """`Detection.episode_id`: sha256 of model id, what is tracked and when it began."""
+    key = (d.model.id, d.source, d.target, d.first_seen)
+    episode = _EPISODES.get(key)
+    if episode is None:
+        tracked = d.source if d.target is None else f"{d.source}>{d.target}"
+        raw = f"{d.model.id}|{tracked}|{d.first_seen:.6f}"
+        episode = sha256(raw.encode()).hexdigest()[:24]
+        if len(_EPISODES) >= _EPISODES_MAX:
+            _EPISODES.clear()
+        _EPISODES[key] = episode
+    return episode
+
+
+def _alert_id(episode: str, d: Detection) -> str:
+    raw = f"{episode}|{d.state}|{d.severity}|{d.sequence}"
+    return sha256(raw.encode()).hexdigest()[:32]

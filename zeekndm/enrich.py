@@ -10,6 +10,7 @@ external-alerts view reads (`event.kind: alert`, `event.severity`, `event.risk_s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -41,9 +42,55 @@ class Observer:
     sensor_type: str | None = None  # "zeek" | "suricata"
 
 
-def isotime(ts: float) -> str:
-    """Epoch seconds to the ISO-8601 UTC form Elasticsearch's date type parses."""
+def _isotime(ts: float) -> str:
+    """The reference form: what `isotime` returns, computed from scratch."""
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# Formatted times, cached: an episode's alerts repeat its first_seen, a batch repeats its
+# `event.created`, and distinct times within one second share the text up to the
+# fraction. Both caches are emptied whole when they grow past their bound.
+_ISO: dict[float, str] = {}
+_ISO_MAX = 1 << 14
+_SECOND: dict[int, str] = {}
+_SECOND_MAX = 1 << 12
+
+
+def isotime(ts: float) -> str:
+    """Epoch seconds to the ISO-8601 UTC form Elasticsearch's date type parses.
+
+    The same text as `datetime.fromtimestamp(ts, tz=timezone.utc).strftime(...%fZ)`:
+    the microseconds rounded half-to-even from the fraction as CPython does it (modf,
+    scale, round, carry into the second), the second formatted once per distinct value.
+    Anything but a plain float (or anything that fails) takes the reference path."""
+    text = _ISO.get(ts)
+    if text is not None:
+        return text
+    if type(ts) is not float:
+        return _isotime(ts)
+    try:
+        frac, whole = math.modf(ts)
+        us = round(frac * 1e6)
+        if us >= 1000000:
+            us -= 1000000
+            whole += 1.0
+        elif us < 0:
+            us += 1000000
+            whole -= 1.0
+        second = int(whole)
+        prefix = _SECOND.get(second)
+        if prefix is None:
+            prefix = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+            if len(_SECOND) >= _SECOND_MAX:
+                _SECOND.clear()
+            _SECOND[second] = prefix
+    except (ValueError, OverflowError, OSError):
+        return _isotime(ts)  # raises what the reference raises
+    text = f"{prefix}{us:06d}Z"
+    if len(_ISO) >= _ISO_MAX:
+        _ISO.clear()
+    _ISO[ts] = text
+    return text
 
 
 _WHERE = {"outbound": "external ", "inbound": "internal ", "internal": "internal "}
@@ -61,12 +108,23 @@ def _what(d: Detection, n: int) -> str:
     return f"{at_least}{n} distinct {where}hosts"
 
 
+_ON: dict[tuple, str] = {}  # (ports, transports) -> the words `_on` makes of them
+_ON_MAX = 1 << 12
+
+
 def _on(d: Detection) -> str:
     if d.counted == "ports" and len(d.ports) > 5:
         return ""
-    ports = ", ".join(str(p) for p in d.ports) or "the model's ports"
-    transports = "/".join(d.transports) or "tcp"
-    return f" on {ports}/{transports}"
+    key = (d.ports, d.transports)
+    text = _ON.get(key)
+    if text is None:
+        ports = ", ".join(str(p) for p in d.ports) or "the model's ports"
+        transports = "/".join(d.transports) or "tcp"
+        text = f" on {ports}/{transports}"
+        if len(_ON) >= _ON_MAX:
+            _ON.clear()
+        _ON[key] = text
+    return text
 
 
 def _span(seconds: float) -> str:
@@ -82,20 +140,26 @@ def describe(detection: Detection) -> str:
     """The `message`: short sentences, each with one time scope (the window, the
     sequential decision, or the episode since it began)."""
     d = detection
+    return _describe(
+        d, isotime(d.first_seen), isotime(d.last_seen), f"{d.model.threshold.window:.0f} s"
+    )
+
+
+def _describe(d: Detection, first_seen: str, last_seen: str, window: str) -> str:
+    """`describe` with the episode's times and the model's window already formatted."""
     who = d.source or "hosts"
     model = f"{d.model.name}, {d.severity}"
     episode = (
-        f"Since the episode began at {isotime(d.first_seen)}: {d.attempts} attempts, "
+        f"Since the episode began at {first_seen}: {d.attempts} attempts, "
         f"{d.failures} failed, {d.successes} answered."
     )
     if d.state == END:
         return (
             f"{who} stopped scanning ({model}). Over the whole episode "
-            f"({_span(d.last_seen - d.first_seen)}, {isotime(d.first_seen)} to "
-            f"{isotime(d.last_seen)}): {_what(d, d.distinct_destinations)}{_on(d)}, "
+            f"({_span(d.last_seen - d.first_seen)}, {first_seen} to "
+            f"{last_seen}): {_what(d, d.distinct_destinations)}{_on(d)}, "
             f"{d.attempts} attempts, {d.failures} failed, {d.successes} answered."
         )
-    window = f"{d.model.threshold.window:.0f} s"
     if d.state == ONGOING:
         now = d.window_distinct if d.window_distinct is not None else d.distinct_destinations
         first = (
@@ -132,34 +196,151 @@ def event_kind(state: str) -> str:
     return "alert" if state in (START, ESCALATED) else "event"
 
 
+_NO_OBSERVER = Observer()
+_ECS = "8.11.0"
+
+
+class _ModelFields(NamedTuple):
+    """What an alert takes from its model alone, worked out once per model object."""
+
+    id: str
+    name: str
+    description: str
+    category: str
+    version_text: str
+    techniques: list[dict]
+    tactics: list[dict]
+    title: str
+    what_to_look_for: str
+    false_positives: tuple[str, ...]
+    version: int
+    window_seconds: float
+    window_text: str
+
+
+# id(model) -> (model, fields): the model is held so that its id is never reused while
+# cached; a reloaded config brings new model objects, so new entries.
+_MODELS: dict[int, tuple[Any, _ModelFields]] = {}
+_MODELS_MAX = 1024
+
+
+def _model_fields(m: Any) -> _ModelFields:
+    entry = _MODELS.get(id(m))
+    if entry is not None and entry[0] is m:
+        return entry[1]
+    techniques, tactics = _threat_fields(m.threat)
+    fields = _ModelFields(
+        m.id,
+        m.name,
+        m.description,
+        techniques[0]["name"] if techniques else "Network Scan",
+        str(m.version),
+        techniques,
+        tactics,
+        m.title,
+        m.what_to_look_for,
+        tuple(m.false_positives),
+        m.version,
+        float(m.threshold.window),
+        f"{m.threshold.window:.0f} s",
+    )
+    if len(_MODELS) >= _MODELS_MAX:
+        _MODELS.clear()
+    _MODELS[id(m)] = (m, fields)
+    return fields
+
+
+def _copy_techniques(techniques: list[dict]) -> list[dict]:
+    """A fresh copy of a cached `threat.technique` list (each alert owns its document)."""
+    return [
+        {**t, "subtechnique": [s.copy() for s in t["subtechnique"]]}
+        if "subtechnique" in t
+        else t.copy()
+        for t in techniques
+    ]
+
+
 def enrich(
     detection: Detection, observer: Observer | None = None, created: float | None = None
 ) -> Alert:
     """The ECS alert for a detection. `created` (epoch seconds) is when zeekndm raised it:
     `event.created`, beside `@timestamp`, the traffic time. The id never depends on it."""
     d = detection
-    m = d.model
-    observer = observer or Observer()
+    f = _model_fields(d.model)
+    observer = observer or _NO_OBSERVER
+    state = d.state
     score = SEVERITY_SCORE[d.severity]
+    episode_id, alert_id = d.ids
+    first_seen = isotime(d.first_seen)
+    last_seen = isotime(d.last_seen)
     event: dict[str, Any] = {
-        "kind": event_kind(d.state),
+        "kind": "alert" if state in (START, ESCALATED) else "event",
         "category": ["network", "intrusion_detection"],
         "type": ["info"],
-        "action": f"scan-{d.state}",
+        "action": f"scan-{state}",
         "severity": score,
         "risk_score": float(score),
-        "start": isotime(d.first_seen),
+        "start": first_seen,
         "dataset": DATASET,
         "module": "zeekndm",
         "provider": d.detector,
-        "id": d.alert_id,
+        "id": alert_id,
     }
     if created is not None:
         event["created"] = isotime(created)
-    if d.state == END:
-        event["end"] = isotime(d.last_seen)
+    if state == END:
+        event["end"] = last_seen
         event["duration"] = int(max(0.0, d.last_seen - d.first_seen) * 1e9)
-    techniques, tactics = _threat_fields(m.threat)
+    techniques = f.techniques
+    doc: dict[str, Any] = {
+        "@timestamp": last_seen,
+        "event": event,
+        "rule": {
+            "id": f.id,
+            "uuid": f.id,
+            "name": f.name,
+            "description": f.description,
+            "category": f.category,
+            "ruleset": "zeekndm",
+            "version": f.version_text,
+            "author": ["zeekndm"],
+        },
+        "threat": {
+            "framework": "MITRE ATT&CK",
+            "technique": _copy_techniques(techniques) if techniques else [],
+            "tactic": [t.copy() for t in f.tactics],
+        },
+    }
+    source = d.source
+    if source:
+        doc["source"] = {"ip": source}
+    ports = list(d.ports)
+    # ECS destination.* and network.transport describe one destination: set them only
+    # where they hold; a scan's many destinations, ports and transports stay in
+    # related.ip and zeekndm.*.
+    target = d.target
+    samples = d.sample_destinations
+    if len(ports) == 1:
+        destination: dict[str, Any] = {"port": ports[0]}
+        if target:  # a vertical scan or an exposure model: one host, by construction
+            destination["ip"] = target
+        elif (
+            d.counted == "destinations" and d.distinct_destinations == 1 and len(set(samples)) == 1
+        ):
+            destination["ip"] = samples[0]
+        doc["destination"] = destination
+    elif target:
+        doc["destination"] = {"ip": target}
+    elif d.counted == "destinations" and d.distinct_destinations == 1 and len(set(samples)) == 1:
+        doc["destination"] = {"ip": samples[0]}
+    transports = d.transports
+    if len(transports) == 1:
+        network: dict[str, Any] = {"transport": transports[0]}
+        if d.direction:
+            network["direction"] = d.direction
+        doc["network"] = network
+    elif d.direction:
+        doc["network"] = {"direction": d.direction}
     sensor_type = d.sensor_type or observer.sensor_type
     observer_doc: dict[str, Any] = {"type": "ids"}
     if sensor_type in _VENDORS:
@@ -167,95 +348,54 @@ def enrich(
     hostname = d.sensor or observer.hostname
     if hostname:
         observer_doc["hostname"] = hostname
-    ports = list(d.ports)
-    # ECS destination.* and network.transport describe one destination: set them only
-    # where they hold; a scan's many destinations, ports and transports stay in
-    # related.ip and zeekndm.*.
-    destination: dict[str, Any] = {}
-    if len(ports) == 1:
-        destination["port"] = ports[0]
-    if d.target:  # a vertical scan or an exposure model: one host, by construction
-        destination["ip"] = d.target
-    elif (
-        d.counted == "destinations"
-        and d.distinct_destinations == 1
-        and (len(set(d.sample_destinations)) == 1)
-    ):
-        destination["ip"] = d.sample_destinations[0]
-    doc: dict[str, Any] = {
-        "@timestamp": isotime(d.last_seen),
-        "event": event,
-        "rule": {
-            "id": m.id,
-            "uuid": m.id,
-            "name": m.name,
-            "description": m.description,
-            "category": techniques[0]["name"] if techniques else "Network Scan",
-            "ruleset": "zeekndm",
-            "version": str(m.version),
-            "author": ["zeekndm"],
-        },
-        "threat": {"framework": "MITRE ATT&CK", "technique": techniques, "tactic": tactics},
-        "source": {"ip": d.source} if d.source else {},
-        "destination": destination,
-        "network": {},
-        "observer": observer_doc,
-        "related": {"ip": [ip for ip in (d.source, *d.sample_destinations) if ip]},
-        "message": d.message or describe(d),
-        "ecs": {"version": "8.11.0"},
-        "agent": {"type": "zeekndm", "version": __version__},
-        "zeekndm": {
-            "alert_state": d.state,
-            "severity_name": d.severity,
-            "title": m.title,
-            "episode_id": d.episode_id,
-            "sequence": d.sequence,
-            "distinct_destinations": d.distinct_destinations,
-            "distinct_is_lower_bound": d.distinct_is_lower_bound,
-            "total_distinct_destinations": d.total_distinct_destinations,
-            "attempts": d.attempts,
-            "failures": d.failures,
-            "successes": d.successes,
-            "failure_ratio": round(d.failures / d.attempts, 4) if d.attempts else 0.0,
-            "sample_destinations": list(d.sample_destinations),
-            "ports": ports,
-            "transports": list(d.transports),
-            "window_seconds": float(m.threshold.window),
-            "threshold": d.threshold,
-            "what_to_look_for": m.what_to_look_for,
-            "false_positives": list(m.false_positives),
-            "model_version": m.version,
-            "detector": d.detector,
-            "first_seen": isotime(d.first_seen),
-            "last_seen": isotime(d.last_seen),
-            "counted": d.counted,
-            "distinct_count": d.distinct_destinations,
-            "decided_by": d.decided_by,
-            "answered": list(d.answered),
-            "unanswered": list(d.unanswered),
-            "sample_uids": list(d.sample_uids),
-            "sample_community_ids": list(d.sample_community_ids),
-        },
+    doc["observer"] = observer_doc
+    doc["related"] = {"ip": [ip for ip in (source, *samples) if ip]}
+    doc["message"] = d.message or _describe(d, first_seen, last_seen, f.window_text)
+    doc["ecs"] = {"version": _ECS}
+    doc["agent"] = {"type": "zeekndm", "version": __version__}
+    attempts = d.attempts
+    zeekndm: dict[str, Any] = {
+        "alert_state": state,
+        "severity_name": d.severity,
+        "title": f.title,
+        "episode_id": episode_id,
+        "sequence": d.sequence,
+        "distinct_destinations": d.distinct_destinations,
+        "distinct_is_lower_bound": d.distinct_is_lower_bound,
+        "total_distinct_destinations": d.total_distinct_destinations,
+        "attempts": attempts,
+        "failures": d.failures,
+        "successes": d.successes,
+        "failure_ratio": round(d.failures / attempts, 4) if attempts else 0.0,
+        "sample_destinations": list(samples),
+        "ports": ports,
+        "transports": list(transports),
+        "window_seconds": f.window_seconds,
+        "threshold": d.threshold,
+        "what_to_look_for": f.what_to_look_for,
+        "false_positives": list(f.false_positives),
+        "model_version": f.version,
+        "detector": d.detector,
+        "first_seen": first_seen,
+        "last_seen": last_seen,
+        "counted": d.counted,
+        "distinct_count": d.distinct_destinations,
+        "decided_by": d.decided_by,
+        "answered": list(d.answered),
+        "unanswered": list(d.unanswered),
+        "sample_uids": list(d.sample_uids),
+        "sample_community_ids": list(d.sample_community_ids),
     }
     if d.window_distinct is not None:
-        doc["zeekndm"]["window_distinct"] = d.window_distinct
+        zeekndm["window_distinct"] = d.window_distinct
     if d.new_distinct is not None:
-        doc["zeekndm"]["new_distinct_since_previous"] = d.new_distinct
-    if d.target:
-        doc["zeekndm"]["target"] = d.target
-    if not doc["source"]:
-        del doc["source"]
-    if len(d.transports) == 1:
-        doc["network"]["transport"] = d.transports[0]
-    if d.direction:
-        doc["network"]["direction"] = d.direction
+        zeekndm["new_distinct_since_previous"] = d.new_distinct
+    if target:
+        zeekndm["target"] = target
     if d.end_reason:
-        doc["zeekndm"]["end_reason"] = d.end_reason
-    if not destination:
-        del doc["destination"]
-    if not doc["network"]:
-        del doc["network"]
-    return Alert(d.alert_id, doc)
+        zeekndm["end_reason"] = d.end_reason
+    doc["zeekndm"] = zeekndm
+    return Alert(alert_id, doc)
 
 
 def _threat_fields(threat: tuple) -> tuple[list[dict], list[dict]]:

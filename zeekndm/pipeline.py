@@ -142,23 +142,32 @@ class Pipeline:
 
     def add_detections(self, detections: Iterable[Detection]) -> None:
         created = self.wall_clock()
+        observer = self.observer
+        queues = list(self._pending.values())
+        by_model = self.alerts_by_model
+        by_state = self.alerts_by_state
+        by_model_state = self.alerts_by_model_state
+        # One line per alert for an operator following the service's log (replay
+        # logs at WARNING unless told otherwise, so this stays out of its way).
+        info = log.isEnabledFor(logging.INFO)
         for detection in detections:
-            alert = enrich(detection, self.observer, created)
-            self.alerts_by_model[detection.model.name] += 1
-            self.alerts_by_state[detection.state] += 1
-            self.alerts_by_model_state[(detection.model.name, detection.state)] += 1
-            # One line per alert for an operator following the service's log (replay
-            # logs at WARNING unless told otherwise, so this stays out of its way).
-            log.info(
-                "alert: %s %s from %s, severity %s",
-                detection.model.name,
-                detection.state,
-                detection.source,
-                detection.severity,
-            )
-            for queue in self._pending.values():
+            alert = enrich(detection, observer, created)
+            name = detection.model.name
+            state = detection.state
+            by_model[name] += 1
+            by_state[state] += 1
+            by_model_state[(name, state)] += 1
+            if info:
+                log.info(
+                    "alert: %s %s from %s, severity %s",
+                    name,
+                    state,
+                    detection.source,
+                    detection.severity,
+                )
+            for queue in queues:
                 queue.append(alert)
-        if any(len(q) >= self.batch_size for q in self._pending.values()):
+        if any(len(q) >= self.batch_size for q in queues):
             self.deliver()
 
     def finish_input(self) -> None:
