@@ -3,6 +3,7 @@ sentence) never changes what it returns: the cases where a cache could go wrong.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import random
@@ -143,7 +144,7 @@ def test_an_alerts_document_is_its_own():
     )
     first, second = detections([model])[:2]
     doc = enrich(first).doc
-    want = enrich(second).doc
+    want = copy.deepcopy(enrich(second).doc)
     assert want["threat"]["technique"][1]["subtechnique"][0]["id"] == "T1595.001"
     doc["rule"]["name"] = "changed"
     doc["rule"]["author"].append("x")
