@@ -146,11 +146,9 @@ class NDJSONSink:
         lines = []
         written = []
         rejected = []
-        dumps = orjson.dumps
-        newline = orjson.OPT_APPEND_NEWLINE
         for alert in batch:
             try:
-                lines.append(dumps(alert.doc, option=newline))
+                lines.append(orjson.dumps(alert.doc) + b"\n")
             except (TypeError, ValueError, RecursionError) as exc:  # JSONEncodeError
                 reason = f"cannot be encoded as JSON: {exc}"
                 self._dead_letter(alert, reason)
