@@ -155,25 +155,17 @@ impl Classifier {
         v6: Vec<Vec<(u32, HashMap<u128, bool>)>>,
     ) -> PyResult<Self> {
         if octets.len() != 256 || v4.len() != 4 || v6.len() != 4 {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "256 octets, 4 tables expected",
-            ));
+            return Err(pyo3::exceptions::PyValueError::new_err("256 octets, 4 tables expected"));
         }
         let mut o = [-1i64; 256];
         for (i, v) in octets.into_iter().enumerate() {
             o[i] = v.unwrap_or(-1);
         }
         let mut v4 = v4.into_iter().map(|levels| {
-            levels
-                .into_iter()
-                .map(|(shift, nets)| (shift, nets.into_iter().collect()))
-                .collect()
+            levels.into_iter().map(|(shift, nets)| (shift, nets.into_iter().collect())).collect()
         });
         let mut v6 = v6.into_iter().map(|levels| {
-            levels
-                .into_iter()
-                .map(|(shift, nets)| (shift, nets.into_iter().collect()))
-                .collect()
+            levels.into_iter().map(|(shift, nets)| (shift, nets.into_iter().collect())).collect()
         });
         Ok(Classifier {
             octets: o,

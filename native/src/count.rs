@@ -14,8 +14,7 @@
 
 use crate::observe::Rec;
 use crate::state::{
-    bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, ModelName,
-    TKey, Track, TrackMap,
+    bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, ModelName, TKey, Track, TrackMap,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -87,20 +86,11 @@ impl ModelFast {
             ("source", "destinations") => Shape::Horizontal,
             ("source_port", "destinations") => Shape::SourcePort,
             ("destination", "sources") => Shape::Destination,
-            _ => {
-                return Err(pyo3::exceptions::PyValueError::new_err(
-                    "item not the peer address",
-                ))
-            }
+            _ => return Err(pyo3::exceptions::PyValueError::new_err("item not the peer address")),
         };
-        let values = thresholds
-            .iter()
-            .map(|t| t.bind(py).extract::<i64>())
-            .collect::<PyResult<Vec<i64>>>()?;
+        let values = thresholds.iter().map(|t| t.bind(py).extract::<i64>()).collect::<PyResult<Vec<i64>>>()?;
         if values.is_empty() || values.len() != sev_of_level.len() {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "levels and severities differ",
-            ));
+            return Err(pyo3::exceptions::PyValueError::new_err("levels and severities differ"));
         }
         let name_key = ModelName::new(name.bind(py).cast::<PyString>()?.to_str()?);
         Ok(ModelFast {
@@ -185,8 +175,7 @@ impl Counting {
         }
         let value = obj.getattr(intern!(py, "_value_"))?;
         let name = value.cast::<PyString>()?;
-        transport_index(name.to_str()?)
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("not a transport"))
+        transport_index(name.to_str()?).ok_or_else(|| pyo3::exceptions::PyValueError::new_err("not a transport"))
     }
 
     /// `Detector._episode_add` on a native episode.
@@ -272,9 +261,7 @@ impl Counting {
             )
         };
         let mut level: i64 = -1;
-        if count >= fast.low
-            && (fast.ratio == 0.0 || (n_failures as f64) >= fast.ratio * n_attempts as f64)
-        {
+        if count >= fast.low && (fast.ratio == 0.0 || (n_failures as f64) >= fast.ratio * n_attempts as f64) {
             level = 0;
             while ((level + 1) as usize) < levels.len() && count >= levels[(level + 1) as usize] {
                 level += 1;
@@ -283,10 +270,7 @@ impl Counting {
         let Some(ep) = ep else {
             if level >= 0 {
                 return Ok(det
-                    .call_method1(
-                        intern!(py, "_start"),
-                        (rt, track, tkey, rec.ts_obj(py)?, level, false, count),
-                    )?
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey, rec.ts_obj(py)?, level, false, count))?
                     .unbind());
             }
             if fast.early
@@ -295,10 +279,7 @@ impl Counting {
                 && (n_failed_first as f64) >= fast.early_ratio * n_first as f64
             {
                 return Ok(det
-                    .call_method1(
-                        intern!(py, "_start"),
-                        (rt, track, tkey, rec.ts_obj(py)?, 0, true, count),
-                    )?
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey, rec.ts_obj(py)?, 0, true, count))?
                     .unbind());
             }
             return Ok(py.None());
@@ -310,10 +291,7 @@ impl Counting {
                 drop(e);
                 // never after a start; the Python decision keeps its indexing rules
                 return Ok(det
-                    .call_method1(
-                        intern!(py, "_decide"),
-                        (rt, track, tkey, rec.ts_obj(py)?, count, new, failed),
-                    )?
+                    .call_method1(intern!(py, "_decide"), (rt, track, tkey, rec.ts_obj(py)?, count, new, failed))?
                     .unbind());
             }
             let above = level >= 0 || (e.early && new && failed);
@@ -333,23 +311,13 @@ impl Counting {
             }
             (sev, above, e.sev, e.last_emit)
         };
-        if sev > old_sev
-            && det
-                .call_method1(intern!(py, "_may_escalate"), (track, rec.ts_obj(py)?))?
-                .is_truthy()?
-        {
+        if sev > old_sev && det.call_method1(intern!(py, "_may_escalate"), (track, rec.ts_obj(py)?))?.is_truthy()? {
             ep.borrow_mut().sev = sev;
-            let d = det.call_method1(
-                intern!(py, "_emit"),
-                (rt, track, self.escalated.bind(py), tkey, count),
-            )?;
+            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.escalated.bind(py), tkey, count))?;
             return call_list(py, d);
         }
         if above && ts - last_emit >= fast.update {
-            let d = det.call_method1(
-                intern!(py, "_emit"),
-                (rt, track, self.ongoing.bind(py), tkey, count),
-            )?;
+            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.ongoing.bind(py), tkey, count))?;
             return call_list(py, d);
         }
         Ok(py.None())
@@ -377,9 +345,7 @@ impl Counting {
         transports: Vec<Py<PyAny>>,
     ) -> PyResult<Self> {
         if transports.len() != crate::state::TRANSPORTS.len() {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "four transports expected",
-            ));
+            return Err(pyo3::exceptions::PyValueError::new_err("four transports expected"));
         }
         Ok(Counting {
             update_py,
@@ -446,11 +412,7 @@ impl Counting {
     ) -> PyResult<Py<PyAny>> {
         let fast_obj = rt.getattr(intern!(py, "fast"))?;
         let Ok(fast_ref) = fast_obj.cast::<ModelFast>() else {
-            return Ok(self
-                .update_py
-                .bind(py)
-                .call1((det, rt, rec.flow(py)?))?
-                .unbind());
+            return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
         };
         let fast = fast_ref.get();
         let ts = rec.ts()?;
@@ -461,9 +423,7 @@ impl Counting {
                 return Ok(Some(Key::V4(v)));
             }
             let o = rec.address(py, i)?;
-            Ok(o.cast::<PyString>()
-                .ok()
-                .and_then(|s| s.to_str().ok().map(Key::new)))
+            Ok(o.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(Key::new)))
         };
         // the record's port (the dispatch took it as an int already)
         let port = rec.port(4)?;
@@ -473,17 +433,10 @@ impl Counting {
             Shape::Destination => (1, key_of(3)?.map(TKey::S)),
         };
         let (Some(tk), Some(ikey)) = (tk, key_of(item_at)?) else {
-            return Ok(self
-                .update_py
-                .bind(py)
-                .call1((det, rt, rec.flow(py)?))?
-                .unbind());
+            return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
         };
         let name = fast.name.bind(py);
-        let mk = MapKey {
-            model: fast.name_key.clone(),
-            t: tk,
-        };
+        let mk = MapKey { model: fast.name_key.clone(), t: tk };
         let tracks = self.tracks.bind(py);
         // the track: found and moved to the recency end, or created (after evicting the
         // stalest when the map is full); no borrow of the map is held across Python
@@ -500,11 +453,7 @@ impl Counting {
         let (tkey, track): (Bound<'py, PyAny>, Bound<'py, Track>) = match found {
             Some((key, found)) => {
                 let Ok(t) = found.into_bound(py).cast_into::<Track>() else {
-                    return Ok(self
-                        .update_py
-                        .bind(py)
-                        .call1((det, rt, rec.flow(py)?))?
-                        .unbind());
+                    return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
                 };
                 (key.bind(py).cast::<PyTuple>()?.get_item(1)?, t)
             }
@@ -525,11 +474,7 @@ impl Counting {
                 };
                 let key = PyTuple::new(py, [name, &tkey])?;
                 let t = Bound::new(py, Track::new(py))?;
-                tracks.borrow_mut().push(
-                    mk,
-                    key.into_any().unbind(),
-                    t.clone().into_any().unbind(),
-                );
+                tracks.borrow_mut().push(mk, key.into_any().unbind(), t.clone().into_any().unbind());
                 (tkey, t)
             }
         };
@@ -569,14 +514,9 @@ impl Counting {
                         if stalest.is(&track) {
                             true
                         } else {
-                            match stalest
-                                .cast::<Track>()
-                                .ok()
-                                .and_then(|st| st.try_borrow().ok())
-                            {
+                            match stalest.cast::<Track>().ok().and_then(|st| st.try_borrow().ok()) {
                                 Some(st) => {
-                                    let active_since =
-                                        get_f64(det, intern!(py, "max_ts"))? - window;
+                                    let active_since = get_f64(det, intern!(py, "max_ts"))? - window;
                                     st.last_ts >= active_since && size as i64 >= fast.low
                                 }
                                 None => false,
@@ -589,9 +529,7 @@ impl Counting {
                     full = true;
                 } else {
                     drop(guard);
-                    full = !det
-                        .call_method1(intern!(py, "_room_for"), (&track, rt))?
-                        .is_truthy()?;
+                    full = !det.call_method1(intern!(py, "_room_for"), (&track, rt))?.is_truthy()?;
                     guard = track.borrow_mut();
                     if !full {
                         n = self.n_items.load(Relaxed);
@@ -694,11 +632,7 @@ impl Counting {
             if pane.head - pane.keep > n_items + 16 {
                 pane.prune(horizon, max_ts - self.lateness - window, n_items + 16);
             }
-            let need = if t.ep.is_none() && recorder.is_none() {
-                fast.low.max(0) as usize
-            } else {
-                0
-            };
+            let need = if t.ep.is_none() && recorder.is_none() { fast.low.max(0) as usize } else { 0 };
             let (c, at) = t.win.past_window(ts, window, need);
             count = c as i64;
             let late_items = match &at {
@@ -725,10 +659,7 @@ impl Counting {
                 }
             };
             if refresh {
-                let contact = Contact {
-                    t: ts,
-                    key: t.items.node(idx).key.clone(),
-                };
+                let contact = Contact { t: ts, key: t.items.node(idx).key.clone() };
                 match pane.order.last() {
                     Some(last) if ts < last.t => {
                         let n = pane.order.len();
@@ -758,10 +689,7 @@ impl Counting {
             if count < fast.low && (!new || n_first < fast.early_n) {
                 drop(guard);
                 if let Some(r) = &recorder {
-                    r.call_method1(
-                        intern!(py, "counted"),
-                        (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items),
-                    )?;
+                    r.call_method1(intern!(py, "counted"), (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items))?;
                 }
                 return Ok(py.None());
             }
@@ -771,13 +699,8 @@ impl Counting {
         }
         drop(guard);
         if let Some(r) = &recorder {
-            r.call_method1(
-                intern!(py, "counted"),
-                (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items),
-            )?;
+            r.call_method1(intern!(py, "counted"), (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items))?;
         }
-        self.decide(
-            py, det, fast, rt, &track, &tkey, ts, rec, count, new, failed,
-        )
+        self.decide(py, det, fast, rt, &track, &tkey, ts, rec, count, new, failed)
     }
 }

@@ -237,10 +237,7 @@ fn members<const N: usize>(
     keys: [&[u8]; N],
 ) -> Option<[Option<Tok>; N]> {
     let mut out = [None; N];
-    let mut w = Walker {
-        s: &s[..span.1],
-        i: span.0,
-    };
+    let mut w = Walker { s: &s[..span.1], i: span.0 };
     w.object(1, |k, v, _| {
         for (n, key) in keys.iter().enumerate() {
             if k == *key {
@@ -316,20 +313,7 @@ pub fn eve_ts(s: &[u8]) -> Option<f64> {
         return None;
     }
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if day < 1 || day > month_days[(month - 1) as usize] {
         return None;
     }
@@ -451,27 +435,16 @@ pub fn parse_flow<'a>(s: &'a [u8], valid_ip: impl Fn(&[u8]) -> bool) -> Option<E
         return None;
     }
     let [event_type, flow, src, dst, proto, sport, dport, tcp, flow_id, cid, host] = top;
-    let Some(Tok::Str(a, b)) = event_type else {
-        return None;
-    };
+    let Some(Tok::Str(a, b)) = event_type else { return None };
     if &s[a..b] != b"flow" {
         return None;
     }
-    let Some(Tok::Obj(fa, fb)) = flow else {
-        return None;
-    };
-    let [start, to_client, to_server, state] = members(
-        s,
-        (fa, fb),
-        [b"start", b"pkts_toclient", b"pkts_toserver", b"state"],
-    )?;
-    let Some(Tok::Str(a, b)) = start else {
-        return None;
-    };
+    let Some(Tok::Obj(fa, fb)) = flow else { return None };
+    let [start, to_client, to_server, state] =
+        members(s, (fa, fb), [b"start", b"pkts_toclient", b"pkts_toserver", b"state"])?;
+    let Some(Tok::Str(a, b)) = start else { return None };
     let t = eve_ts(&s[a..b])?;
-    let (Some(Tok::Str(sa, sb)), Some(Tok::Str(da, db))) = (src, dst) else {
-        return None;
-    };
+    let (Some(Tok::Str(sa, sb)), Some(Tok::Str(da, db))) = (src, dst) else { return None };
     let (src, dst) = (&s[sa..sb], &s[da..db]);
     if !valid_ip(src) || !valid_ip(dst) {
         return None;
@@ -505,9 +478,7 @@ pub fn parse_flow<'a>(s: &'a [u8], valid_ip: impl Fn(&[u8]) -> bool) -> Option<E
         }
         Transport::Tcp if to_client == 0 => Outcome::NoAnswer,
         Transport::Tcp => {
-            let Some(Tok::Obj(ta, tb)) = tcp else {
-                return None;
-            };
+            let Some(Tok::Obj(ta, tb)) = tcp else { return None };
             let [tc, ts] = members(s, (ta, tb), [b"tcp_flags_tc", b"tcp_flags_ts"])?;
             let flags = hex_flags(s, tc?)?;
             // tcp_flags_ts: a flag string, else 0 (a list or object would be unhashable)

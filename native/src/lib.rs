@@ -331,16 +331,7 @@ impl TsvScanner {
         unknown: Py<PyAny>,
     ) -> Self {
         TsvScanner {
-            parts: FlowParts {
-                tuple_new,
-                flow_cls,
-                tcp,
-                udp,
-                icmp,
-                other,
-                outcomes,
-                unknown,
-            },
+            parts: FlowParts { tuple_new, flow_cls, tcp, udp, icmp, other, outcomes, unknown },
             addresses: AddressCache::new(),
             sep: b'\t',
             ncols: 0,
@@ -385,17 +376,8 @@ impl TsvScanner {
     ) -> PyResult<ScanResult> {
         let data = block.as_bytes();
         let (items, lines, consumed, filtered, stop) =
-            walk(py, data, start, max_line_bytes, true, |py, line| {
-                self.judge(py, line)
-            })?;
-        Ok((
-            items.unbind(),
-            lines.unbind(),
-            consumed,
-            filtered,
-            stop,
-            PyList::empty(py).unbind(),
-        ))
+            walk(py, data, start, max_line_bytes, true, |py, line| self.judge(py, line))?;
+        Ok((items.unbind(), lines.unbind(), consumed, filtered, stop, PyList::empty(py).unbind()))
     }
 
     /// `scan`, with the pipeline's `push_many` steps for each record fused in (replay):
@@ -525,9 +507,7 @@ impl TsvScanner {
             let d = self.idx[4];
             if d + 1 < ncols && count > d && use_fences {
                 let col = &line[fences[d]..fences[d + 1] - 1];
-                let on = canonical_port(col)
-                    .map(|p| watched[p as usize])
-                    .unwrap_or(false);
+                let on = canonical_port(col).map(|p| watched[p as usize]).unwrap_or(false);
                 if !on && count == ncols - 1 && ascii && !nul {
                     return Parsed::Filtered;
                 }
@@ -589,11 +569,7 @@ impl TsvScanner {
                 b"icmp" => 2,
                 _ => 3,
             },
-            outcome: self
-                .parts
-                .outcomes
-                .iter()
-                .position(|(name, _)| name.as_slice() == state),
+            outcome: self.parts.outcomes.iter().position(|(name, _)| name.as_slice() == state),
             uid: text(idx[7]),
             cid: text(idx[8]),
             sensor: text(idx[9]),
@@ -636,10 +612,7 @@ impl FlowMaker for Maker<'_> {
         };
         let (sp, dp) = {
             let mut ports = self.ports.borrow_mut();
-            (
-                port_object(&mut ports, py, rec.sport),
-                port_object(&mut ports, py, rec.dport),
-            )
+            (port_object(&mut ports, py, rec.sport), port_object(&mut ports, py, rec.dport))
         };
         let values: [Py<PyAny>; 12] = [
             rec.ts.into_pyobject(py)?.into_any().unbind(),
@@ -660,10 +633,7 @@ impl FlowMaker for Maker<'_> {
 
     fn address(&self, py: Python<'_>, raw: &[u8]) -> Py<PyAny> {
         // a native record's addresses are canonical dotted quads
-        self.addresses
-            .borrow_mut()
-            .get(py, raw)
-            .expect("a canonical IPv4 address")
+        self.addresses.borrow_mut().get(py, raw).expect("a canonical IPv4 address")
     }
 
     fn outcome(&self, py: Python<'_>, at: Option<usize>) -> Py<PyAny> {
@@ -762,10 +732,7 @@ impl EveParts {
                 py.None(),
             ],
         )?;
-        Ok(Some(
-            self.tuple_new
-                .call1(py, (self.flow_cls.clone_ref(py), values))?,
-        ))
+        Ok(Some(self.tuple_new.call1(py, (self.flow_cls.clone_ref(py), values))?))
     }
 }
 
@@ -804,13 +771,7 @@ impl JsonScanner {
         outcomes: [Py<PyAny>; 5],
     ) {
         if self.eve {
-            self.flows = Some(EveParts {
-                tuple_new,
-                flow_cls,
-                tcp,
-                udp,
-                outcomes,
-            });
+            self.flows = Some(EveParts { tuple_new, flow_cls, tcp, udp, outcomes });
         }
     }
 
@@ -882,14 +843,7 @@ impl JsonScanner {
         for (t, n) in types {
             out.append((PyBytes::new(py, &t), n))?;
         }
-        Ok((
-            items.unbind(),
-            lines.unbind(),
-            consumed,
-            filtered - skipped,
-            stop,
-            out.unbind(),
-        ))
+        Ok((items.unbind(), lines.unbind(), consumed, filtered - skipped, stop, out.unbind()))
     }
 }
 
@@ -910,10 +864,7 @@ fn filtered_out(line: &[u8], key: &memmem::Finder<'_>, watched: &[bool]) -> bool
     if !value.iter().all(|c| c.is_ascii_digit()) {
         return false;
     }
-    if canonical_port(value)
-        .map(|p| watched[p as usize])
-        .unwrap_or(false)
-    {
+    if canonical_port(value).map(|p| watched[p as usize]).unwrap_or(false) {
         return false;
     }
     if key.find(&line[at + end..]).is_some() {

@@ -85,9 +85,7 @@ fn address_flags<'py>(
     let cache = cache_any.cast::<PyDict>()?;
     match cache.get_item(addr)? {
         Some(v) => v.extract::<i64>(),
-        None => classifier
-            .call_method1(intern!(py, "_classify"), (addr,))?
-            .extract::<i64>(),
+        None => classifier.call_method1(intern!(py, "_classify"), (addr,))?.extract::<i64>(),
     }
 }
 
@@ -115,11 +113,7 @@ pub struct Dispatch {
 impl Dispatch {
     /// The compiled tables of `classifier` (the detector's), asked of it once per
     /// classifier object (`NetworkClassifier.compiled`); None for an object without them.
-    fn compiled(
-        &self,
-        py: Python<'_>,
-        classifier: &Bound<'_, PyAny>,
-    ) -> PyResult<Option<Py<Classifier>>> {
+    fn compiled(&self, py: Python<'_>, classifier: &Bound<'_, PyAny>) -> PyResult<Option<Py<Classifier>>> {
         {
             let guard = self.classifier.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((c, compiled)) = guard.as_ref() {
@@ -134,10 +128,7 @@ impl Dispatch {
             None => None,
         };
         let mut guard = self.classifier.lock().unwrap_or_else(|e| e.into_inner());
-        *guard = Some((
-            classifier.clone().unbind(),
-            compiled.as_ref().map(|x| x.clone_ref(py)),
-        ));
+        *guard = Some((classifier.clone().unbind(), compiled.as_ref().map(|x| x.clone_ref(py))));
         Ok(compiled)
     }
 }
@@ -200,9 +191,7 @@ impl Dispatch {
         tables: Vec<(HashMap<i64, Vec<usize>>, Vec<(i64, i64, usize, Vec<i64>)>)>,
     ) -> PyResult<()> {
         if tables.len() != 4 {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "four tables expected",
-            ));
+            return Err(pyo3::exceptions::PyValueError::new_err("four tables expected"));
         }
         self.rts = rts
             .into_iter()
@@ -217,10 +206,7 @@ impl Dispatch {
         for (i, (ports, wide)) in tables.into_iter().enumerate() {
             self.tables[i] = Table {
                 ports: Mutex::new(ports.into_iter().map(|(p, m)| (p, m.into())).collect()),
-                wide: wide
-                    .into_iter()
-                    .map(|(lo, hi, rt, out)| (lo, hi, rt, out.into_iter().collect()))
-                    .collect(),
+                wide: wide.into_iter().map(|(lo, hi, rt, out)| (lo, hi, rt, out.into_iter().collect())).collect(),
             };
         }
         Ok(())
@@ -232,20 +218,12 @@ impl Dispatch {
     #[allow(clippy::type_complexity)]
     fn take_counts(&self) -> ([u64; 6], Vec<[u64; 5]>) {
         let counts = std::array::from_fn(|i| self.counts[i].swap(0, Relaxed));
-        let funnels = self
-            .rts
-            .iter()
-            .map(|rt| std::array::from_fn(|i| rt.funnel[i].swap(0, Relaxed)))
-            .collect();
+        let funnels = self.rts.iter().map(|rt| std::array::from_fn(|i| rt.funnel[i].swap(0, Relaxed))).collect();
         (counts, funnels)
     }
 
     /// `Detector.observe(flow)`: the detections that flow caused (usually none).
-    pub(crate) fn observe<'py>(
-        &self,
-        py: Python<'py>,
-        flow: &Bound<'py, PyAny>,
-    ) -> PyResult<Py<PyAny>> {
+    pub(crate) fn observe<'py>(&self, py: Python<'py>, flow: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
         let rec = Rec::Tuple(flow.cast::<PyTuple>()?.clone());
         self.observe_rec(py, &rec)
     }
@@ -253,11 +231,7 @@ impl Dispatch {
 
 impl Dispatch {
     /// `observe` on a record of either kind: the one dispatch of both.
-    pub(crate) fn observe_rec<'py>(
-        &self,
-        py: Python<'py>,
-        rec: &Rec<'py, '_>,
-    ) -> PyResult<Py<PyAny>> {
+    pub(crate) fn observe_rec<'py>(&self, py: Python<'py>, rec: &Rec<'py, '_>) -> PyResult<Py<PyAny>> {
         let det = self.det.bind(py);
         let none = self.none.bind(py);
         let ts = rec.ts()?;
@@ -340,11 +314,9 @@ impl Dispatch {
                 Ok(Some(b)) => b != ours,
                 Err(()) => true,
             };
-            let disagree =
-                differs(rec.local(py, 10)?, si == 1) || differs(rec.local(py, 11)?, di == 1);
+            let disagree = differs(rec.local(py, 10)?, si == 1) || differs(rec.local(py, 11)?, di == 1);
             if disagree {
-                let got =
-                    det.call_method1(intern!(py, "_local"), (rec.flow(py)?, fs, fd, si, di))?;
+                let got = det.call_method1(intern!(py, "_local"), (rec.flow(py)?, fs, fd, si, di))?;
                 (si, di) = got.extract::<(i64, i64)>()?;
             }
         }
@@ -365,9 +337,7 @@ impl Dispatch {
             let rt_obj = rt.obj.bind(py);
             if proxy
                 || (rt.any_discards
-                    && det
-                        .call_method1(intern!(py, "_discarded"), (rt_obj, rec.flow(py)?))?
-                        .is_truthy()?)
+                    && det.call_method1(intern!(py, "_discarded"), (rt_obj, rec.flow(py)?))?.is_truthy()?)
             {
                 bump(&funnel[2]);
                 bump(discarded);
@@ -449,20 +419,12 @@ fn text_of(v: Option<&[u8]>) -> crate::state::Text {
 /// need (a callback that takes it) and then shared by every later need.
 pub(crate) enum Rec<'py, 'a> {
     Tuple(Bound<'py, PyTuple>),
-    Native {
-        rec: &'a NativeRec<'a>,
-        maker: &'a dyn FlowMaker,
-        flow: std::cell::OnceCell<Bound<'py, PyAny>>,
-    },
+    Native { rec: &'a NativeRec<'a>, maker: &'a dyn FlowMaker, flow: std::cell::OnceCell<Bound<'py, PyAny>> },
 }
 
 impl<'py, 'a> Rec<'py, 'a> {
     pub fn native(rec: &'a NativeRec<'a>, maker: &'a dyn FlowMaker) -> Self {
-        Rec::Native {
-            rec,
-            maker,
-            flow: std::cell::OnceCell::new(),
-        }
+        Rec::Native { rec, maker, flow: std::cell::OnceCell::new() }
     }
 
     /// The record as a Python `Flow`.
@@ -512,9 +474,9 @@ impl<'py, 'a> Rec<'py, 'a> {
             return Ok(o);
         }
         match self {
-            Rec::Native { rec, maker, .. } => Ok(maker
-                .address(py, if i == 1 { rec.src } else { rec.dst })
-                .into_bound(py)),
+            Rec::Native { rec, maker, .. } => {
+                Ok(maker.address(py, if i == 1 { rec.src } else { rec.dst }).into_bound(py))
+            }
             Rec::Tuple(_) => unreachable!(),
         }
     }
@@ -577,10 +539,9 @@ impl<'py, 'a> Rec<'py, 'a> {
                 Ok(if s.is_truthy()? { Some(s) } else { None })
             }
             Rec::Native { rec, .. } => Ok(match rec.sensor {
-                Some(b) if !b.is_empty() => Some(
-                    pyo3::types::PyString::new(py, std::str::from_utf8(b).unwrap_or_default())
-                        .into_any(),
-                ),
+                Some(b) if !b.is_empty() => {
+                    Some(pyo3::types::PyString::new(py, std::str::from_utf8(b).unwrap_or_default()).into_any())
+                }
                 _ => None,
             }),
         }
@@ -602,11 +563,7 @@ impl<'py, 'a> Rec<'py, 'a> {
                     Ok(Err(()))
                 }
             }
-            Rec::Native { rec, .. } => Ok(Ok(if i == 10 {
-                rec.local_orig
-            } else {
-                rec.local_resp
-            })),
+            Rec::Native { rec, .. } => Ok(Ok(if i == 10 { rec.local_orig } else { rec.local_resp })),
         }
     }
 }

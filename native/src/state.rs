@@ -182,13 +182,7 @@ pub type ItemMap<V> = LinkedMap<Key, V>;
 
 impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
     pub fn new() -> Self {
-        LinkedMap {
-            index: FxHashMap::default(),
-            nodes: Vec::new(),
-            free: Vec::new(),
-            head: NIL,
-            tail: NIL,
-        }
+        LinkedMap { index: FxHashMap::default(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL }
     }
     pub fn len(&self) -> usize {
         self.index.len()
@@ -247,12 +241,7 @@ impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
         self.tail = i;
     }
     pub fn push_back(&mut self, key: K, val: V) -> usize {
-        let node = Node {
-            key: key.clone(),
-            val,
-            prev: NIL,
-            next: NIL,
-        };
+        let node = Node { key: key.clone(), val, prev: NIL, next: NIL };
         let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i] = Some(node);
@@ -307,10 +296,7 @@ impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
         self.unlink(i);
         let (old_key, old_val) = {
             let n = self.nodes[i].as_mut().expect("live node");
-            (
-                std::mem::replace(&mut n.key, key.clone()),
-                std::mem::replace(&mut n.val, val),
-            )
+            (std::mem::replace(&mut n.key, key.clone()), std::mem::replace(&mut n.val, val))
         };
         self.index.remove(&old_key);
         self.index.insert(key, i);
@@ -448,10 +434,7 @@ impl Entry {
             .and_then(|s| transport_index(s.to_str().ok()?))
             .ok_or_else(|| PyValueError::new_err("not a transport name"))?;
         let peer = l.get_item(9)?;
-        let same = peer
-            .cast::<PyString>()
-            .ok()
-            .is_some_and(|p| p.to_str().is_ok_and(|p| key.is(p)));
+        let same = peer.cast::<PyString>().ok().is_some_and(|p| p.to_str().is_ok_and(|p| key.is(p)));
         if !same {
             return Err(PyValueError::new_err("a peer that is not the item"));
         }
@@ -523,13 +506,7 @@ fn bisect_left(order: &[Contact], t: f64, lo: usize, hi: usize) -> usize {
 
 impl Pane {
     fn new() -> Self {
-        Pane {
-            latest: LinkedMap::new(),
-            order: Vec::new(),
-            head: 0,
-            keep: 0,
-            past_from: f64::NEG_INFINITY,
-        }
+        Pane { latest: LinkedMap::new(), order: Vec::new(), head: 0, keep: 0, past_from: f64::NEG_INFINITY }
     }
 
     pub fn prune(&mut self, horizon: f64, keep_horizon: f64, past_cap: usize) {
@@ -574,10 +551,7 @@ impl Pane {
             .into_iter()
             .map(|i| {
                 let n = self.latest.node(i);
-                Contact {
-                    t: n.val,
-                    key: n.key.clone(),
-                }
+                Contact { t: n.val, key: n.key.clone() }
             })
             .collect();
         // stable, by time alone: sorted(..., key=_first)
@@ -1008,36 +982,18 @@ impl Track {
         let items = PyList::empty(py);
         for i in self.items.order() {
             let n = self.items.node(i);
-            items.append(PyList::new(
-                py,
-                [
-                    n.key.to_py(py).into_any(),
-                    n.val.to_list(py, &n.key)?.into_any(),
-                ],
-            )?)?;
+            items.append(PyList::new(py, [n.key.to_py(py).into_any(), n.val.to_list(py, &n.key)?.into_any()])?)?;
         }
         out.set_item("items", items)?;
         let past = PyList::empty(py);
         for c in &self.win.order[self.win.keep..self.win.head] {
-            past.append(PyList::new(
-                py,
-                [
-                    c.key.to_py(py).into_any(),
-                    c.t.into_pyobject(py)?.into_any(),
-                ],
-            )?)?;
+            past.append(PyList::new(py, [c.key.to_py(py).into_any(), c.t.into_pyobject(py)?.into_any()])?)?;
         }
         out.set_item("past", past)?;
         let win = PyList::empty(py);
         for i in self.win.latest.order() {
             let n = self.win.latest.node(i);
-            win.append(PyList::new(
-                py,
-                [
-                    n.key.to_py(py).into_any(),
-                    n.val.into_pyobject(py)?.into_any(),
-                ],
-            )?)?;
+            win.append(PyList::new(py, [n.key.to_py(py).into_any(), n.val.into_pyobject(py)?.into_any()])?)?;
         }
         out.set_item("win", win)?;
         out.set_item("last_ts", none_if_neg_inf(py, self.last_ts)?)?;
@@ -1080,10 +1036,7 @@ impl Track {
                     let pair = pair?;
                     let k = pair.get_item(0)?;
                     let key = key_of(&k).map_err(|_| PyValueError::new_err("item not a string"))?;
-                    t.win.order.push(Contact {
-                        t: pair.get_item(1)?.extract()?,
-                        key,
-                    });
+                    t.win.order.push(Contact { t: pair.get_item(1)?.extract()?, key });
                 }
             }
         }
@@ -1169,11 +1122,7 @@ impl PaneView {
 }
 
 /// The items of `Pane::past_window`'s answer as Python objects.
-pub fn window_items<'py>(
-    py: Python<'py>,
-    pane: &Pane,
-    at: &[usize],
-) -> PyResult<Bound<'py, PyList>> {
+pub fn window_items<'py>(py: Python<'py>, pane: &Pane, at: &[usize]) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for &i in at {
         out.append(pane.order[i].key.to_py(py))?;
@@ -1201,10 +1150,7 @@ impl ModelName {
     pub fn new(name: &str) -> ModelName {
         let mut h = Fx::default();
         name.hash(&mut h);
-        ModelName {
-            name: Arc::from(name),
-            hash: h.finish(),
-        }
+        ModelName { name: Arc::from(name), hash: h.finish() }
     }
 }
 
@@ -1248,10 +1194,7 @@ fn map_key(k: &Bound<'_, PyAny>) -> PyResult<Option<MapKey>> {
     let model = ModelName::new(model.to_str()?);
     let tk = t.get_item(1)?;
     if let Ok(s) = tk.cast::<PyString>() {
-        return Ok(Some(MapKey {
-            model,
-            t: TKey::S(Key::new(s.to_str()?)),
-        }));
+        return Ok(Some(MapKey { model, t: TKey::S(Key::new(s.to_str()?)) }));
     }
     let Ok(pair) = tk.cast::<pyo3::types::PyTuple>() else {
         return Ok(None);
@@ -1266,18 +1209,12 @@ fn map_key(k: &Bound<'_, PyAny>) -> PyResult<Option<MapKey>> {
     let first = Key::new(first.to_str()?);
     let second = pair.get_item(1)?;
     if let Ok(s) = second.cast::<PyString>() {
-        return Ok(Some(MapKey {
-            model,
-            t: TKey::SS(first, Key::new(s.to_str()?)),
-        }));
+        return Ok(Some(MapKey { model, t: TKey::SS(first, Key::new(s.to_str()?)) }));
     }
     // an int (True == 1 and hash alike in Python, so a bool is its int here too)
     if second.is_instance_of::<PyInt>() {
         if let Ok(n) = second.extract::<i64>() {
-            return Ok(Some(MapKey {
-                model,
-                t: TKey::SI(first, n),
-            }));
+            return Ok(Some(MapKey { model, t: TKey::SI(first, n) }));
         }
     }
     Ok(None)
@@ -1327,11 +1264,7 @@ impl TrackMap {
         })
     }
 
-    fn take_at<'py>(
-        &mut self,
-        py: Python<'py>,
-        i: usize,
-    ) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
+    fn take_at<'py>(&mut self, py: Python<'py>, i: usize) -> (Bound<'py, PyAny>, Bound<'py, PyAny>) {
         let node = self.map.take(i);
         self.version += 1;
         (node.val.key.into_bound(py), node.val.track.into_bound(py))
@@ -1346,10 +1279,7 @@ fn key_error(key: &Bound<'_, PyAny>) -> PyErr {
 impl TrackMap {
     #[new]
     pub fn new() -> Self {
-        TrackMap {
-            map: LinkedMap::new(),
-            version: 0,
-        }
+        TrackMap { map: LinkedMap::new(), version: 0 }
     }
 
     fn __len__(&self) -> usize {
@@ -1369,8 +1299,7 @@ impl TrackMap {
 
     /// A new key goes to the end; an existing one keeps its place.
     fn __setitem__(&mut self, key: &Bound<'_, PyAny>, value: Py<PyAny>) -> PyResult<()> {
-        let mk = map_key(key)?
-            .ok_or_else(|| PyTypeError::new_err("a track key is (model name, address or pair)"))?;
+        let mk = map_key(key)?.ok_or_else(|| PyTypeError::new_err("a track key is (model name, address or pair)"))?;
         match self.map.find(&mk) {
             Some(i) => self.map.node_mut(i).val.track = value,
             None => self.push(mk, key.clone().unbind(), value),
@@ -1389,12 +1318,7 @@ impl TrackMap {
     }
 
     #[pyo3(signature = (key, default=None))]
-    fn get(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        default: Option<Py<PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
+    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         Ok(match self.find_py(key)? {
             Some(i) => self.map.node(i).val.track.clone_ref(py),
             None => default.unwrap_or_else(|| py.None()),
@@ -1428,16 +1352,8 @@ impl TrackMap {
     }
 
     #[pyo3(signature = (last=true))]
-    fn popitem<'py>(
-        &mut self,
-        py: Python<'py>,
-        last: bool,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        let i = if last {
-            self.map.tail()
-        } else {
-            self.map.head()
-        };
+    fn popitem<'py>(&mut self, py: Python<'py>, last: bool) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let i = if last { self.map.tail() } else { self.map.head() };
         if i == NIL {
             return Err(pyo3::exceptions::PyKeyError::new_err("dictionary is empty"));
         }
@@ -1479,12 +1395,7 @@ pub struct TrackMapIter {
 impl TrackMapIter {
     fn of(map: &Bound<'_, TrackMap>, kind: u8) -> TrackMapIter {
         let m = map.borrow();
-        TrackMapIter {
-            map: map.clone().unbind(),
-            at: m.map.head(),
-            version: m.version,
-            kind,
-        }
+        TrackMapIter { map: map.clone().unbind(), at: m.map.head(), version: m.version, kind }
     }
 }
 
@@ -1497,9 +1408,7 @@ impl TrackMapIter {
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let map = self.map.bind(py).borrow();
         if map.version != self.version {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "the tracks changed during iteration",
-            ));
+            return Err(pyo3::exceptions::PyRuntimeError::new_err("the tracks changed during iteration"));
         }
         if self.at == NIL {
             return Ok(None);
@@ -1510,10 +1419,7 @@ impl TrackMapIter {
         Ok(Some(match self.kind {
             0 => slot.key.clone_ref(py),
             1 => slot.track.clone_ref(py),
-            _ => (slot.key.clone_ref(py), slot.track.clone_ref(py))
-                .into_pyobject(py)?
-                .into_any()
-                .unbind(),
+            _ => (slot.key.clone_ref(py), slot.track.clone_ref(py)).into_pyobject(py)?.into_any().unbind(),
         }))
     }
 }
