@@ -397,24 +397,27 @@ impl Counting {
         rt: &Bound<'py, PyAny>,
         flow: &Bound<'py, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        self.update_rec(py, det, rt, &Rec::Tuple(flow.cast::<PyTuple>()?.clone()))
+        let fast = rt.getattr(intern!(py, "fast"))?;
+        let fast = fast.cast::<ModelFast>().ok().map(|f| f.clone().unbind());
+        self.update_rec(py, det, rt, fast.as_ref(), &Rec::Tuple(flow.cast::<PyTuple>()?.clone()))
     }
 }
 
 impl Counting {
-    /// `update` on a record of either kind: the one counting of both.
+    /// `update` on a record of either kind: the one counting of both (`fast`: the
+    /// runtime's `fast`, None for a model the Python counting takes).
     pub(crate) fn update_rec<'py>(
         &self,
         py: Python<'py>,
         det: &Bound<'py, PyAny>,
         rt: &Bound<'py, PyAny>,
+        fast: Option<&Py<ModelFast>>,
         rec: &Rec<'py, '_>,
     ) -> PyResult<Py<PyAny>> {
-        let fast_obj = rt.getattr(intern!(py, "fast"))?;
-        let Ok(fast_ref) = fast_obj.cast::<ModelFast>() else {
+        let Some(fast) = fast else {
             return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
         };
-        let fast = fast_ref.get();
+        let fast = fast.get();
         let ts = rec.ts()?;
         // an address's key: natively for a native record (a canonical dotted quad),
         // else from its string (None: not a string, Python counts the record)

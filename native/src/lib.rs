@@ -62,33 +62,34 @@ fn canonical_port(s: &[u8]) -> Option<u16> {
 
 /// A canonical dotted-quad IPv4 address (what inet_ntop would write back) as an integer.
 fn canonical_ipv4(s: &[u8]) -> Option<u32> {
+    // one pass: four parts of 1-3 digits, no leading zero, each up to 255
     if s.len() < 7 || s.len() > 15 {
         return None;
     }
-    let mut value: u32 = 0;
-    let mut parts = 0;
-    for part in s.split(|&c| c == b'.') {
-        parts += 1;
-        if parts > 4 || part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut v: u32 = 0;
-        for &c in part {
-            if !c.is_ascii_digit() {
+    let (mut value, mut part, mut digits, mut dots) = (0u32, 0u32, 0u32, 0u32);
+    for &c in s {
+        if c.is_ascii_digit() {
+            if digits == 1 && part == 0 {
+                return None; // a leading zero
+            }
+            part = part * 10 + (c - b'0') as u32;
+            digits += 1;
+            if digits > 3 {
                 return None;
             }
-            v = v * 10 + (c - b'0') as u32;
-        }
-        if v > 255 {
+        } else if c == b'.' && digits > 0 && part <= 255 && dots < 3 {
+            value = value << 8 | part;
+            part = 0;
+            digits = 0;
+            dots += 1;
+        } else {
             return None;
         }
-        value = value << 8 | v;
     }
-    if parts == 4 {
-        Some(value)
-    } else {
-        None
+    if dots != 3 || digits == 0 || part > 255 {
+        return None;
     }
+    Some(value << 8 | part)
 }
 
 /// A time written as plain decimal digits with an optional fraction, within the bounds

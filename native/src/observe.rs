@@ -12,7 +12,7 @@
 //! sweep, the classifier's `_classify` for a string its compiled tables cannot read, a
 //! disagreement with Zeek's local fields, a model's discards.
 
-use crate::count::Counting;
+use crate::count::{Counting, ModelFast};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
@@ -33,6 +33,9 @@ struct Rt {
     any_discards: bool,
     outcomes: Vec<Py<PyAny>>,
     funnel: [AtomicU64; 5],
+    /// `runtime.fast` as `set_models` found it (the detector compiles a runtime before
+    /// it hands it over, and a reload makes new runtimes)
+    fast: Option<Py<ModelFast>>,
 }
 
 #[derive(Default)]
@@ -172,6 +175,9 @@ impl Dispatch {
         }
         for rt in &self.rts {
             visit.call(&rt.obj)?;
+            if let Some(f) = &rt.fast {
+                visit.call(f)?;
+            }
         }
         Ok(())
     }
@@ -187,6 +193,7 @@ impl Dispatch {
     #[allow(clippy::type_complexity)]
     fn set_models(
         &mut self,
+        py: Python<'_>,
         rts: Vec<(Py<PyAny>, i64, bool, Vec<Py<PyAny>>)>,
         tables: Vec<(HashMap<i64, Vec<usize>>, Vec<(i64, i64, usize, Vec<i64>)>)>,
     ) -> PyResult<()> {
@@ -195,14 +202,12 @@ impl Dispatch {
         }
         self.rts = rts
             .into_iter()
-            .map(|(obj, dirs, any_discards, outcomes)| Rt {
-                obj,
-                dirs,
-                any_discards,
-                outcomes,
-                funnel: Default::default(),
+            .map(|(obj, dirs, any_discards, outcomes)| {
+                let fast = obj.bind(py).getattr_opt(intern!(py, "fast"))?;
+                let fast = fast.and_then(|f| f.cast::<ModelFast>().ok().map(|f| f.clone().unbind()));
+                Ok(Rt { obj, dirs, any_discards, outcomes, funnel: Default::default(), fast })
             })
-            .collect();
+            .collect::<PyResult<Vec<Rt>>>()?;
         for (i, (ports, wide)) in tables.into_iter().enumerate() {
             self.tables[i] = Table {
                 ports: Mutex::new(ports.into_iter().map(|(p, m)| (p, m.into())).collect()),
@@ -354,7 +359,7 @@ impl Dispatch {
                 }
             }
             bump(&funnel[4]);
-            let detection = counting.update_rec(py, det, rt_obj, rec)?;
+            let detection = counting.update_rec(py, det, rt_obj, rt.fast.as_ref(), rec)?;
             let detection = detection.bind(py);
             if !detection.is_none() {
                 let list = match out.take() {
@@ -409,7 +414,8 @@ pub(crate) trait FlowMaker {
 fn text_of(v: Option<&[u8]>) -> crate::state::Text {
     match v {
         // ASCII: the scanner sends other lines to Python
-        Some(b) => crate::state::Text::S(Box::from(std::str::from_utf8(b).unwrap_or_default())),
+        // SAFETY: ASCII (the scanner sends every other line to Python)
+        Some(b) => crate::state::Text::S(Box::from(unsafe { std::str::from_utf8_unchecked(b) })),
         None => crate::state::Text::None,
     }
 }
