@@ -12,6 +12,7 @@
 //! (the whole record), the start of an episode, escalations and updates, eviction,
 //! the budget's room-making and the window list's compaction.
 
+use crate::observe::Rec;
 use crate::state::{
     bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, ModelName, TKey, Track, TrackMap,
 };
@@ -87,10 +88,7 @@ impl ModelFast {
             ("destination", "sources") => Shape::Destination,
             _ => return Err(pyo3::exceptions::PyValueError::new_err("item not the peer address")),
         };
-        let values = thresholds
-            .iter()
-            .map(|t| t.bind(py).extract::<i64>())
-            .collect::<PyResult<Vec<i64>>>()?;
+        let values = thresholds.iter().map(|t| t.bind(py).extract::<i64>()).collect::<PyResult<Vec<i64>>>()?;
         if values.is_empty() || values.len() != sev_of_level.len() {
             return Err(pyo3::exceptions::PyValueError::new_err("levels and severities differ"));
         }
@@ -153,10 +151,15 @@ fn call_list<'py>(py: Python<'py>, d: Bound<'py, PyAny>) -> PyResult<Py<PyAny>> 
     Ok(PyList::new(py, [d])?.into_any().unbind())
 }
 
-fn append_short(py: Python<'_>, list: &Py<PyAny>, size: usize, v: &Bound<'_, PyAny>) -> PyResult<()> {
+fn append_short<'py>(
+    py: Python<'py>,
+    list: &Py<PyAny>,
+    size: usize,
+    v: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<()> {
     let l = list.bind(py).cast::<PyList>()?;
     if l.len() < size {
-        l.append(v)?;
+        l.append(v()?)?;
     }
     Ok(())
 }
@@ -172,20 +175,19 @@ impl Counting {
         }
         let value = obj.getattr(intern!(py, "_value_"))?;
         let name = value.cast::<PyString>()?;
-        transport_index(name.to_str()?)
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err("not a transport"))
+        transport_index(name.to_str()?).ok_or_else(|| pyo3::exceptions::PyValueError::new_err("not a transport"))
     }
 
     /// `Detector._episode_add` on a native episode.
     #[allow(clippy::too_many_arguments)]
-    fn episode_add(
+    fn episode_add<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         ep: &mut Episode,
         ts: f64,
         port: i64,
         entry: &Entry,
-        item: &Bound<'_, PyAny>,
+        item: &dyn Fn() -> PyResult<Bound<'py, PyAny>>,
         new: bool,
         failed: bool,
         ok: bool,
@@ -209,16 +211,17 @@ impl Counting {
             ep.ep_new += 1;
             // the items are addresses: an item's peer (and its label) is the item
             let sample = ep.sample.bind(py).cast::<PyList>()?;
-            if sample.len() < size && !sample.contains(item)? {
-                sample.append(item)?;
+            if sample.len() < size {
+                let item = item()?;
+                if !sample.contains(&item)? {
+                    sample.append(item)?;
+                }
             }
-            let uid = entry.uid.bind(py);
-            if uid.is_truthy()? {
-                append_short(py, &ep.uids, size, uid)?;
+            if entry.uid.is_truthy(py)? {
+                append_short(py, &ep.uids, size, || Ok(entry.uid.to_py(py)))?;
             }
-            let cid = entry.cid.bind(py);
-            if cid.is_truthy()? {
-                append_short(py, &ep.cids, size, cid)?;
+            if entry.cid.is_truthy(py)? {
+                append_short(py, &ep.cids, size, || Ok(entry.cid.to_py(py)))?;
             }
         }
         if ok && entry.answers == 1 {
@@ -240,7 +243,7 @@ impl Counting {
         track: &Bound<'py, Track>,
         tkey: &Bound<'py, PyAny>,
         ts: f64,
-        ts_obj: &Bound<'py, PyAny>,
+        rec: &Rec<'py, '_>,
         count: i64,
         new: bool,
         failed: bool,
@@ -258,9 +261,7 @@ impl Counting {
             )
         };
         let mut level: i64 = -1;
-        if count >= fast.low
-            && (fast.ratio == 0.0 || (n_failures as f64) >= fast.ratio * n_attempts as f64)
-        {
+        if count >= fast.low && (fast.ratio == 0.0 || (n_failures as f64) >= fast.ratio * n_attempts as f64) {
             level = 0;
             while ((level + 1) as usize) < levels.len() && count >= levels[(level + 1) as usize] {
                 level += 1;
@@ -269,7 +270,7 @@ impl Counting {
         let Some(ep) = ep else {
             if level >= 0 {
                 return Ok(det
-                    .call_method1(intern!(py, "_start"), (rt, track, tkey, ts_obj, level, false, count))?
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey, rec.ts_obj(py)?, level, false, count))?
                     .unbind());
             }
             if fast.early
@@ -278,7 +279,7 @@ impl Counting {
                 && (n_failed_first as f64) >= fast.early_ratio * n_first as f64
             {
                 return Ok(det
-                    .call_method1(intern!(py, "_start"), (rt, track, tkey, ts_obj, 0, true, count))?
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey, rec.ts_obj(py)?, 0, true, count))?
                     .unbind());
             }
             return Ok(py.None());
@@ -290,7 +291,7 @@ impl Counting {
                 drop(e);
                 // never after a start; the Python decision keeps its indexing rules
                 return Ok(det
-                    .call_method1(intern!(py, "_decide"), (rt, track, tkey, ts_obj, count, new, failed))?
+                    .call_method1(intern!(py, "_decide"), (rt, track, tkey, rec.ts_obj(py)?, count, new, failed))?
                     .unbind());
             }
             let above = level >= 0 || (e.early && new && failed);
@@ -310,25 +311,18 @@ impl Counting {
             }
             (sev, above, e.sev, e.last_emit)
         };
-        if sev > old_sev
-            && det.call_method1(intern!(py, "_may_escalate"), (track, ts_obj))?.is_truthy()?
-        {
+        if sev > old_sev && det.call_method1(intern!(py, "_may_escalate"), (track, rec.ts_obj(py)?))?.is_truthy()? {
             ep.borrow_mut().sev = sev;
-            let d = det.call_method1(
-                intern!(py, "_emit"),
-                (rt, track, self.escalated.bind(py), tkey, count),
-            )?;
+            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.escalated.bind(py), tkey, count))?;
             return call_list(py, d);
         }
         if above && ts - last_emit >= fast.update {
-            let d =
-                det.call_method1(intern!(py, "_emit"), (rt, track, self.ongoing.bind(py), tkey, count))?;
+            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.ongoing.bind(py), tkey, count))?;
             return call_list(py, d);
         }
         Ok(py.None())
     }
 }
-
 
 #[pymethods]
 impl Counting {
@@ -403,30 +397,47 @@ impl Counting {
         rt: &Bound<'py, PyAny>,
         flow: &Bound<'py, PyAny>,
     ) -> PyResult<Py<PyAny>> {
-        let fast_obj = rt.getattr(intern!(py, "fast"))?;
-        let Ok(fast_ref) = fast_obj.cast::<ModelFast>() else {
-            return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
+        let fast = rt.getattr(intern!(py, "fast"))?;
+        let fast = fast.cast::<ModelFast>().ok().map(|f| f.clone().unbind());
+        self.update_rec(py, det, rt, fast.as_ref(), &Rec::Tuple(flow.cast::<PyTuple>()?.clone()))
+    }
+}
+
+impl Counting {
+    /// `update` on a record of either kind: the one counting of both (`fast`: the
+    /// runtime's `fast`, None for a model the Python counting takes).
+    pub(crate) fn update_rec<'py>(
+        &self,
+        py: Python<'py>,
+        det: &Bound<'py, PyAny>,
+        rt: &Bound<'py, PyAny>,
+        fast: Option<&Py<ModelFast>>,
+        rec: &Rec<'py, '_>,
+    ) -> PyResult<Py<PyAny>> {
+        let Some(fast) = fast else {
+            return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
         };
-        let fast = fast_ref.get();
-        let flow_t = flow.cast::<PyTuple>()?;
-        let ts_obj = flow_t.get_item(0)?;
-        let ts = ts_obj.extract::<f64>()?;
-        let src = flow_t.get_item(1)?;
-        let dst = flow_t.get_item(3)?;
-        let as_str = |o: &Bound<'py, PyAny>| -> Option<Key> {
-            o.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(Key::new))
+        let fast = fast.get();
+        let ts = rec.ts()?;
+        // an address's key: natively for a native record (a canonical dotted quad),
+        // else from its string (None: not a string, Python counts the record)
+        let key_of = |i: usize| -> PyResult<Option<Key>> {
+            if let Some(v) = rec.v4(i) {
+                return Ok(Some(Key::V4(v)));
+            }
+            let o = rec.address(py, i)?;
+            Ok(o.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(Key::new)))
         };
         // the record's port (the dispatch took it as an int already)
-        let port = flow_t.get_item(4)?.extract::<i64>()?;
-        let (tk, item) = match fast.shape {
-            Shape::Horizontal => (as_str(&src).map(TKey::S), dst),
-            Shape::SourcePort => (as_str(&src).map(|s| TKey::SI(s, port)), dst),
-            Shape::Destination => (as_str(&dst).map(TKey::S), src),
+        let port = rec.port(4)?;
+        let (item_at, tk) = match fast.shape {
+            Shape::Horizontal => (3, key_of(1)?.map(TKey::S)),
+            Shape::SourcePort => (3, key_of(1)?.map(|s| TKey::SI(s, port))),
+            Shape::Destination => (1, key_of(3)?.map(TKey::S)),
         };
-        let (Some(tk), Ok(item_s)) = (tk, item.cast::<PyString>()) else {
-            return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
+        let (Some(tk), Some(ikey)) = (tk, key_of(item_at)?) else {
+            return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
         };
-        let ikey = Key::new(item_s.to_str()?);
         let name = fast.name.bind(py);
         let mk = MapKey { model: fast.name_key.clone(), t: tk };
         let tracks = self.tracks.bind(py);
@@ -445,7 +456,7 @@ impl Counting {
         let (tkey, track): (Bound<'py, PyAny>, Bound<'py, Track>) = match found {
             Some((key, found)) => {
                 let Ok(t) = found.into_bound(py).cast_into::<Track>() else {
-                    return Ok(self.update_py.bind(py).call1((det, rt, flow))?.unbind());
+                    return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
                 };
                 (key.bind(py).cast::<PyTuple>()?.get_item(1)?, t)
             }
@@ -454,9 +465,15 @@ impl Counting {
                     det.call_method0(intern!(py, "_evict_stalest"))?;
                 }
                 let tkey = match fast.shape {
-                    Shape::SourcePort => PyTuple::new(py, [&flow_t.get_item(1)?, &flow_t.get_item(4)?])?.into_any(),
-                    Shape::Horizontal => flow_t.get_item(1)?,
-                    Shape::Destination => flow_t.get_item(3)?,
+                    Shape::SourcePort => {
+                        let p = match rec.built(4)? {
+                            Some(p) => p,
+                            None => port.into_pyobject(py)?.into_any(),
+                        };
+                        PyTuple::new(py, [&rec.address(py, 1)?, &p])?.into_any()
+                    }
+                    Shape::Horizontal => rec.address(py, 1)?,
+                    Shape::Destination => rec.address(py, 3)?,
                 };
                 let key = PyTuple::new(py, [name, &tkey])?;
                 let t = Bound::new(py, Track::new(py))?;
@@ -464,7 +481,7 @@ impl Counting {
                 (tkey, t)
             }
         };
-        let outcome = flow_t.get_item(6)?;
+        let outcome = rec.outcome(py)?;
         let failed = outcome.is(self.na.bind(py)) || outcome.is(self.rej.bind(py));
         let ok = !failed && (outcome.is(self.est.bind(py)) || outcome.is(self.abt.bind(py)));
         let window = fast.window;
@@ -475,8 +492,7 @@ impl Counting {
             guard.last_ts = ts;
         }
         if guard.sensor.is_none(py) {
-            let sensor = flow_t.get_item(9)?;
-            if sensor.is_truthy()? {
+            if let Some(sensor) = rec.sensor(py)? {
                 guard.sensor = sensor.unbind();
             }
         }
@@ -547,9 +563,12 @@ impl Counting {
                     failures: 0,
                     answers: 0,
                     port,
-                    transport: self.transport_of(py, &flow_t.get_item(5)?)?,
-                    uid: flow_t.get_item(7)?.unbind(),
-                    cid: flow_t.get_item(8)?.unbind(),
+                    transport: match rec.transport_obj()? {
+                        Some(t) => self.transport_of(py, &t)?,
+                        None => rec.native_tidx().unwrap_or(3),
+                    },
+                    uid: rec.text(7)?,
+                    cid: rec.text(8)?,
                     epoch: t.epoch,
                 };
                 let i = if full {
@@ -666,13 +685,14 @@ impl Counting {
         if let Some(ep_open) = &ep {
             let mut e = ep_open.bind(py).borrow_mut();
             let entry = &t.items.node(idx).val;
+            let item = || rec.address(py, item_at);
             self.episode_add(py, &mut e, ts, port, entry, &item, new, failed, ok)?;
         }
         if ep.is_none() {
             if count < fast.low && (!new || n_first < fast.early_n) {
                 drop(guard);
                 if let Some(r) = &recorder {
-                    r.call_method1(intern!(py, "counted"), (name, &tkey, &ts_obj, &outcome, count, n_items))?;
+                    r.call_method1(intern!(py, "counted"), (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items))?;
                 }
                 return Ok(py.None());
             }
@@ -682,8 +702,8 @@ impl Counting {
         }
         drop(guard);
         if let Some(r) = &recorder {
-            r.call_method1(intern!(py, "counted"), (name, &tkey, &ts_obj, &outcome, count, n_items))?;
+            r.call_method1(intern!(py, "counted"), (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items))?;
         }
-        self.decide(py, det, fast, rt, &track, &tkey, ts, &ts_obj, count, new, failed)
+        self.decide(py, det, fast, rt, &track, &tkey, ts, rec, count, new, failed)
     }
 }

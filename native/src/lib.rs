@@ -23,8 +23,10 @@ mod observe;
 mod state;
 
 use memchr::{memchr, memchr_iter, memmem};
+use observe::{FlowMaker, NativeRec};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 const MIN_TS: f64 = 0.0;
@@ -60,33 +62,34 @@ fn canonical_port(s: &[u8]) -> Option<u16> {
 
 /// A canonical dotted-quad IPv4 address (what inet_ntop would write back) as an integer.
 fn canonical_ipv4(s: &[u8]) -> Option<u32> {
+    // one pass: four parts of 1-3 digits, no leading zero, each up to 255
     if s.len() < 7 || s.len() > 15 {
         return None;
     }
-    let mut value: u32 = 0;
-    let mut parts = 0;
-    for part in s.split(|&c| c == b'.') {
-        parts += 1;
-        if parts > 4 || part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut v: u32 = 0;
-        for &c in part {
-            if !c.is_ascii_digit() {
+    let (mut value, mut part, mut digits, mut dots) = (0u32, 0u32, 0u32, 0u32);
+    for &c in s {
+        if c.is_ascii_digit() {
+            if digits == 1 && part == 0 {
+                return None; // a leading zero
+            }
+            part = part * 10 + (c - b'0') as u32;
+            digits += 1;
+            if digits > 3 {
                 return None;
             }
-            v = v * 10 + (c - b'0') as u32;
-        }
-        if v > 255 {
+        } else if c == b'.' && digits > 0 && part <= 255 && dots < 3 {
+            value = value << 8 | part;
+            part = 0;
+            digits = 0;
+            dots += 1;
+        } else {
             return None;
         }
-        value = value << 8 | v;
     }
-    if parts == 4 {
-        Some(value)
-    } else {
-        None
+    if dots != 3 || digits == 0 || part > 255 {
+        return None;
     }
+    Some(value << 8 | part)
 }
 
 /// A time written as plain decimal digits with an optional fraction, within the bounds
@@ -146,7 +149,8 @@ impl AddressCache {
         if self.slots.is_empty() {
             self.slots.resize_with(1 << ADDR_SLOTS_BITS, || None);
         }
-        let at = ((value as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ADDR_SLOTS_BITS)) as usize;
+        let at =
+            ((value as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - ADDR_SLOTS_BITS)) as usize;
         let slot = &mut self.slots[at];
         if let Some((v, s)) = slot {
             if *v == value {
@@ -253,15 +257,6 @@ struct FlowParts {
 }
 
 impl FlowParts {
-    fn outcome(&self, py: Python<'_>, state: &[u8]) -> Py<PyAny> {
-        for (name, value) in &self.outcomes {
-            if name.as_slice() == state {
-                return value.clone_ref(py);
-            }
-        }
-        self.unknown.clone_ref(py)
-    }
-
     /// `tuple.__new__(Flow, values)`: allocated as that does it (the type's allocation,
     /// then the items), without the intermediate tuple and call.
     fn flow(&self, py: Python<'_>, values: [Py<PyAny>; 12]) -> PyResult<Py<PyAny>> {
@@ -277,7 +272,8 @@ impl FlowParts {
         // new tuple of 12 empty slots with one reference, which PyTuple_SetItem fills
         // (each call steals its item's reference), as tuple_subtype_new does.
         unsafe {
-            let obj = pyo3::ffi::PyType_GenericAlloc(cls.as_ptr() as *mut pyo3::ffi::PyTypeObject, 12);
+            let obj =
+                pyo3::ffi::PyType_GenericAlloc(cls.as_ptr() as *mut pyo3::ffi::PyTypeObject, 12);
             if obj.is_null() {
                 return Err(PyErr::fetch(py));
             }
@@ -291,11 +287,11 @@ impl FlowParts {
         }
     }
 
-    fn transport(&self, py: Python<'_>, proto: &[u8]) -> Py<PyAny> {
-        match proto {
-            b"tcp" => self.tcp.clone_ref(py),
-            b"udp" => self.udp.clone_ref(py),
-            b"icmp" => self.icmp.clone_ref(py),
+    fn transport_at(&self, py: Python<'_>, tidx: u8) -> Py<PyAny> {
+        match tidx {
+            0 => self.tcp.clone_ref(py),
+            1 => self.udp.clone_ref(py),
+            2 => self.icmp.clone_ref(py),
             _ => self.other.clone_ref(py),
         }
     }
@@ -311,7 +307,7 @@ struct TsvScanner {
     idx: [usize; 12],
     unset: Vec<u8>,
     dports: Option<Vec<bool>>,
-    last_ts: f64, // the time of the last record `judge` parsed
+    last_ts: f64,                  // the time of the last record `judge` parsed
     ports: Vec<Option<Py<PyAny>>>, // the port numbers' int objects, made once each
 }
 
@@ -382,14 +378,7 @@ impl TsvScanner {
         let data = block.as_bytes();
         let (items, lines, consumed, filtered, stop) =
             walk(py, data, start, max_line_bytes, true, |py, line| self.judge(py, line))?;
-        Ok((
-            items.unbind(),
-            lines.unbind(),
-            consumed,
-            filtered,
-            stop,
-            PyList::empty(py).unbind(),
-        ))
+        Ok((items.unbind(), lines.unbind(), consumed, filtered, stop, PyList::empty(py).unbind()))
     }
 
     /// `scan`, with the pipeline's `push_many` steps for each record fused in (replay):
@@ -434,22 +423,29 @@ impl TsvScanner {
             if !line.is_empty() && line[0] <= 35 {
                 return Ok((py.None(), index, index, filtered, pos, records, high));
             }
-            match self.judge(py, line)? {
-                Verdict::Filtered => filtered += 1,
-                Verdict::Odd => {
+            match self.parse(line) {
+                Parsed::Filtered => filtered += 1,
+                Parsed::Odd => {
                     let at = pos.into_pyobject(py)?.into_any().unbind();
                     return Ok((at, index, index + 1, filtered, nl + 1, records, high));
                 }
-                Verdict::Flow(flow) => {
-                    let ts = self.last_ts;
+                Parsed::Rec(rec) => {
+                    let ts = rec.ts;
+                    self.last_ts = ts;
+                    let maker = Maker {
+                        parts: &self.parts,
+                        addresses: RefCell::new(&mut self.addresses),
+                        ports: RefCell::new(&mut self.ports),
+                    };
                     if ts > high {
                         if ts > ceiling {
+                            let flow = maker.flow(py, &rec)?;
                             return Ok((flow, index, index + 1, filtered, nl + 1, records, high));
                         }
                         high = ts;
                     }
                     records += 1;
-                    let found = dispatch.observe(py, flow.bind(py))?;
+                    let found = dispatch.observe_rec(py, &observe::Rec::native(&rec, &maker))?;
                     let found = found.bind(py);
                     if found.is_truthy()? {
                         add_detections.call1((found,))?;
@@ -465,8 +461,25 @@ impl TsvScanner {
 
 impl TsvScanner {
     fn judge(&mut self, py: Python<'_>, line: &[u8]) -> PyResult<Verdict> {
+        Ok(match self.parse(line) {
+            Parsed::Filtered => Verdict::Filtered,
+            Parsed::Odd => Verdict::Odd,
+            Parsed::Rec(rec) => {
+                self.last_ts = rec.ts;
+                let maker = Maker {
+                    parts: &self.parts,
+                    addresses: RefCell::new(&mut self.addresses),
+                    ports: RefCell::new(&mut self.ports),
+                };
+                Verdict::Flow(maker.flow(py, &rec)?)
+            }
+        })
+    }
+
+    /// One line's verdict, a watched record natively (no Python object made).
+    fn parse<'l>(&self, line: &'l [u8]) -> Parsed<'l> {
         if line.is_empty() || line[0] <= 35 {
-            return Ok(Verdict::Odd);
+            return Parsed::Odd;
         }
         let sep = self.sep;
         let ncols = self.ncols;
@@ -497,63 +510,138 @@ impl TsvScanner {
                 let col = &line[fences[d]..fences[d + 1] - 1];
                 let on = canonical_port(col).map(|p| watched[p as usize]).unwrap_or(false);
                 if !on && count == ncols - 1 && ascii && !nul {
-                    return Ok(Verdict::Filtered);
+                    return Parsed::Filtered;
                 }
             } else if d + 1 < ncols && !use_fences {
-                return Ok(Verdict::Odd);
+                return Parsed::Odd;
             }
         }
         if !ascii || nul || count != ncols - 1 || !use_fences {
-            return Ok(Verdict::Odd);
+            return Parsed::Odd;
         }
         fences[ncols] = line.len() + 1;
         let unset = self.unset.as_slice();
-        let col = |i: usize| -> &[u8] {
+        // a column of the line; None for an absent one (the unset marker)
+        let field = |i: usize| -> Option<&'l [u8]> {
             if i >= ncols {
-                unset
+                None
             } else {
-                &line[fences[i]..fences[i + 1] - 1]
+                Some(&line[fences[i]..fences[i + 1] - 1])
             }
         };
+        let col = |i: usize| -> &[u8] { field(i).unwrap_or(unset) };
         let idx = self.idx;
-        let Some(t) = plain_ts(col(idx[0])) else { return Ok(Verdict::Odd) };
-        self.last_ts = t;
-        let (Some(sp), Some(dp)) = (canonical_port(col(idx[2])), canonical_port(col(idx[4])))
+        let Some(ts) = plain_ts(col(idx[0])) else {
+            return Parsed::Odd;
+        };
+        let (Some(sport), Some(dport)) = (canonical_port(col(idx[2])), canonical_port(col(idx[4])))
         else {
-            return Ok(Verdict::Odd);
+            return Parsed::Odd;
         };
-        let Some(src) = self.addresses.get(py, col(idx[1])) else { return Ok(Verdict::Odd) };
-        let Some(dst) = self.addresses.get(py, col(idx[3])) else { return Ok(Verdict::Odd) };
-        let text = |py: Python<'_>, v: &[u8]| -> Py<PyAny> {
-            if v == unset {
-                py.None()
-            } else {
-                PyString::new(py, unsafe { std::str::from_utf8_unchecked(v) }).into_any().unbind()
-            }
+        let (Some(src), Some(dst)) = (field(idx[1]), field(idx[3])) else {
+            return Parsed::Odd;
         };
-        let flag = |py: Python<'_>, v: &[u8]| -> Py<PyAny> {
+        let Some(src_v4) = canonical_ipv4(src) else {
+            return Parsed::Odd;
+        };
+        let Some(dst_v4) = canonical_ipv4(dst) else {
+            return Parsed::Odd;
+        };
+        let text = |i: usize| -> Option<&'l [u8]> { field(i).filter(|v| *v != unset) };
+        let flag = |v: &[u8]| -> Option<bool> {
             match v {
-                b"T" => true.into_pyobject(py).unwrap().to_owned().into_any().unbind(),
-                b"F" => false.into_pyobject(py).unwrap().to_owned().into_any().unbind(),
-                _ => py.None(),
+                b"T" => Some(true),
+                b"F" => Some(false),
+                _ => None,
             }
+        };
+        let state = col(idx[6]);
+        Parsed::Rec(NativeRec {
+            ts,
+            src,
+            src_v4,
+            sport,
+            dst,
+            dst_v4,
+            dport,
+            tidx: match col(idx[5]) {
+                b"tcp" => 0,
+                b"udp" => 1,
+                b"icmp" => 2,
+                _ => 3,
+            },
+            outcome: self.parts.outcomes.iter().position(|(name, _)| name.as_slice() == state),
+            uid: text(idx[7]),
+            cid: text(idx[8]),
+            sensor: text(idx[9]),
+            local_orig: flag(col(idx[10])),
+            local_resp: flag(col(idx[11])),
+        })
+    }
+}
+
+/// One line's native verdict.
+enum Parsed<'l> {
+    Filtered,
+    Odd,
+    Rec(NativeRec<'l>),
+}
+
+/// The scanner's makers of Python objects, for a native record's `Flow` (made only
+/// where Python reads the record).
+struct Maker<'s> {
+    parts: &'s FlowParts,
+    addresses: RefCell<&'s mut AddressCache>,
+    ports: RefCell<&'s mut Vec<Option<Py<PyAny>>>>,
+}
+
+impl FlowMaker for Maker<'_> {
+    fn flow(&self, py: Python<'_>, rec: &NativeRec<'_>) -> PyResult<Py<PyAny>> {
+        let text = |py: Python<'_>, v: Option<&[u8]>| -> Py<PyAny> {
+            match v {
+                None => py.None(),
+                Some(v) => PyString::new(py, unsafe { std::str::from_utf8_unchecked(v) })
+                    .into_any()
+                    .unbind(),
+            }
+        };
+        let flag = |py: Python<'_>, v: Option<bool>| -> Py<PyAny> {
+            match v {
+                Some(b) => b.into_pyobject(py).unwrap().to_owned().into_any().unbind(),
+                None => py.None(),
+            }
+        };
+        let (sp, dp) = {
+            let mut ports = self.ports.borrow_mut();
+            (port_object(&mut ports, py, rec.sport), port_object(&mut ports, py, rec.dport))
         };
         let values: [Py<PyAny>; 12] = [
-            t.into_pyobject(py)?.into_any().unbind(),
-            src,
-            port_object(&mut self.ports, py, sp),
-            dst,
-            port_object(&mut self.ports, py, dp),
-            self.parts.transport(py, col(idx[5])),
-            self.parts.outcome(py, col(idx[6])),
-            text(py, col(idx[7])),
-            text(py, col(idx[8])),
-            text(py, col(idx[9])),
-            flag(py, col(idx[10])),
-            flag(py, col(idx[11])),
+            rec.ts.into_pyobject(py)?.into_any().unbind(),
+            self.address(py, rec.src),
+            sp,
+            self.address(py, rec.dst),
+            dp,
+            self.parts.transport_at(py, rec.tidx),
+            self.outcome(py, rec.outcome),
+            text(py, rec.uid),
+            text(py, rec.cid),
+            text(py, rec.sensor),
+            flag(py, rec.local_orig),
+            flag(py, rec.local_resp),
         ];
-        let flow = self.parts.flow(py, values)?;
-        Ok(Verdict::Flow(flow))
+        self.parts.flow(py, values)
+    }
+
+    fn address(&self, py: Python<'_>, raw: &[u8]) -> Py<PyAny> {
+        // a native record's addresses are canonical dotted quads
+        self.addresses.borrow_mut().get(py, raw).expect("a canonical IPv4 address")
+    }
+
+    fn outcome(&self, py: Python<'_>, at: Option<usize>) -> Py<PyAny> {
+        match at {
+            Some(i) => self.parts.outcomes[i].1.clone_ref(py),
+            None => self.parts.unknown.clone_ref(py),
+        }
     }
 }
 
@@ -605,7 +693,9 @@ impl EveParts {
             v6.insert(value, s.clone_ref(py));
             Some(s.into_any())
         };
-        let (Some(src), Some(dst)) = (address(f.src), address(f.dst)) else { return Ok(None) };
+        let (Some(src), Some(dst)) = (address(f.src), address(f.dst)) else {
+            return Ok(None);
+        };
         // ASCII (checked by parse_flow)
         let text = |py: Python<'_>, v: Option<&[u8]>| -> Py<PyAny> {
             match v {
@@ -760,10 +850,14 @@ impl JsonScanner {
 
 /// `JSONPortFilter._filtered_out`, byte for byte.
 fn filtered_out(line: &[u8], key: &memmem::Finder<'_>, watched: &[bool]) -> bool {
-    let Some(at) = key.find(line) else { return false };
+    let Some(at) = key.find(line) else {
+        return false;
+    };
     let at = at + key.needle().len();
     let window = &line[at.min(line.len())..line.len().min(at + 8)];
-    let Some(end) = memchr(b',', window) else { return false };
+    let Some(end) = memchr(b',', window) else {
+        return false;
+    };
     if end == 0 {
         return false;
     }

@@ -12,14 +12,14 @@
 //! sweep, the classifier's `_classify` for a string its compiled tables cannot read, a
 //! disagreement with Zeek's local fields, a model's discards.
 
-use crate::count::Counting;
+use crate::count::{Counting, ModelFast};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::{PyTraverseError, PyVisit};
 use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::collections::{HashMap, HashSet};
 
 use crate::classify::{Classifier, FastMap, DROP, INTERNAL, PROXY, SPECIAL, VALID};
 use std::sync::Arc;
@@ -33,6 +33,9 @@ struct Rt {
     any_discards: bool,
     outcomes: Vec<Py<PyAny>>,
     funnel: [AtomicU64; 5],
+    /// `runtime.fast` as `set_models` found it (the detector compiles a runtime before
+    /// it hands it over, and a reload makes new runtimes)
+    fast: Option<Py<ModelFast>>,
 }
 
 #[derive(Default)]
@@ -172,6 +175,9 @@ impl Dispatch {
         }
         for rt in &self.rts {
             visit.call(&rt.obj)?;
+            if let Some(f) = &rt.fast {
+                visit.call(f)?;
+            }
         }
         Ok(())
     }
@@ -187,6 +193,7 @@ impl Dispatch {
     #[allow(clippy::type_complexity)]
     fn set_models(
         &mut self,
+        py: Python<'_>,
         rts: Vec<(Py<PyAny>, i64, bool, Vec<Py<PyAny>>)>,
         tables: Vec<(HashMap<i64, Vec<usize>>, Vec<(i64, i64, usize, Vec<i64>)>)>,
     ) -> PyResult<()> {
@@ -195,21 +202,16 @@ impl Dispatch {
         }
         self.rts = rts
             .into_iter()
-            .map(|(obj, dirs, any_discards, outcomes)| Rt {
-                obj,
-                dirs,
-                any_discards,
-                outcomes,
-                funnel: Default::default(),
+            .map(|(obj, dirs, any_discards, outcomes)| {
+                let fast = obj.bind(py).getattr_opt(intern!(py, "fast"))?;
+                let fast = fast.and_then(|f| f.cast::<ModelFast>().ok().map(|f| f.clone().unbind()));
+                Ok(Rt { obj, dirs, any_discards, outcomes, funnel: Default::default(), fast })
             })
-            .collect();
+            .collect::<PyResult<Vec<Rt>>>()?;
         for (i, (ports, wide)) in tables.into_iter().enumerate() {
             self.tables[i] = Table {
                 ports: Mutex::new(ports.into_iter().map(|(p, m)| (p, m.into())).collect()),
-                wide: wide
-                    .into_iter()
-                    .map(|(lo, hi, rt, out)| (lo, hi, rt, out.into_iter().collect()))
-                    .collect(),
+                wide: wide.into_iter().map(|(lo, hi, rt, out)| (lo, hi, rt, out.into_iter().collect())).collect(),
             };
         }
         Ok(())
@@ -221,32 +223,38 @@ impl Dispatch {
     #[allow(clippy::type_complexity)]
     fn take_counts(&self) -> ([u64; 6], Vec<[u64; 5]>) {
         let counts = std::array::from_fn(|i| self.counts[i].swap(0, Relaxed));
-        let funnels = self
-            .rts
-            .iter()
-            .map(|rt| std::array::from_fn(|i| rt.funnel[i].swap(0, Relaxed)))
-            .collect();
+        let funnels = self.rts.iter().map(|rt| std::array::from_fn(|i| rt.funnel[i].swap(0, Relaxed))).collect();
         (counts, funnels)
     }
 
     /// `Detector.observe(flow)`: the detections that flow caused (usually none).
     pub(crate) fn observe<'py>(&self, py: Python<'py>, flow: &Bound<'py, PyAny>) -> PyResult<Py<PyAny>> {
+        let rec = Rec::Tuple(flow.cast::<PyTuple>()?.clone());
+        self.observe_rec(py, &rec)
+    }
+}
+
+impl Dispatch {
+    /// `observe` on a record of either kind: the one dispatch of both.
+    pub(crate) fn observe_rec<'py>(&self, py: Python<'py>, rec: &Rec<'py, '_>) -> PyResult<Py<PyAny>> {
         let det = self.det.bind(py);
         let none = self.none.bind(py);
-        let flow_t = flow.cast::<PyTuple>()?;
-        let ts_obj = flow_t.get_item(0)?;
-        let ts = ts_obj.extract::<f64>()?;
-        let transport = flow_t.get_item(5)?;
-        let (tidx, port_at) = if transport.is(self.tcp.bind(py)) {
-            (0, 4)
-        } else if transport.is(self.udp.bind(py)) {
-            (1, 4)
-        } else if transport.is(self.icmp.bind(py)) {
-            (2, 2)
-        } else {
-            (3, 4)
+        let ts = rec.ts()?;
+        let tidx = match rec.transport_obj()? {
+            None => rec.native_tidx().unwrap_or(3) as usize,
+            Some(transport) => {
+                if transport.is(self.tcp.bind(py)) {
+                    0
+                } else if transport.is(self.udp.bind(py)) {
+                    1
+                } else if transport.is(self.icmp.bind(py)) {
+                    2
+                } else {
+                    3
+                }
+            }
         };
-        let port = flow_t.get_item(port_at)?.extract::<i64>()?;
+        let port = rec.port(if tidx == 2 { 2 } else { 4 })?;
         let [records, matched, outbound, discarded, dropped, late] = &self.counts;
         bump(records);
         let table = &self.tables[tidx];
@@ -254,7 +262,7 @@ impl Dispatch {
         let max_ts_name = intern!(py, "max_ts");
         let max_ts = det.getattr(max_ts_name)?.extract::<f64>()?;
         if ts > max_ts {
-            det.setattr(max_ts_name, &ts_obj)?;
+            det.setattr(max_ts_name, rec.ts_obj(py)?)?;
             let next_sweep = det.getattr(intern!(py, "_next_sweep"))?.extract::<f64>()?;
             if ts >= next_sweep {
                 let swept = det.call_method0(intern!(py, "_sweep"))?;
@@ -286,10 +294,14 @@ impl Dispatch {
         // direction, once per record: cached address flags, Zeek's local fields
         let classifier = det.getattr(intern!(py, "classifier"))?;
         let compiled = self.compiled(py, &classifier)?;
-        let src = flow_t.get_item(1)?;
-        let dst = flow_t.get_item(3)?;
-        let fs = address_flags(py, &classifier, compiled.as_ref(), &src)?;
-        let fd = address_flags(py, &classifier, compiled.as_ref(), &dst)?;
+        let flags = |i: usize| -> PyResult<i64> {
+            if let (Some(c), Some(v)) = (compiled.as_ref(), rec.v4(i)) {
+                return Ok(c.get().v4_flags(v));
+            }
+            address_flags(py, &classifier, compiled.as_ref(), &rec.address(py, i)?)
+        };
+        let fs = flags(1)?;
+        let fd = flags(3)?;
         if (fs | fd) & DROP != 0 || fd & SPECIAL != 0 || fd & VALID == 0 {
             if (fs | fd) & DROP != 0 {
                 bump(dropped);
@@ -302,12 +314,14 @@ impl Dispatch {
         let mut si = fs & INTERNAL;
         let mut di = fd & INTERNAL;
         if self.trust {
-            let lo = flow_t.get_item(10)?;
-            let lr = flow_t.get_item(11)?;
-            let disagree = (!lo.is_none() && !lo.is(PyBool::new(py, si == 1)))
-                || (!lr.is_none() && !lr.is(PyBool::new(py, di == 1)));
+            let differs = |v: Result<Option<bool>, ()>, ours: bool| match v {
+                Ok(None) => false,
+                Ok(Some(b)) => b != ours,
+                Err(()) => true,
+            };
+            let disagree = differs(rec.local(py, 10)?, si == 1) || differs(rec.local(py, 11)?, di == 1);
             if disagree {
-                let got = det.call_method1(intern!(py, "_local"), (flow, fs, fd, si, di))?;
+                let got = det.call_method1(intern!(py, "_local"), (rec.flow(py)?, fs, fd, si, di))?;
                 (si, di) = got.extract::<(i64, i64)>()?;
             }
         }
@@ -328,7 +342,7 @@ impl Dispatch {
             let rt_obj = rt.obj.bind(py);
             if proxy
                 || (rt.any_discards
-                    && det.call_method1(intern!(py, "_discarded"), (rt_obj, flow))?.is_truthy()?)
+                    && det.call_method1(intern!(py, "_discarded"), (rt_obj, rec.flow(py)?))?.is_truthy()?)
             {
                 bump(&funnel[2]);
                 bump(discarded);
@@ -336,7 +350,7 @@ impl Dispatch {
             }
             if !rt.outcomes.is_empty() {
                 if outcome.is_none() {
-                    outcome = Some(flow_t.get_item(6)?);
+                    outcome = Some(rec.outcome(py)?);
                 }
                 let o = outcome.as_ref().unwrap();
                 if !rt.outcomes.iter().any(|x| o.is(x.bind(py))) {
@@ -345,7 +359,7 @@ impl Dispatch {
                 }
             }
             bump(&funnel[4]);
-            let detection = counting.update(py, det, rt_obj, flow)?;
+            let detection = counting.update_rec(py, det, rt_obj, rt.fast.as_ref(), rec)?;
             let detection = detection.bind(py);
             if !detection.is_none() {
                 let list = match out.take() {
@@ -362,5 +376,200 @@ impl Dispatch {
             bump(outbound);
         }
         Ok(done(out))
+    }
+}
+
+/// A watched TSV record parsed natively (`TsvScanner.scan_observe`): the fields the
+/// dispatch and the counting read, as numbers and byte slices of the block. Its
+/// addresses are canonical dotted quads (the scanner sends anything else to Python),
+/// so `src_v4`/`dst_v4` decide them as their strings would.
+pub(crate) struct NativeRec<'a> {
+    pub ts: f64,
+    pub src: &'a [u8],
+    pub src_v4: u32,
+    pub sport: u16,
+    pub dst: &'a [u8],
+    pub dst_v4: u32,
+    pub dport: u16,
+    /// `TRANSPORTS` index: tcp, udp, icmp, other
+    pub tidx: u8,
+    /// the outcome's index in the scanner's outcome table (None: unknown)
+    pub outcome: Option<usize>,
+    /// None for the unset marker
+    pub uid: Option<&'a [u8]>,
+    pub cid: Option<&'a [u8]>,
+    pub sensor: Option<&'a [u8]>,
+    pub local_orig: Option<bool>,
+    pub local_resp: Option<bool>,
+}
+
+/// What makes a native record's Python objects (the scanner's shared strings, ports,
+/// enum members and its `Flow` type): only where Python reads the record.
+pub(crate) trait FlowMaker {
+    fn flow(&self, py: Python<'_>, rec: &NativeRec<'_>) -> PyResult<Py<PyAny>>;
+    fn address(&self, py: Python<'_>, raw: &[u8]) -> Py<PyAny>;
+    fn outcome(&self, py: Python<'_>, at: Option<usize>) -> Py<PyAny>;
+}
+
+fn text_of(v: Option<&[u8]>) -> crate::state::Text {
+    match v {
+        // ASCII: the scanner sends other lines to Python
+        // SAFETY: ASCII (the scanner sends every other line to Python)
+        Some(b) => crate::state::Text::S(Box::from(unsafe { std::str::from_utf8_unchecked(b) })),
+        None => crate::state::Text::None,
+    }
+}
+
+/// A record as the dispatch and the counting read it: a Python `Flow` (live mode,
+/// Kafka, JSON, the Python reader) or a native record whose `Flow` is made on first
+/// need (a callback that takes it) and then shared by every later need.
+pub(crate) enum Rec<'py, 'a> {
+    Tuple(Bound<'py, PyTuple>),
+    Native { rec: &'a NativeRec<'a>, maker: &'a dyn FlowMaker, flow: std::cell::OnceCell<Bound<'py, PyAny>> },
+}
+
+impl<'py, 'a> Rec<'py, 'a> {
+    pub fn native(rec: &'a NativeRec<'a>, maker: &'a dyn FlowMaker) -> Self {
+        Rec::Native { rec, maker, flow: std::cell::OnceCell::new() }
+    }
+
+    /// The record as a Python `Flow`.
+    pub fn flow(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Rec::Tuple(t) => Ok(t.clone().into_any()),
+            Rec::Native { rec, maker, flow } => {
+                if let Some(f) = flow.get() {
+                    return Ok(f.clone());
+                }
+                let f = maker.flow(py, rec)?.into_bound(py);
+                Ok(flow.get_or_init(|| f).clone())
+            }
+        }
+    }
+
+    /// A field of the `Flow` that was made, if one was.
+    pub fn built(&self, i: usize) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self {
+            Rec::Tuple(t) => Ok(Some(t.get_item(i)?)),
+            Rec::Native { flow, .. } => match flow.get() {
+                Some(f) => Ok(Some(f.cast::<PyTuple>()?.get_item(i)?)),
+                None => Ok(None),
+            },
+        }
+    }
+
+    #[inline]
+    pub fn ts(&self) -> PyResult<f64> {
+        match self {
+            Rec::Tuple(t) => t.get_item(0)?.extract::<f64>(),
+            Rec::Native { rec, .. } => Ok(rec.ts),
+        }
+    }
+
+    /// The time as a Python float (the `Flow`'s own when there is one).
+    pub fn ts_obj(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self.built(0)? {
+            Some(o) => Ok(o),
+            None => Ok(pyo3::types::PyFloat::new(py, self.ts()?).into_any()),
+        }
+    }
+
+    /// Field 1 (source) or 3 (destination) as a Python object.
+    pub fn address(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(o) = self.built(i)? {
+            return Ok(o);
+        }
+        match self {
+            Rec::Native { rec, maker, .. } => {
+                Ok(maker.address(py, if i == 1 { rec.src } else { rec.dst }).into_bound(py))
+            }
+            Rec::Tuple(_) => unreachable!(),
+        }
+    }
+
+    /// The native value of an address (IPv4), without Python.
+    #[inline]
+    pub fn v4(&self, i: usize) -> Option<u32> {
+        match self {
+            Rec::Native { rec, .. } => Some(if i == 1 { rec.src_v4 } else { rec.dst_v4 }),
+            Rec::Tuple(_) => None,
+        }
+    }
+
+    /// Field 2 (source port) or 4 (destination port).
+    #[inline]
+    pub fn port(&self, i: usize) -> PyResult<i64> {
+        match self {
+            Rec::Tuple(t) => t.get_item(i)?.extract::<i64>(),
+            Rec::Native { rec, .. } => Ok(if i == 2 { rec.sport } else { rec.dport } as i64),
+        }
+    }
+
+    /// The transport object (field 5) of a `Flow`; a native record has its index only.
+    pub fn transport_obj(&self) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self {
+            Rec::Tuple(t) => Ok(Some(t.get_item(5)?)),
+            Rec::Native { .. } => Ok(None),
+        }
+    }
+
+    #[inline]
+    pub fn native_tidx(&self) -> Option<u8> {
+        match self {
+            Rec::Native { rec, .. } => Some(rec.tidx),
+            Rec::Tuple(_) => None,
+        }
+    }
+
+    /// The outcome member (field 6).
+    pub fn outcome(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Rec::Tuple(t) => t.get_item(6),
+            Rec::Native { rec, maker, .. } => Ok(maker.outcome(py, rec.outcome).into_bound(py)),
+        }
+    }
+
+    /// Field 7 (uid) or 8 (community id), as an entry keeps it.
+    pub fn text(&self, i: usize) -> PyResult<crate::state::Text> {
+        match self {
+            Rec::Tuple(t) => Ok(crate::state::Text::Py(t.get_item(i)?.unbind())),
+            Rec::Native { rec, .. } => Ok(text_of(if i == 7 { rec.uid } else { rec.cid })),
+        }
+    }
+
+    /// `bool(flow.sensor)`, and the sensor when true.
+    pub fn sensor(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self {
+            Rec::Tuple(t) => {
+                let s = t.get_item(9)?;
+                Ok(if s.is_truthy()? { Some(s) } else { None })
+            }
+            Rec::Native { rec, .. } => Ok(match rec.sensor {
+                Some(b) if !b.is_empty() => {
+                    Some(pyo3::types::PyString::new(py, std::str::from_utf8(b).unwrap_or_default()).into_any())
+                }
+                _ => None,
+            }),
+        }
+    }
+
+    /// Zeek's local fields (10, 11): None, or the flag. A `Flow` field that is neither
+    /// None nor a bool is `Err(())` (it disagrees with every classification).
+    pub fn local(&self, py: Python<'py>, i: usize) -> PyResult<Result<Option<bool>, ()>> {
+        match self {
+            Rec::Tuple(t) => {
+                let v = t.get_item(i)?;
+                if v.is_none() {
+                    Ok(Ok(None))
+                } else if v.is(PyBool::new(py, true)) {
+                    Ok(Ok(Some(true)))
+                } else if v.is(PyBool::new(py, false)) {
+                    Ok(Ok(Some(false)))
+                } else {
+                    Ok(Err(()))
+                }
+            }
+            Rec::Native { rec, .. } => Ok(Ok(if i == 10 { rec.local_orig } else { rec.local_resp })),
+        }
     }
 }

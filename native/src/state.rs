@@ -366,9 +366,37 @@ pub struct Entry {
     pub answers: i64,
     pub port: i64,
     pub transport: u8,
-    pub uid: Py<PyAny>,
-    pub cid: Py<PyAny>,
+    pub uid: Text,
+    pub cid: Text,
     pub epoch: i64,
+}
+
+/// A record's uid or community id as an entry keeps it: text read natively from a
+/// line (no Python string made until Python reads it), or the Python object a `Flow`
+/// or a snapshot gave.
+pub enum Text {
+    None,
+    S(Box<str>),
+    Py(Py<PyAny>),
+}
+
+impl Text {
+    pub fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self {
+            Text::None => py.None().into_bound(py),
+            Text::S(s) => PyString::new(py, s).into_any(),
+            Text::Py(o) => o.bind(py).clone(),
+        }
+    }
+
+    /// Python's `bool(value)`.
+    pub fn is_truthy(&self, py: Python<'_>) -> PyResult<bool> {
+        match self {
+            Text::None => Ok(false),
+            Text::S(s) => Ok(!s.is_empty()),
+            Text::Py(o) => o.bind(py).is_truthy(),
+        }
+    }
 }
 
 impl Entry {
@@ -383,8 +411,8 @@ impl Entry {
                 self.answers.into_pyobject(py)?.into_any(),
                 self.port.into_pyobject(py)?.into_any(),
                 transport_str(py, self.transport).into_any(),
-                self.uid.bind(py).clone(),
-                self.cid.bind(py).clone(),
+                self.uid.to_py(py),
+                self.cid.to_py(py),
                 key.to_py(py).into_any(),
                 self.epoch.into_pyobject(py)?.into_any(),
             ],
@@ -425,8 +453,8 @@ impl Entry {
             answers: exact_int(&l.get_item(4)?).map_err(bad)?,
             port: exact_int(&l.get_item(5)?).map_err(bad)?,
             transport,
-            uid: l.get_item(7)?.unbind(),
-            cid: l.get_item(8)?.unbind(),
+            uid: Text::Py(l.get_item(7)?.unbind()),
+            cid: Text::Py(l.get_item(8)?.unbind()),
             epoch: exact_int(&l.get_item(10)?).map_err(bad)?,
         })
     }
@@ -1102,7 +1130,6 @@ pub fn window_items<'py>(py: Python<'py>, pane: &Pane, at: &[usize]) -> PyResult
     Ok(out)
 }
 
-
 /// A tracked key as the map holds it: a source or destination address, (source,
 /// port) for fan-out on one port, (source, destination) for the vertical scans.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -1154,23 +1181,31 @@ pub struct MapKey {
 /// The native form of a Python track key `(model name, key)`; None for a key no
 /// track can have (the map holds no such key).
 fn map_key(k: &Bound<'_, PyAny>) -> PyResult<Option<MapKey>> {
-    let Ok(t) = k.cast::<pyo3::types::PyTuple>() else { return Ok(None) };
+    let Ok(t) = k.cast::<pyo3::types::PyTuple>() else {
+        return Ok(None);
+    };
     if t.len() != 2 {
         return Ok(None);
     }
     let model = t.get_item(0)?;
-    let Ok(model) = model.cast::<PyString>() else { return Ok(None) };
+    let Ok(model) = model.cast::<PyString>() else {
+        return Ok(None);
+    };
     let model = ModelName::new(model.to_str()?);
     let tk = t.get_item(1)?;
     if let Ok(s) = tk.cast::<PyString>() {
         return Ok(Some(MapKey { model, t: TKey::S(Key::new(s.to_str()?)) }));
     }
-    let Ok(pair) = tk.cast::<pyo3::types::PyTuple>() else { return Ok(None) };
+    let Ok(pair) = tk.cast::<pyo3::types::PyTuple>() else {
+        return Ok(None);
+    };
     if pair.len() != 2 {
         return Ok(None);
     }
     let first = pair.get_item(0)?;
-    let Ok(first) = first.cast::<PyString>() else { return Ok(None) };
+    let Ok(first) = first.cast::<PyString>() else {
+        return Ok(None);
+    };
     let first = Key::new(first.to_str()?);
     let second = pair.get_item(1)?;
     if let Ok(s) = second.cast::<PyString>() {
@@ -1264,8 +1299,7 @@ impl TrackMap {
 
     /// A new key goes to the end; an existing one keeps its place.
     fn __setitem__(&mut self, key: &Bound<'_, PyAny>, value: Py<PyAny>) -> PyResult<()> {
-        let mk = map_key(key)?
-            .ok_or_else(|| PyTypeError::new_err("a track key is (model name, address or pair)"))?;
+        let mk = map_key(key)?.ok_or_else(|| PyTypeError::new_err("a track key is (model name, address or pair)"))?;
         match self.map.find(&mk) {
             Some(i) => self.map.node_mut(i).val.track = value,
             None => self.push(mk, key.clone().unbind(), value),
