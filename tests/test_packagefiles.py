@@ -30,9 +30,9 @@ def _same(a, b) -> None:
 def test_the_shipped_models_read_back_as_parsed(monkeypatch):
     cached = builtin_model_dicts()
     cached_again = builtin_model_dicts()
-    import zeekndm.models as models
+    import zeekndm.packagefiles as packagefiles
 
-    monkeypatch.setattr(models, "cached_parse", lambda folder, name, texts, parse: parse())
+    monkeypatch.setattr(packagefiles, "cached_parse", lambda folder, name, texts, parse: parse())
     fresh = builtin_model_dicts()
     assert len(fresh) > 10
     for name in fresh:

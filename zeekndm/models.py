@@ -18,7 +18,7 @@ from typing import Any
 
 from zeekndm import attack
 from zeekndm.errors import ModelError
-from zeekndm.packagefiles import cached_parse, package_files
+from zeekndm.packagefiles import shipped_yaml
 from zeekndm.yamlfile import FieldReader, LocatedDict, load_trusted_yaml_text
 
 # Constrained types, named once (config and models both use them).
@@ -619,21 +619,7 @@ def watched_ports(models: "Iterable[Model]") -> set[int] | None:
 
 def builtin_model_dicts() -> dict[str, LocatedDict]:
     """Raw definitions of the shipped models, by name (read from the package)."""
-    folder = package_files() / "builtin_models"
-    texts = [
-        (entry.name, entry.read_text(encoding="utf-8"))
-        for entry in sorted(folder.iterdir(), key=lambda p: p.name)
-        if entry.name.endswith(".yaml")
-    ]
-
-    def parse() -> dict[str, LocatedDict]:
-        out: dict[str, LocatedDict] = {}
-        for name, text in texts:
-            data = load_trusted_yaml_text(text, filename=f"zeekndm/builtin_models/{name}")
-            out[name[: -len(".yaml")]] = data
-        return out
-
-    return cached_parse(folder, "builtin_models", texts, parse)
+    return shipped_yaml("builtin_models", load_trusted_yaml_text)
 
 
 def load_builtin_models() -> dict[str, Model]:

@@ -35,7 +35,7 @@ from zeekndm.models import (
     read_threat,
     threat_json_schema,
 )
-from zeekndm.packagefiles import cached_parse, package_files
+from zeekndm.packagefiles import shipped_yaml
 from zeekndm.yamlfile import FieldReader, LocatedDict, load_trusted_yaml_text
 
 ADDRESS_SCAN = "Scan::Address_Scan"
@@ -153,21 +153,7 @@ def _threshold(r: FieldReader, errors: list) -> Threshold | None:
 
 def notice_mapping_dicts() -> dict[str, LocatedDict]:
     """Raw definitions of the shipped notice mappings, by name (read from the package)."""
-    folder = package_files() / FOLDER
-    texts = [
-        (entry.name, entry.read_text(encoding="utf-8"))
-        for entry in sorted(folder.iterdir(), key=lambda p: p.name)
-        if entry.name.endswith(".yaml")
-    ]
-
-    def parse() -> dict[str, LocatedDict]:
-        out: dict[str, LocatedDict] = {}
-        for name, text in texts:
-            data = load_trusted_yaml_text(text, filename=f"zeekndm/{FOLDER}/{name}")
-            out[name[: -len(".yaml")]] = data
-        return out
-
-    return cached_parse(folder, FOLDER, texts, parse)
+    return shipped_yaml(FOLDER, load_trusted_yaml_text)
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,6 +22,25 @@ def package_files() -> Any:
     return resources.files("zeekndm")
 
 
+def shipped_yaml(folder_name: str, load: Any) -> Any:
+    """The package folder `folder_name`'s `*.yaml` files, by name without the suffix,
+    each parsed by `load(text, filename=...)`; the parse cached by `cached_parse`."""
+    folder = package_files() / folder_name
+    texts = [
+        (entry.name, entry.read_text(encoding="utf-8"))
+        for entry in sorted(folder.iterdir(), key=lambda p: p.name)
+        if entry.name.endswith(".yaml")
+    ]
+
+    def parse() -> dict[str, Any]:
+        return {
+            name[: -len(".yaml")]: load(text, filename=f"zeekndm/{folder_name}/{name}")
+            for name, text in texts
+        }
+
+    return cached_parse(folder, folder_name, texts, parse)
+
+
 def cached_parse(folder: Any, name: str, texts: list[tuple[str, str]], parse: Any) -> Any:
     """`parse()` of the package's own `texts` ((file name, text) pairs read from
     `folder`), remembered in `folder/__pycache__/<name>.<tag>.pickle` between runs.

@@ -61,7 +61,7 @@ fn canonical_port(s: &[u8]) -> Option<u16> {
 }
 
 /// A canonical dotted-quad IPv4 address (what inet_ntop would write back) as an integer.
-fn canonical_ipv4(s: &[u8]) -> Option<u32> {
+pub(crate) fn canonical_ipv4(s: &[u8]) -> Option<u32> {
     // one pass: four parts of 1-3 digits, no leading zero, each up to 255
     if s.len() < 7 || s.len() > 15 {
         return None;

@@ -82,34 +82,10 @@ pub enum Key {
     S(Arc<str>),
 }
 
-/// The number of a canonical dotted quad (no leading zeros, each part up to 255).
+/// The number of a canonical dotted quad (the scanners' own test, `canonical_ipv4`).
 #[inline]
 fn parse_v4(s: &str) -> Option<u32> {
-    let b = s.as_bytes();
-    if b.len() < 7 || b.len() > 15 {
-        return None;
-    }
-    let (mut value, mut part, mut digits, mut dots) = (0u32, 0u32, 0u32, 0u32);
-    for &c in b {
-        if c.is_ascii_digit() {
-            if digits == 1 && part == 0 {
-                return None; // a leading zero
-            }
-            part = part * 10 + (c - b'0') as u32;
-            digits += 1;
-        } else if c == b'.' && digits > 0 && part <= 255 {
-            value = value << 8 | part;
-            part = 0;
-            digits = 0;
-            dots += 1;
-        } else {
-            return None;
-        }
-    }
-    if dots != 3 || digits == 0 || part > 255 {
-        return None;
-    }
-    Some(value << 8 | part)
+    crate::canonical_ipv4(s.as_bytes())
 }
 
 impl Key {
