@@ -97,7 +97,10 @@ class Zeekndm:
         assert self.proc is not None
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"zeekndm run ignored SIGTERM for {timeout} s:\n{self._log_text()[-3000:]}")
         return rc, time.monotonic() - t0
 
     def registry(self) -> dict:

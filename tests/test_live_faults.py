@@ -505,7 +505,11 @@ def test_idle_stream_clients_cannot_exhaust_descriptors_and_stop_commits(tmp_pat
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.1)
         proc.terminate()
-        assert proc.wait(15) == 0
+        try:
+            rc = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("zeekndm run ignored SIGTERM for 15 s:\n" + log.read_text()[-3000:])
+        assert rc == 0, log.read_text()[-3000:]
         assert "refused" in log.read_text()
     finally:
         for c in clients:

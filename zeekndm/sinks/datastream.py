@@ -39,7 +39,6 @@ import logging
 import os
 import random
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -53,6 +52,7 @@ import orjson
 from zeekndm.enrich import DATASET, Alert
 from zeekndm.errors import ConfigError, ConfigErrors, SinkError
 from zeekndm.redact import Redactor, has_userinfo, load_secret, redact_url
+from zeekndm.signalsafe import SignalSafeEvent
 from zeekndm.sinks.base import SendResult
 from zeekndm.sinks.spool import Spool
 
@@ -476,7 +476,7 @@ class DataStreamSink:
         else:
             self._redact = Redactor()
             self._client = client_factory(settings)
-        self._stop = threading.Event()
+        self._stop = SignalSafeEvent()  # set() by interrupt(), from a signal handler
         self._sleep = sleep
         self._retry_after = 0.0  # monotonic time before which a failed drain is not retried
         self._drain_failures = 0

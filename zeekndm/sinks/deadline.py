@@ -22,6 +22,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from zeekndm.signalsafe import SignalSafeEvent
+
 T = TypeVar("T")
 INTERRUPTED = "interrupted: zeekndm is stopping"
 
@@ -31,7 +33,7 @@ class RequestDeadline:
 
     def __init__(self) -> None:
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._interrupted = threading.Event()
+        self._interrupted = SignalSafeEvent()  # set() from a signal handler
 
     def track(self, pool: Any) -> None:
         """Remember every socket `pool` connects from now on."""

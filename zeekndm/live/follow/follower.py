@@ -52,6 +52,7 @@ from zeekndm.live.follow.identity import (
 from zeekndm.live.follow.positions import FINGERPRINT_BYTES, FilePosition, FollowState
 from zeekndm.live.follow.scan import FollowTarget, Ident, scan, still_at
 from zeekndm.live.follow.watch import Watch
+from zeekndm.signalsafe import SignalSafeEvent
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class Follower:
         self._resume: list[FilePosition] = list(saved.files)
         self._resume_ended: list[Snapshot] = [Snapshot.of_ended(e) for e in saved.ended]
         self._saved_at: float | None = saved.saved_at
-        self._wake = threading.Event()
+        # set() from the SIGTERM/SIGHUP handlers: threading.Event could deadlock there
+        self._wake = SignalSafeEvent()
         self._next_tick = 0.0
         self._watch: Watch | None = None
         if use_watchdog:
@@ -271,6 +273,7 @@ class Follower:
             for fd, _ in self._pending.values():
                 self._close_fd(fd)
             self._pending.clear()
+        self._wake.close()
         self._parked.clear()
 
     def __enter__(self) -> Follower:

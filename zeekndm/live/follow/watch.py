@@ -14,6 +14,10 @@ import os
 import struct
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zeekndm.signalsafe import SignalSafeEvent
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +117,7 @@ class Watch:
 
     def __init__(
         self,
-        wake: threading.Event,
+        wake: SignalSafeEvent,
         on_create: Callable[[str], None],
         targets: int,
         poll_interval: float,
