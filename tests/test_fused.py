@@ -8,6 +8,7 @@ detection, a record beyond the clock's ceiling, a header, an odd or too-long lin
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from conftest import use_core
@@ -310,3 +311,18 @@ def test_ipv6_and_odd_watched_lines_go_through_python_fused(monkeypatch, tmp_pat
     path.write_text("".join(head + body))
     got = check(monkeypatch, path)
     assert got["fused"][0] > 100  # it stopped at each odd line and went on
+
+
+def test_uids_and_community_ids_of_every_length_fused(monkeypatch, tmp_path):
+    # the compiled track keeps short texts in place and longer ones on the heap (at 22
+    # bytes the form changes): every length reads back whole, in alerts and snapshots
+    def value(i, cols):
+        cols[1] = (f"U{i}x" * 20)[: (0, 1, 21, 22, 23, 40)[i % 6]] or "-"
+        cid = (f"1:{i}=" * 20)[: (0, 22, 23, 30)[i % 4]] or "-"
+        return cid, "-"
+
+    path = tmp_path / "conn.log"
+    path.write_text(with_columns(storm_log(), value))
+    got = check(monkeypatch, path)
+    seen = {len(s) for s in re.findall(r"'(U\d+x[^']*)'", repr(got))}
+    assert {21, 22, 23, 40} <= seen, sorted(seen)  # they reached alerts and snapshots

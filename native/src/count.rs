@@ -241,7 +241,7 @@ impl Counting {
         fast: &ModelFast,
         rt: &Bound<'py, PyAny>,
         track: &Bound<'py, Track>,
-        tkey: &Bound<'py, PyAny>,
+        tkey: &dyn Fn() -> PyResult<Bound<'py, PyAny>>,
         ts: f64,
         rec: &Rec<'py, '_>,
         count: i64,
@@ -270,7 +270,7 @@ impl Counting {
         let Some(ep) = ep else {
             if level >= 0 {
                 return Ok(det
-                    .call_method1(intern!(py, "_start"), (rt, track, tkey, rec.ts_obj(py)?, level, false, count))?
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey()?, rec.ts_obj(py)?, level, false, count))?
                     .unbind());
             }
             if fast.early
@@ -279,7 +279,7 @@ impl Counting {
                 && (n_failed_first as f64) >= fast.early_ratio * n_first as f64
             {
                 return Ok(det
-                    .call_method1(intern!(py, "_start"), (rt, track, tkey, rec.ts_obj(py)?, 0, true, count))?
+                    .call_method1(intern!(py, "_start"), (rt, track, tkey()?, rec.ts_obj(py)?, 0, true, count))?
                     .unbind());
             }
             return Ok(py.None());
@@ -291,7 +291,7 @@ impl Counting {
                 drop(e);
                 // never after a start; the Python decision keeps its indexing rules
                 return Ok(det
-                    .call_method1(intern!(py, "_decide"), (rt, track, tkey, rec.ts_obj(py)?, count, new, failed))?
+                    .call_method1(intern!(py, "_decide"), (rt, track, tkey()?, rec.ts_obj(py)?, count, new, failed))?
                     .unbind());
             }
             let above = level >= 0 || (e.early && new && failed);
@@ -313,11 +313,11 @@ impl Counting {
         };
         if sev > old_sev && det.call_method1(intern!(py, "_may_escalate"), (track, rec.ts_obj(py)?))?.is_truthy()? {
             ep.borrow_mut().sev = sev;
-            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.escalated.bind(py), tkey, count))?;
+            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.escalated.bind(py), tkey()?, count))?;
             return call_list(py, d);
         }
         if above && ts - last_emit >= fast.update {
-            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.ongoing.bind(py), tkey, count))?;
+            let d = det.call_method1(intern!(py, "_emit"), (rt, track, self.ongoing.bind(py), tkey()?, count))?;
             return call_list(py, d);
         }
         Ok(py.None())
@@ -399,13 +399,16 @@ impl Counting {
     ) -> PyResult<Py<PyAny>> {
         let fast = rt.getattr(intern!(py, "fast"))?;
         let fast = fast.cast::<ModelFast>().ok().map(|f| f.clone().unbind());
-        self.update_rec(py, det, rt, fast.as_ref(), &Rec::Tuple(flow.cast::<PyTuple>()?.clone()))
+        self.update_rec(py, det, rt, fast.as_ref(), &Rec::Tuple(flow.cast::<PyTuple>()?.clone()), None)
     }
 }
 
 impl Counting {
     /// `update` on a record of either kind: the one counting of both (`fast`: the
-    /// runtime's `fast`, None for a model the Python counting takes).
+    /// runtime's `fast`, None for a model the Python counting takes; `clock`: the
+    /// detector's `max_ts` when the caller has it at hand, the dispatch having just
+    /// read or set it, None to read it here). Only `observe`, `advance` and a restore
+    /// set `max_ts`: none of the callbacks made from here does.
     pub(crate) fn update_rec<'py>(
         &self,
         py: Python<'py>,
@@ -413,12 +416,19 @@ impl Counting {
         rt: &Bound<'py, PyAny>,
         fast: Option<&Py<ModelFast>>,
         rec: &Rec<'py, '_>,
+        clock: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
         let Some(fast) = fast else {
             return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
         };
         let fast = fast.get();
         let ts = rec.ts()?;
+        let max_ts = || -> PyResult<f64> {
+            match clock {
+                Some(v) => Ok(v),
+                None => get_f64(det, intern!(py, "max_ts")),
+            }
+        };
         // an address's key: natively for a native record (a canonical dotted quad),
         // else from its string (None: not a string, Python counts the record)
         let key_of = |i: usize| -> PyResult<Option<Key>> {
@@ -441,44 +451,52 @@ impl Counting {
         let name = fast.name.bind(py);
         let mk = MapKey { model: fast.name_key.clone(), t: tk };
         let tracks = self.tracks.bind(py);
+        // the track key as Python has it (`key[1]` of the map's key), made from the
+        // record only when Python is called with it (an equal object: the map's key was
+        // made the same way from an equal record), so a record that calls nothing back
+        // touches neither the map's key tuple nor its string
+        let tkey_cell: std::cell::OnceCell<Bound<'py, PyAny>> = std::cell::OnceCell::new();
+        let make_tkey = || -> PyResult<Bound<'py, PyAny>> {
+            Ok(match fast.shape {
+                Shape::SourcePort => {
+                    let p = match rec.built(4)? {
+                        Some(p) => p,
+                        None => port.into_pyobject(py)?.into_any(),
+                    };
+                    PyTuple::new(py, [&rec.address(py, 1)?, &p])?.into_any()
+                }
+                Shape::Horizontal => rec.address(py, 1)?,
+                Shape::Destination => rec.address(py, 3)?,
+            })
+        };
+        let tkey = || -> PyResult<Bound<'py, PyAny>> {
+            if let Some(k) = tkey_cell.get() {
+                return Ok(k.clone());
+            }
+            let k = make_tkey()?;
+            Ok(tkey_cell.get_or_init(|| k).clone())
+        };
         // the track: found and moved to the recency end, or created (after evicting the
         // stalest when the map is full); no borrow of the map is held across Python
         let found = {
             let mut m = tracks.borrow_mut();
-            match m.find_to_back(&mk) {
-                Some(i) => {
-                    let slot = &m.map.node(i).val;
-                    Some((slot.key.clone_ref(py), slot.track.clone_ref(py)))
-                }
-                None => None,
-            }
+            m.find_to_back(&mk).map(|i| m.map.node(i).val.track.clone_ref(py))
         };
-        let (tkey, track): (Bound<'py, PyAny>, Bound<'py, Track>) = match found {
-            Some((key, found)) => {
+        let track: Bound<'py, Track> = match found {
+            Some(found) => {
                 let Ok(t) = found.into_bound(py).cast_into::<Track>() else {
                     return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
                 };
-                (key.bind(py).cast::<PyTuple>()?.get_item(1)?, t)
+                t
             }
             None => {
                 if tracks.borrow().map.len() >= self.max_tracked {
                     det.call_method0(intern!(py, "_evict_stalest"))?;
                 }
-                let tkey = match fast.shape {
-                    Shape::SourcePort => {
-                        let p = match rec.built(4)? {
-                            Some(p) => p,
-                            None => port.into_pyobject(py)?.into_any(),
-                        };
-                        PyTuple::new(py, [&rec.address(py, 1)?, &p])?.into_any()
-                    }
-                    Shape::Horizontal => rec.address(py, 1)?,
-                    Shape::Destination => rec.address(py, 3)?,
-                };
-                let key = PyTuple::new(py, [name, &tkey])?;
+                let key = PyTuple::new(py, [name, &tkey()?])?;
                 let t = Bound::new(py, Track::new(py))?;
                 tracks.borrow_mut().push(mk, key.into_any().unbind(), t.clone().into_any().unbind());
-                (tkey, t)
+                t
             }
         };
         let outcome = rec.outcome(py)?;
@@ -519,7 +537,7 @@ impl Counting {
                         } else {
                             match stalest.cast::<Track>().ok().and_then(|st| st.try_borrow().ok()) {
                                 Some(st) => {
-                                    let active_since = get_f64(det, intern!(py, "max_ts"))? - window;
+                                    let active_since = max_ts()? - window;
                                     st.last_ts >= active_since && size as i64 >= fast.low
                                 }
                                 None => false,
@@ -626,7 +644,7 @@ impl Counting {
         if is_late {
             // a late record, older than the current window: the busiest window holding
             // it, counted over the contacts kept from the recent past (exact)
-            let max_ts = get_f64(det, intern!(py, "max_ts"))?;
+            let max_ts = max_ts()?;
             let key_c = t.items.node(idx).key.clone();
             let pane = &mut t.win;
             let at = bisect_right(&pane.order, ts, pane.keep, pane.head);
@@ -646,19 +664,14 @@ impl Counting {
             late_capped_check = at.is_some() && ts - window < t.win.past_from;
         } else {
             let pane = &mut t.win;
-            let refresh = match pane.latest.find(&ikey) {
-                None => {
-                    pane.latest.push_back(t.items.node(idx).key.clone(), ts);
+            let (i, pushed) = pane.latest.find_or_push_back(&ikey, || ts);
+            let refresh = pushed || {
+                let seen = pane.latest.node(i).val;
+                if ts >= seen + fast.grain {
+                    pane.latest.node_mut(i).val = ts;
                     true
-                }
-                Some(i) => {
-                    let seen = pane.latest.node(i).val;
-                    if ts >= seen + fast.grain {
-                        pane.latest.node_mut(i).val = ts;
-                        true
-                    } else {
-                        false
-                    }
+                } else {
+                    false
                 }
             };
             if refresh {
@@ -673,7 +686,7 @@ impl Counting {
                 }
             }
             if pane.head < pane.order.len() && pane.order[pane.head].t < horizon {
-                let max_ts = get_f64(det, intern!(py, "max_ts"))?;
+                let max_ts = max_ts()?;
                 pane.prune(horizon, max_ts - self.lateness - window, n_items + 16);
             } else if pane.order.len() - pane.head > fast.cap * 2 {
                 pane.compact(); // a fast sweeper: keep the list to what the cap holds
@@ -692,7 +705,7 @@ impl Counting {
             if count < fast.low && (!new || n_first < fast.early_n) {
                 drop(guard);
                 if let Some(r) = &recorder {
-                    r.call_method1(intern!(py, "counted"), (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items))?;
+                    r.call_method1(intern!(py, "counted"), (name, tkey()?, rec.ts_obj(py)?, &outcome, count, n_items))?;
                 }
                 return Ok(py.None());
             }
@@ -702,7 +715,7 @@ impl Counting {
         }
         drop(guard);
         if let Some(r) = &recorder {
-            r.call_method1(intern!(py, "counted"), (name, &tkey, rec.ts_obj(py)?, &outcome, count, n_items))?;
+            r.call_method1(intern!(py, "counted"), (name, tkey()?, rec.ts_obj(py)?, &outcome, count, n_items))?;
         }
         self.decide(py, det, fast, rt, &track, &tkey, ts, rec, count, new, failed)
     }

@@ -261,6 +261,8 @@ impl Dispatch {
         let mut out: Option<Bound<'py, PyList>> = None;
         let max_ts_name = intern!(py, "max_ts");
         let max_ts = det.getattr(max_ts_name)?.extract::<f64>()?;
+        // the clock after this record (the first counting call takes it from here)
+        let mut clock = Some(if ts > max_ts { ts } else { max_ts });
         if ts > max_ts {
             det.setattr(max_ts_name, rec.ts_obj(py)?)?;
             let next_sweep = det.getattr(intern!(py, "_next_sweep"))?.extract::<f64>()?;
@@ -359,7 +361,8 @@ impl Dispatch {
                 }
             }
             bump(&funnel[4]);
-            let detection = counting.update_rec(py, det, rt_obj, rt.fast.as_ref(), rec)?;
+            // a later model's counting reads the clock itself (Python ran in between)
+            let detection = counting.update_rec(py, det, rt_obj, rt.fast.as_ref(), rec, clock.take())?;
             let detection = detection.bind(py);
             if !detection.is_none() {
                 let list = match out.take() {
@@ -415,7 +418,7 @@ fn text_of(v: Option<&[u8]>) -> crate::state::Text {
     match v {
         // ASCII: the scanner sends other lines to Python
         // SAFETY: ASCII (the scanner sends every other line to Python)
-        Some(b) => crate::state::Text::S(Box::from(unsafe { std::str::from_utf8_unchecked(b) })),
+        Some(b) => crate::state::Text::new(unsafe { std::str::from_utf8_unchecked(b) }),
         None => crate::state::Text::None,
     }
 }

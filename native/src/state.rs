@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PySet, PyString};
 use std::borrow::Borrow;
+use std::collections::hash_map;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
@@ -232,6 +233,45 @@ impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
         self.link_back(i);
         i
     }
+    /// The node of `key`, or a new one holding `val()` pushed at the back: (its index,
+    /// whether it is new), with one hash lookup where `find` then `push_back` take two.
+    pub fn find_or_push_back(&mut self, key: &K, val: impl FnOnce() -> V) -> (usize, bool) {
+        match self.index.entry(key.clone()) {
+            hash_map::Entry::Occupied(o) => (*o.get(), false),
+            hash_map::Entry::Vacant(v) => {
+                let node = Node { key: key.clone(), val: val(), prev: NIL, next: NIL };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.nodes[i] = Some(node);
+                        i
+                    }
+                    None => {
+                        self.nodes.push(Some(node));
+                        self.nodes.len() - 1
+                    }
+                };
+                v.insert(i);
+                self.link_back(i);
+                (i, true)
+            }
+        }
+    }
+    /// Remove the node of `key` when `pred` holds of its value, with one hash lookup
+    /// (`find`, then `take` looks the key up again); whether it was removed.
+    pub fn remove_if(&mut self, key: &K, pred: impl FnOnce(&V) -> bool) -> bool {
+        let hash_map::Entry::Occupied(o) = self.index.entry(key.clone()) else {
+            return false;
+        };
+        let i = *o.get();
+        if !pred(&self.nodes[i].as_ref().expect("live node").val) {
+            return false;
+        }
+        o.remove();
+        self.unlink(i);
+        self.nodes[i] = None;
+        self.free.push(i);
+        true
+    }
     pub fn move_back(&mut self, i: usize) {
         if self.tail != i {
             self.unlink(i);
@@ -352,14 +392,38 @@ pub struct Entry {
 /// or a snapshot gave.
 pub enum Text {
     None,
+    /// up to `INLINE_TEXT` bytes in place (a Zeek uid, 18 bytes, fits; a community id,
+    /// 30, is boxed): no heap allocation per item, nothing to free when it goes
+    Inline(u8, [u8; INLINE_TEXT]),
     S(Box<str>),
     Py(Py<PyAny>),
 }
 
+/// The longest text kept in place: 22 bytes keep `Text` at the size of its boxed form
+/// (24 bytes), so an entry grows by nothing.
+pub const INLINE_TEXT: usize = 22;
+
 impl Text {
+    /// Text read from a line.
+    #[inline]
+    pub fn new(s: &str) -> Text {
+        let b = s.as_bytes();
+        if b.len() <= INLINE_TEXT {
+            let mut buf = [0u8; INLINE_TEXT];
+            buf[..b.len()].copy_from_slice(b);
+            Text::Inline(b.len() as u8, buf)
+        } else {
+            Text::S(Box::from(s))
+        }
+    }
+
     pub fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         match self {
             Text::None => py.None().into_bound(py),
+            // the bytes of a str (`Text::new`): valid UTF-8
+            Text::Inline(n, b) => {
+                PyString::new(py, std::str::from_utf8(&b[..*n as usize]).unwrap_or_default()).into_any()
+            }
             Text::S(s) => PyString::new(py, s).into_any(),
             Text::Py(o) => o.bind(py).clone(),
         }
@@ -369,11 +433,15 @@ impl Text {
     pub fn is_truthy(&self, py: Python<'_>) -> PyResult<bool> {
         match self {
             Text::None => Ok(false),
+            Text::Inline(n, _) => Ok(*n != 0),
             Text::S(s) => Ok(!s.is_empty()),
             Text::Py(o) => o.bind(py).is_truthy(),
         }
     }
 }
+
+// an entry's texts take no more room than a boxed string did
+const _: () = assert!(std::mem::size_of::<Text>() == 24);
 
 impl Entry {
     pub fn to_list<'py>(&self, py: Python<'py>, key: &Key) -> PyResult<Bound<'py, PyList>> {
@@ -493,11 +561,8 @@ impl Pane {
             if c.t >= horizon {
                 break;
             }
-            if let Some(i) = self.latest.find(&c.key) {
-                if self.latest.node(i).val == c.t {
-                    self.latest.take(i);
-                }
-            }
+            // an item's latest contact leaves with it (a later one keeps the item)
+            self.latest.remove_if(&c.key, |&seen| seen == c.t);
             head += 1;
         }
         let mut keep = self.keep;
