@@ -396,3 +396,52 @@ def test_both_cores_count_alike_in_a_storm_of_sweepers_under_the_budget(monkeypa
     slow, fast = runs["python"], runs["native"]
     assert slow[1]["budget_evictions"] > 1000 and len(slow[0]) > 20
     assert fast == slow
+
+
+def test_the_compiled_dispatch_reads_the_clock_python_sets(monkeypatch):
+    # the dispatch reads the detector's clock from its attributes on every record (and
+    # hands it to the counting): a clock moved by Python (`advance`, a restore) is the
+    # one the next record meets, on both cores
+    flows = _storm(4000, 5)
+    runs = {}
+    for name in ("python", "native"):
+        det = detector(monkeypatch, name, recorder=True)
+        lateness = det.settings.allowed_lateness
+        alerts = replay(det, flows[:2000])
+        ahead = flows[2000].ts + lateness + 300
+        alerts += det.advance(ahead)  # the next 1,000 records are now too late
+        alerts += replay(det, flows[2000:3000])
+        later = [f._replace(ts=f.ts + lateness + 600) for f in flows[3000:]]
+        alerts += replay(det, later)  # and these move the clock on again
+        runs[name] = (alerts + det.finish(), det.stats.as_dict(), det.recorder.calls, det.max_ts)
+    slow, fast = runs["python"], runs["native"]
+    assert fast == slow and len(slow[0]) > 10
+    assert slow[1]["late_records"] >= 1000
+    assert slow[3] == max(f.ts for f in later) > ahead
+
+
+class ClockedDetector(Detector):
+    """A detector whose clock is a property (seeing every read and write)."""
+
+    @property
+    def max_ts(self) -> float:
+        self.reads = getattr(self, "reads", 0) + 1
+        return self._clock
+
+    @max_ts.setter
+    def max_ts(self, value: float) -> None:
+        self.writes = getattr(self, "writes", 0) + 1
+        self._clock = value
+
+
+def test_a_detector_whose_clock_is_a_property_is_dispatched_through_it(monkeypatch):
+    flows = _storm(3000, 6)
+    runs = {}
+    for name in ("python", "native"):
+        use_core(monkeypatch, name)
+        det = ClockedDetector(_models(), settings=DetectorSettings(**SETTINGS))
+        alerts = replay(det, flows)
+        runs[name] = (alerts + det.finish(), det.stats.as_dict(), det.writes)
+    slow, fast = runs["python"], runs["native"]
+    assert fast == slow and len(slow[0]) > 10
+    assert slow[2] > 1000  # every newer record set the clock through the property

@@ -15,7 +15,7 @@
 use crate::count::{Counting, ModelFast};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -111,9 +111,56 @@ pub struct Dispatch {
     // the detector's classifier and its compiled tables (None: it has none, and its
     // own cache and `_classify` answer)
     classifier: Mutex<Option<(Py<PyAny>, Option<Py<Classifier>>)>>,
+    // the detector's instance `__dict__`, when the attributes read and set per record
+    // (`DICT_ATTRS`) are plain instance attributes (no class attribute, so no property
+    // or other descriptor, of those names): a dict lookup then reads exactly what
+    // `getattr` would, without the type's lookup first
+    attrs: Option<Py<PyDict>>,
+}
+
+/// The detector attributes every record reads (and `max_ts` it sets).
+const DICT_ATTRS: [&str; 3] = ["max_ts", "_next_sweep", "classifier"];
+
+/// `det.__dict__` when every `DICT_ATTRS` name is an instance attribute only.
+fn instance_dict(det: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyDict>>> {
+    let cls = det.get_type();
+    for name in DICT_ATTRS {
+        if cls.getattr_opt(name)?.is_some() {
+            return Ok(None);
+        }
+    }
+    Ok(match det.getattr_opt("__dict__")? {
+        Some(d) => d.cast_into::<PyDict>().ok().map(|d| d.unbind()),
+        None => None,
+    })
 }
 
 impl Dispatch {
+    /// `getattr(det, name)` for a `DICT_ATTRS` name.
+    #[inline]
+    fn get<'py>(&self, det: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(d) = &self.attrs {
+            if let Some(v) = d.bind(det.py()).get_item(name)? {
+                return Ok(v);
+            }
+        }
+        det.getattr(name) // absent: getattr's own error
+    }
+
+    /// `setattr(det, name, value)` for a `DICT_ATTRS` name.
+    #[inline]
+    fn set<'py>(
+        &self,
+        det: &Bound<'py, PyAny>,
+        name: &Bound<'py, PyString>,
+        value: Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        match &self.attrs {
+            Some(d) => d.bind(det.py()).set_item(name, value),
+            None => det.setattr(name, value),
+        }
+    }
+
     /// The compiled tables of `classifier` (the detector's), asked of it once per
     /// classifier object (`NetworkClassifier.compiled`); None for an object without them.
     fn compiled(&self, py: Python<'_>, classifier: &Bound<'_, PyAny>) -> PyResult<Option<Py<Classifier>>> {
@@ -149,8 +196,10 @@ impl Dispatch {
         none: Py<PyAny>,
         lateness: f64,
         trust: bool,
-    ) -> Self {
-        Dispatch {
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        let attrs = instance_dict(det.bind(py))?;
+        Ok(Dispatch {
             det,
             counting,
             tcp,
@@ -163,11 +212,15 @@ impl Dispatch {
             rts: Vec::new(),
             counts: Default::default(),
             classifier: Mutex::new(None),
-        }
+            attrs,
+        })
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.det)?;
+        if let Some(d) = &self.attrs {
+            visit.call(d)?;
+        }
         if let Ok(guard) = self.classifier.try_lock() {
             if let Some((c, _)) = guard.as_ref() {
                 visit.call(c)?;
@@ -184,6 +237,7 @@ impl Dispatch {
 
     fn __clear__(&mut self) {
         self.rts.clear();
+        self.attrs = None;
         *self.classifier.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
@@ -260,12 +314,12 @@ impl Dispatch {
         let table = &self.tables[tidx];
         let mut out: Option<Bound<'py, PyList>> = None;
         let max_ts_name = intern!(py, "max_ts");
-        let max_ts = det.getattr(max_ts_name)?.extract::<f64>()?;
+        let max_ts = self.get(det, max_ts_name)?.extract::<f64>()?;
         // the clock after this record (the first counting call takes it from here)
         let mut clock = Some(if ts > max_ts { ts } else { max_ts });
         if ts > max_ts {
-            det.setattr(max_ts_name, rec.ts_obj(py)?)?;
-            let next_sweep = det.getattr(intern!(py, "_next_sweep"))?.extract::<f64>()?;
+            self.set(det, max_ts_name, rec.ts_obj(py)?)?;
+            let next_sweep = self.get(det, intern!(py, "_next_sweep"))?.extract::<f64>()?;
             if ts >= next_sweep {
                 let swept = det.call_method0(intern!(py, "_sweep"))?;
                 if swept.is_truthy()? {
@@ -294,7 +348,7 @@ impl Dispatch {
         };
         bump(matched);
         // direction, once per record: cached address flags, Zeek's local fields
-        let classifier = det.getattr(intern!(py, "classifier"))?;
+        let classifier = self.get(det, intern!(py, "classifier"))?;
         let compiled = self.compiled(py, &classifier)?;
         let flags = |i: usize| -> PyResult<i64> {
             if let (Some(c), Some(v)) = (compiled.as_ref(), rec.v4(i)) {
