@@ -297,6 +297,56 @@ impl FlowParts {
     }
 }
 
+/// The top bit of each byte of `x` that is zero, and no other bit (exact: the low
+/// seven bits of a byte plus 0x7f carry into its top bit, never into the next byte).
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
+}
+
+/// One pass over a line, eight bytes at a time: the separators (`fences[k]`: the index
+/// after the k-th one, for k < 63; the count of all of them), whether every byte is
+/// ASCII and whether one is NUL. Separators are dense (every few bytes), so each word's
+/// are taken from its match mask rather than searched for.
+fn fences_of(line: &[u8], sep: u8, fences: &mut [usize; 64]) -> (usize, bool, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let splat = ONES * sep as u64;
+    let mut count = 0usize;
+    let mut high = 0u64; // every byte's top bit, or-ed together
+    let mut zeros = 0u64;
+    let mut chunks = line.chunks_exact(8);
+    let mut base = 0usize;
+    for chunk in &mut chunks {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        high |= w;
+        zeros |= zero_bytes(w);
+        let mut m = zero_bytes(w ^ splat);
+        while m != 0 {
+            // little-endian: the lowest set bit is the first matching byte
+            count += 1;
+            if count < 63 {
+                fences[count] = base + (m.trailing_zeros() / 8) as usize + 1;
+            }
+            m &= m - 1;
+        }
+        base += 8;
+    }
+    for (i, &c) in chunks.remainder().iter().enumerate() {
+        high |= c as u64;
+        if c == 0 {
+            zeros = 1;
+        }
+        if c == sep {
+            count += 1;
+            if count < 63 {
+                fences[count] = base + i + 1;
+            }
+        }
+    }
+    (count, high & (ONES << 7) == 0, zeros != 0)
+}
+
 /// Zeek TSV data lines of one header block.
 #[pyclass(module = "zeekndm._core")]
 struct TsvScanner {
@@ -486,22 +536,11 @@ impl TsvScanner {
         // the column boundaries, in one pass (ncols + 1 fences at most)
         let mut fences: [usize; 64] = [0; 64];
         let use_fences = ncols < 63;
-        let mut count = 0usize;
-        if use_fences {
-            // separators are dense (every few bytes): a plain loop beats a SIMD search
-            for (i, &c) in line.iter().enumerate() {
-                if c == sep {
-                    count += 1;
-                    if count < 63 {
-                        fences[count] = i + 1;
-                    }
-                }
-            }
+        let (count, ascii, nul) = if use_fences {
+            fences_of(line, sep, &mut fences)
         } else {
-            count = memchr_iter(sep, line).count();
-        }
-        let ascii = line.is_ascii();
-        let nul = memchr(0, line).is_some();
+            (memchr_iter(sep, line).count(), line.is_ascii(), memchr(0, line).is_some())
+        };
         if let Some(watched) = &self.dports {
             // the prefilter: a line whose responder port is not watched, with the
             // right shape, is only counted
