@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import subprocess
 import sys
 
@@ -120,6 +121,24 @@ def test_a_nul_non_ascii_byte_or_tab_anywhere_in_a_tsv_line_reads_the_same(monke
     data = TSV_HEAD + b"\n".join(lines) + b"\n"
     flows, stats = same_on_both(monkeypatch, "odd.log", data)
     assert stats[3] and flows  # bad lines and good records, alike on both cores
+
+
+def test_tsv_times_of_every_precision_read_the_same_on_both_cores(monkeypatch):
+    # the compiled scanner divides the digits by a power of ten when both are exact as
+    # doubles (correctly rounded, as float() is) and parses the text otherwise: times
+    # either side of that line (2**53, 22 decimals) read as Python reads them
+    rng = random.Random(15)
+    times = ["90071.99254740992", "90071.99254740993", "0.9007199254740993", "1." + "1" * 22]
+    times += ["1." + "1" * 23, "0000001700000000.5", "253402300799.0", "1700000000.000000"]
+    for _ in range(3000):
+        whole = str(rng.randrange(min(10 ** rng.randint(1, 12), 253402300799)))
+        frac = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 25)))
+        times.append(whole + "." + frac if frac else whole)
+    base = b"\tC1\t10.0.0.1\t40000\t45.0.0.1\t27017\ttcp\tS0\tT"
+    data = TSV_HEAD + b"".join(t.encode() + base + b"\n" for t in times)
+    flows, stats = same_on_both(monkeypatch, "times.log", data)
+    assert len(flows) == len(times)  # every one a record, none handed to Python
+    assert [f.ts for f in flows] == [float(t) for t in times]
 
 
 ODD_EVE = [

@@ -92,6 +92,12 @@ pub(crate) fn canonical_ipv4(s: &[u8]) -> Option<u32> {
     Some(value << 8 | part)
 }
 
+/// Powers of ten a double holds exactly.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 /// A time written as plain decimal digits with an optional fraction, within the bounds
 /// the readers accept; parsed with correct rounding, as Python's float() does.
 fn plain_ts(s: &[u8]) -> Option<f64> {
@@ -101,6 +107,9 @@ fn plain_ts(s: &[u8]) -> Option<f64> {
     let mut dot = false;
     let mut digits_before = 0;
     let mut digits_after = 0;
+    // the digits as one integer (while it fits: `exact`)
+    let mut mantissa: u64 = 0;
+    let mut exact = true;
     for &c in s {
         if c == b'.' {
             if dot {
@@ -113,6 +122,10 @@ fn plain_ts(s: &[u8]) -> Option<f64> {
             } else {
                 digits_before += 1;
             }
+            match mantissa.checked_mul(10).and_then(|m| m.checked_add((c - b'0') as u64)) {
+                Some(m) => mantissa = m,
+                None => exact = false,
+            }
         } else {
             return None;
         }
@@ -120,7 +133,13 @@ fn plain_ts(s: &[u8]) -> Option<f64> {
     if digits_before == 0 || (dot && digits_after == 0) {
         return None;
     }
-    let t: f64 = std::str::from_utf8(s).ok()?.parse().ok()?;
+    let t: f64 = if exact && mantissa <= 1 << 53 && digits_after < POW10.len() {
+        // Clinger's fast path: an integer and a power of ten that are both exact as
+        // doubles, so one correctly rounded division gives the correctly rounded value
+        mantissa as f64 / POW10[digits_after]
+    } else {
+        std::str::from_utf8(s).ok()?.parse().ok()?
+    };
     if (MIN_TS..=MAX_TS).contains(&t) {
         Some(t)
     } else {
