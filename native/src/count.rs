@@ -14,7 +14,8 @@
 
 use crate::observe::Rec;
 use crate::state::{
-    bisect_right, transport_index, window_items, Contact, Entry, Episode, Key, MapKey, ModelName, TKey, Track, TrackMap,
+    bisect_right, prefetch, prefetch_object, transport_index, window_items, Contact, Entry, Episode, Key, MapKey,
+    ModelName, TKey, Track, TrackMap,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -192,6 +193,12 @@ impl Counting {
         failed: bool,
         ok: bool,
     ) -> PyResult<()> {
+        if new {
+            // the lists a new item is added to: each a Python object of its own
+            for list in [&ep.sample, &ep.uids, &ep.cids, &ep.unanswered] {
+                prefetch(list.as_ptr());
+            }
+        }
         ep.ep_attempts += 1;
         if failed {
             ep.ep_failures += 1;
@@ -484,6 +491,7 @@ impl Counting {
         };
         let track: Bound<'py, Track> = match found {
             Some(found) => {
+                prefetch_object::<Track>(found.as_ptr());
                 let Ok(t) = found.into_bound(py).cast_into::<Track>() else {
                     return Ok(self.update_py.bind(py).call1((det, rt, rec.flow(py)?))?.unbind());
                 };
@@ -506,6 +514,13 @@ impl Counting {
         // the first part with the track borrowed: its clock, sensor, whether the item is
         // new, and the budget's decision when the track's own cap leaves room
         let mut guard = track.borrow_mut();
+        // one track after another (a storm's sweepers take turns): its state is cold, so
+        // ask for the lines the steps below touch at once rather than one by one
+        guard.items.prefetch_ends();
+        guard.win.prefetch();
+        if let Some(ep) = &guard.ep {
+            prefetch_object::<Episode>(ep.as_ptr());
+        }
         if ts > guard.last_ts {
             guard.last_ts = ts;
         }
