@@ -251,18 +251,23 @@ impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
         }
         self.tail = i;
     }
-    pub fn push_back(&mut self, key: K, val: V) -> usize {
-        let node = Node { key: key.clone(), val, prev: NIL, next: NIL };
-        let i = match self.free.pop() {
+    /// The slot `node` is stored in (a freed one first), neither indexed nor linked yet
+    /// (over the fields, so a caller may hold an entry of the index meanwhile).
+    fn store(nodes: &mut Vec<Option<Node<K, V>>>, free: &mut Vec<usize>, node: Node<K, V>) -> usize {
+        match free.pop() {
             Some(i) => {
-                self.nodes[i] = Some(node);
+                nodes[i] = Some(node);
                 i
             }
             None => {
-                self.nodes.push(Some(node));
-                self.nodes.len() - 1
+                nodes.push(Some(node));
+                nodes.len() - 1
             }
-        };
+        }
+    }
+    pub fn push_back(&mut self, key: K, val: V) -> usize {
+        let node = Node { key: key.clone(), val, prev: NIL, next: NIL };
+        let i = Self::store(&mut self.nodes, &mut self.free, node);
         self.index.insert(key, i);
         self.link_back(i);
         i
@@ -274,16 +279,7 @@ impl<K: Hash + Eq + Clone, V> LinkedMap<K, V> {
             hash_map::Entry::Occupied(o) => (*o.get(), false),
             hash_map::Entry::Vacant(v) => {
                 let node = Node { key: key.clone(), val: val(), prev: NIL, next: NIL };
-                let i = match self.free.pop() {
-                    Some(i) => {
-                        self.nodes[i] = Some(node);
-                        i
-                    }
-                    None => {
-                        self.nodes.push(Some(node));
-                        self.nodes.len() - 1
-                    }
-                };
+                let i = Self::store(&mut self.nodes, &mut self.free, node);
                 v.insert(i);
                 self.link_back(i);
                 (i, true)
